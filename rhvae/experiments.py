@@ -1,0 +1,113 @@
+"""Train (or reuse) the model of one experiment: data subset + model + training + cache, in one call.
+
+The cache lives in ``data/cache/EXPERIMENT/MODEL_KEY.pt``; ``KEY`` hashes everything that determines the
+trained weights: the subset (experiment, classes, images per class, data seed, source), the model type and
+config, and the training settings (epochs, lr, batch size, seed, thread count). A cached file is reused only
+when it loads cleanly and its stored spec equals the requested one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .data import ExperimentData, experiment_data
+from .models import MODELS, VAE
+from .paths import CACHE_DIR
+from .persistence import ModelFileError, cache_key, load_model, read_model_file, save_model
+from .provenance import environment, set_threads
+from .training import History, train
+
+
+@dataclass
+class TrainedModel:
+    model: VAE
+    history: History
+    data: ExperimentData
+    path: Path | None
+    reused: bool
+    provenance: dict
+
+
+def build_model(name: str, seed: int = 0, **config) -> VAE:
+    """Construct ``MODELS[name]`` (vae, hvae, rhvae) with its weights initialised from ``seed``."""
+    key = name.lower()
+    if key not in MODELS:
+        raise ValueError(f"model must be one of {tuple(MODELS)}, got {name!r}")
+    torch.manual_seed(seed)
+    return MODELS[key](**config)
+
+
+def model_spec(
+    data: ExperimentData, name: str, config: dict, epochs: int, lr: float, batch_size, seed: int, threads: int
+) -> dict:
+    return {
+        "subset": {k: v for k, v in data.provenance().items() if not k.endswith("_indices")},
+        "model": name.lower(),
+        "config": config,
+        "training": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "threads": threads},
+    }
+
+
+def train_experiment_model(
+    experiment: str,
+    model: str,
+    epochs: int,
+    seed: int = 0,
+    lr: float = 1e-3,
+    batch_size: int | None = None,
+    threads: int | None = 1,
+    data: ExperimentData | None = None,
+    data_seed: int = 0,
+    source: str = "bundled",
+    classes=None,
+    n_per_class: int | None = None,
+    use_cache: bool = True,
+    cache_dir: Path | str | None = None,
+    progress: bool = True,
+    **config,
+) -> TrainedModel:
+    """Train ``model`` on the subset of ``experiment`` (or reuse the cached result of the same request).
+
+    ``config`` holds the model's keyword arguments (n_lf, eps_lf, beta_zero, temperature, regularization, …).
+    ``threads`` pins torch's thread count (part of the cache key: CPU results depend on it).
+    """
+    threads = set_threads(threads)
+    if data is None:
+        data = experiment_data(experiment, classes, n_per_class, seed=data_seed, source=source)
+    net = build_model(model, seed=seed, **config)
+    spec = model_spec(data, model, net.config(), epochs, lr, batch_size, seed, threads)
+    path = Path(cache_dir or CACHE_DIR) / data.experiment / f"{model.lower()}_{cache_key(spec)}.pt"
+    if use_cache and path.is_file():
+        try:
+            if json.loads(read_model_file(path)["provenance"]).get("spec") == spec:
+                cached, history, provenance = load_model(path, expected_type=model, with_history=True)
+                return TrainedModel(cached, history, data, path, True, provenance)
+        except ModelFileError:
+            pass  # unreadable or foreign cache entry: retrain and replace it
+    start = time.perf_counter()
+    history = train(
+        net,
+        data.train.x,
+        data.test.x,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        threads=threads,
+        progress=progress,
+        desc=f"{experiment}/{model}",
+    )
+    provenance = {
+        "spec": spec,
+        "subset": data.provenance(),
+        "environment": environment(),
+        "train_seconds": time.perf_counter() - start,
+    }
+    if use_cache:
+        save_model(net, path, history, provenance)
+    return TrainedModel(net, history, data, path if use_cache else None, False, provenance)

@@ -1,0 +1,417 @@
+r"""VAE, HVAE and RHVAE (DESIGN §2) as ``torch.nn.Module``\ s.
+
+Notation (paper): x ∈ [0, 1]^D an image, z ∈ R^d a latent code, prior p(z) = N(0, I), Gaussian encoder
+q(z|x) = N(μ(x), diag σ²(x)), Bernoulli decoder p(x|z) with logits π(z). Networks: encoder
+Linear(D, h)–ReLU → (μ, log σ²) heads; decoder Linear(d, h)–ReLU–Linear(h, D); metric network (RHVAE)
+Linear(D, h)–ReLU → ``diag`` head Linear(h, d) through exp, ``lower`` head Linear(h, d(d−1)/2).
+
+**β₀.** ``beta_zero`` *is* β₀, the initial tempering factor, in every model and function of this package
+(pythae uses √β₀ in its RHVAE and β₀ elsewhere). The initial momentum is ρ₀ ~ N(0, G(z₀)/β₀).
+
+**Objectives** (HVAE and RHVAE, ``objective=``):
+
+* ``"elbo"`` (default): the true ELBO of the flow, tempering included (DESIGN §2.3),
+  E[log p(x, z_K) + log N(ρ_K; 0, G(z_K)) − log q(z₀|x) − log N(ρ₀; 0, G(z₀)/β₀) + (d/2) log β₀].
+  It is a lower bound of log p(x), so its value is comparable across models and with the log-likelihood.
+* ``"authors"``: the variant the authors' release optimises: ρ₀ = L(x) γ / √β₀ (a factor of the metric
+  network's Mᵢ, not of G(z₀)), and the ρ₀ density and the Jacobian terms dropped. Not a bound; offered to
+  reproduce the release.
+
+The true ELBO is the default because it is the quantity the paper's log-likelihood claims are about, and
+because it stays a valid bound whatever the metric learns.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .metric import EuclideanMetric, LearnedMetric, MetricAt, apply, cholesky, quadratic_form
+
+LOG_2PI = math.log(2.0 * math.pi)
+OBJECTIVES = ("elbo", "authors")
+
+
+class ConfigError(ValueError):
+    """A model hyper-parameter outside its accepted range."""
+
+
+class FlowDiverged(RuntimeError):
+    """The leapfrog produced non-finite or exploding values."""
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_float(name: str, value, low: float, high: float = math.inf) -> float:
+    """A finite number in (low, high]."""
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not numeric or not math.isfinite(value) or not low < value <= high:
+        bounds = f"({low}, {high}]" if math.isfinite(high) else f"({low}, inf)"
+        raise ConfigError(f"{name} must be a finite number in {bounds}, got {value!r}")
+    return float(value)
+
+
+@dataclass
+class FlowOutput:
+    """Everything one pass through a model computes for a batch x (B, D); per-image quantities are (B,)."""
+
+    mu: torch.Tensor
+    log_var: torch.Tensor
+    z0: torch.Tensor
+    zK: torch.Tensor
+    rho0: torch.Tensor | None
+    rhoK: torch.Tensor | None
+    logits: torch.Tensor  # decoder logits at z_K, (B, D)
+    log_weight: torch.Tensor  # one-sample integrand of the true ELBO (importance weight of log p(x))
+    objective: torch.Tensor  # the per-image quantity that training maximises
+    fixed_point_residual: float = 0.0  # largest last-iteration change of the implicit leapfrog steps
+
+
+def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log p(x|z) = Σ_j x_j log π_j + (1 − x_j) log(1 − π_j) with π = σ(logits), summed over pixels, (B,)."""
+    return (x * logits - F.softplus(logits)).sum(-1)
+
+
+def standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (z * z).sum(-1) - 0.5 * z.shape[-1] * LOG_2PI
+
+
+class VAE(nn.Module):
+    """The vanilla VAE (Kingma & Welling) with the paper's 784–400–d MLPs and a Bernoulli decoder.
+
+    Training maximises the ELBO with the analytic KL term; ``forward`` also returns the one-sample integrand
+    log p(x, z₀) − log q(z₀|x) used by the importance-sampling log-likelihood.
+    """
+
+    model_type = "VAE"
+
+    def __init__(self, latent_dim: int = 2, input_dim: int = 784, hidden_dim: int = 400):
+        super().__init__()
+        self.latent_dim = _check_int("latent_dim", latent_dim, 1)
+        self.input_dim = _check_int("input_dim", input_dim, 1)
+        self.hidden_dim = _check_int("hidden_dim", hidden_dim, 1)
+        self.enc_hidden = nn.Linear(input_dim, hidden_dim)
+        self.enc_mu = nn.Linear(hidden_dim, latent_dim)
+        self.enc_log_var = nn.Linear(hidden_dim, latent_dim)
+        self.dec_hidden = nn.Linear(latent_dim, hidden_dim)
+        self.dec_out = nn.Linear(hidden_dim, input_dim)
+
+    # ----------------------------------------------------------------------------------------------- config
+    def config(self) -> dict:
+        """Constructor keyword arguments: ``type(self)(**model.config())`` rebuilds the architecture."""
+        return {"latent_dim": self.latent_dim, "input_dim": self.input_dim, "hidden_dim": self.hidden_dim}
+
+    # --------------------------------------------------------------------------------------------- networks
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.input_dim:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be a tensor of shape (batch, {self.input_dim}), got {shape}")
+        return x.to(self.enc_hidden.weight.dtype)
+
+    def check_latent(self, z: torch.Tensor) -> torch.Tensor:
+        if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.latent_dim:
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"z must be a tensor of shape (batch, {self.latent_dim}), got {shape}")
+        return z.to(self.enc_hidden.weight.dtype)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """μ(x) and log σ²(x), each (B, d)."""
+        h = F.relu(self.enc_hidden(x))
+        return self.enc_mu(h), self.enc_log_var(h)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder logits π(z), (B, D)."""
+        return self.dec_out(F.relu(self.dec_hidden(z)))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder mean σ(π(z)) in [0, 1], (B, D): what reconstructions and samples show."""
+        return torch.sigmoid(self.decode_logits(self.check_latent(z)))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoder mean at the encoder mean μ(x)."""
+        return self.decode(self.encode(self.check_input(x))[0])
+
+    def potential_grad(self, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """∇_z U(z) for U(z) = −log p(x|z) − log p(z), in closed form, and the decoder logits at z.
+
+        For h = ReLU(W₁ z + b₁) and π = W₂ h + b₂: ∇_z(−log p(x|z)) = W₁ᵀ[(W₂ᵀ(σ(π) − x)) ⊙ 1(W₁ z + b₁ > 0)],
+        and ∇_z(−log p(z)) = z.
+        """
+        pre = self.dec_hidden(z)
+        logits = self.dec_out(F.relu(pre))
+        back = ((torch.sigmoid(logits) - x) @ self.dec_out.weight) * (pre > 0).to(z.dtype)
+        return back @ self.dec_hidden.weight + z, logits
+
+    # ------------------------------------------------------------------------------------------- objective
+    def sample_posterior(self, mu, log_var, generator=None) -> torch.Tensor:
+        eps = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=generator)
+        return mu + torch.exp(0.5 * log_var) * eps
+
+    @staticmethod
+    def posterior_log_density(z, mu, log_var) -> torch.Tensor:
+        """log q(z|x) = log N(z; μ, diag σ²), (B,)."""
+        return -0.5 * (((z - mu) ** 2) / torch.exp(log_var) + log_var + LOG_2PI).sum(-1)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> FlowOutput:
+        x = self.check_input(x)
+        mu, log_var = self.encode(x)
+        z0 = self.sample_posterior(mu, log_var, generator)
+        logits = self.decode_logits(z0)
+        log_px_z = bernoulli_log_likelihood(logits, x)
+        log_weight = log_px_z + standard_normal_log_density(z0) - self.posterior_log_density(z0, mu, log_var)
+        kl = -0.5 * (1.0 + log_var - mu**2 - torch.exp(log_var)).sum(-1)
+        return FlowOutput(mu, log_var, z0, z0, None, None, logits, log_weight, log_px_z - kl)
+
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Training loss: the negative objective averaged over the batch."""
+        return -self(x, generator).objective.mean()
+
+
+class HVAE(VAE):
+    """Hamiltonian VAE (Caterini et al. 2018): z₀ ~ q(z|x), ρ₀ ~ N(0, I/β₀), n_lf tempered leapfrog steps.
+
+    Parameters: ``n_lf`` leapfrog steps K (≥ 0), step size ``eps_lf`` ε (> 0), initial tempering factor
+    ``beta_zero`` β₀ ∈ (0, 1] (β₀ itself, not √β₀), ``objective`` ``"elbo"`` or ``"authors"``.
+
+    Tempering after step k of K: ρ ← √(β_{k−1}/β_k) ρ, 1/√β_k = (1 − 1/√β₀)(k/K)² + 1/√β₀, so β_K = 1 and the
+    whole flow has Jacobian β₀^{d/2}.
+    """
+
+    model_type = "HVAE"
+
+    def __init__(
+        self,
+        latent_dim: int = 2,
+        input_dim: int = 784,
+        hidden_dim: int = 400,
+        n_lf: int = 10,
+        eps_lf: float = 0.01,
+        beta_zero: float = 0.3,
+        objective: str = "elbo",
+    ):
+        super().__init__(latent_dim, input_dim, hidden_dim)
+        self.n_lf = _check_int("n_lf", n_lf, 0)
+        self.eps_lf = _check_float("eps_lf", eps_lf, 0.0)
+        self.beta_zero = _check_float("beta_zero", beta_zero, 0.0, 1.0)
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        self.objective = objective
+
+    def config(self) -> dict:
+        return {
+            **super().config(),
+            "n_lf": self.n_lf,
+            "eps_lf": self.eps_lf,
+            "beta_zero": self.beta_zero,
+            "objective": self.objective,
+        }
+
+    def tempering_schedule(self) -> list[float]:
+        """[β₀, β₁, …, β_K] with 1/√β_k = (1 − 1/√β₀)(k/K)² + 1/√β₀ (so β_K = 1)."""
+        K = self.n_lf
+        inv_sqrt_b0 = 1.0 / math.sqrt(self.beta_zero)
+        if K == 0:
+            return [self.beta_zero]
+        return [((1.0 - inv_sqrt_b0) * (k / K) ** 2 + inv_sqrt_b0) ** -2 for k in range(K + 1)]
+
+    # ------------------------------------------------------------------------------------ metric interface
+    def flow_metric(self, x: torch.Tensor, mu: torch.Tensor):
+        """The metric the flow uses for this batch (HVAE: Euclidean)."""
+        return EuclideanMetric(self.latent_dim)
+
+    def initial_momentum(self, at0: MetricAt, x, metric, generator=None) -> torch.Tensor:
+        """ρ₀ ~ N(0, G(z₀)/β₀) (for G = I: γ/√β₀)."""
+        gamma = torch.randn(at0.z.shape, dtype=at0.z.dtype, device=at0.z.device, generator=generator)
+        if metric.constant:
+            return gamma / math.sqrt(self.beta_zero)
+        return apply(cholesky(at0.G), gamma) / math.sqrt(self.beta_zero)
+
+    # -------------------------------------------------------------------------------------------- leapfrog
+    def n_implicit_iterations(self) -> int:
+        return 0
+
+    def leapfrog(self, z, rho, x, grad_U, at_z: MetricAt, metric):
+        """One generalized leapfrog step of size ε for H(z, ρ) = U(z) + ½ log det G(z) + ½ ρᵀ G⁻¹(z) ρ.
+
+        1. ρ½ = ρ − (ε/2) ∇_z H(z, ρ½)                       (implicit in ρ½: fixed-point iterations)
+        2. z′ = z + (ε/2) [G⁻¹(z) + G⁻¹(z′)] ρ½              (implicit in z′: fixed-point iterations)
+        3. ρ′ = ρ½ − (ε/2) ∇_z H(z′, ρ½)
+
+        with ∇_z H = ∇U − ½ ∇ log det G⁻¹ + ½ ∇(ρᵀ G⁻¹ ρ). The parts of step 1 that do not depend on ρ (the
+        decoder, the prior and the log-determinant) are evaluated once. For the Euclidean metric the implicit
+        steps are explicit and the step is the ordinary leapfrog.
+
+        Returns z′, ρ′, ∇U(z′), the logits at z′, the metric at z′ and the largest last fixed-point change.
+        """
+        half = 0.5 * self.eps_lf
+        fixed_force = grad_U - 0.5 * metric.grad_log_det_G_inv(at_z)
+        rho_half = rho - half * (fixed_force + 0.5 * metric.grad_quadratic(at_z, rho))
+        residual = 0.0
+        for _ in range(self.n_implicit_iterations()):
+            new = rho - half * (fixed_force + 0.5 * metric.grad_quadratic(at_z, rho_half))
+            residual = max(residual, float((new - rho_half).detach().abs().max()))
+            rho_half = new
+        velocity_z = apply(at_z.G_inv, rho_half)
+        z_new = z + 2.0 * half * velocity_z
+        for _ in range(self.n_implicit_iterations()):
+            new = z + half * (velocity_z + apply(metric.G_inv(z_new), rho_half))
+            residual = max(residual, float((new - z_new).detach().abs().max()))
+            z_new = new
+        grad_U_new, logits_new = self.potential_grad(z_new, x)
+        at_new = metric.at(z_new)
+        force_new = grad_U_new - 0.5 * metric.grad_log_det_G_inv(at_new) + 0.5 * metric.grad_quadratic(at_new, rho_half)
+        return z_new, rho_half - half * force_new, grad_U_new, logits_new, at_new, residual
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> FlowOutput:
+        x = self.check_input(x)
+        mu, log_var = self.encode(x)
+        z0 = self.sample_posterior(mu, log_var, generator)
+        metric = self.flow_metric(x, mu)
+        at = metric.at(z0)
+        if self.objective == "authors" and not metric.constant:
+            rho0 = self.authors_initial_momentum(x, generator)
+        else:
+            rho0 = self.initial_momentum(at, x, metric, generator)
+        at0 = at
+        betas = self.tempering_schedule()
+        z, rho = z0, rho0
+        grad_U, logits = self.potential_grad(z0, x)
+        residual = 0.0
+        for k in range(1, self.n_lf + 1):
+            z, rho, grad_U, logits, at, step_residual = self.leapfrog(z, rho, x, grad_U, at, metric)
+            rho = rho * math.sqrt(betas[k - 1] / betas[k])
+            residual = max(residual, step_residual)
+        d = self.latent_dim
+        log_pxz = bernoulli_log_likelihood(logits, x) + standard_normal_log_density(z)
+        log_q_z0 = self.posterior_log_density(z0, mu, log_var)
+        # log N(ρ; 0, G/β) = −(d/2) log 2π + ½ log det G⁻¹ + (d/2) log β − (β/2) ρᵀ G⁻¹ ρ
+        log_rhoK = -0.5 * d * LOG_2PI + 0.5 * at.log_det_G_inv - 0.5 * quadratic_form(at.G_inv, rho)
+        log_rho0 = (
+            -0.5 * d * LOG_2PI
+            + 0.5 * at0.log_det_G_inv
+            + 0.5 * d * math.log(self.beta_zero)
+            - 0.5 * self.beta_zero * quadratic_form(at0.G_inv, rho0)
+        )
+        log_weight = log_pxz + log_rhoK - log_q_z0 - log_rho0 + 0.5 * d * math.log(self.beta_zero)
+        if self.objective == "elbo":
+            objective = log_weight
+        else:
+            objective = log_pxz + log_rhoK - log_q_z0
+        return FlowOutput(mu, log_var, z0, z, rho0, rho, logits, log_weight, objective, residual)
+
+    def authors_initial_momentum(self, x, generator=None):  # pragma: no cover - overridden by RHVAE
+        raise NotImplementedError
+
+
+class RHVAE(HVAE):
+    """Riemannian Hamiltonian VAE (Chadebec et al.) with the learned metric of DESIGN §2.1.
+
+    Parameters beyond the HVAE's: metric ``temperature`` T (> 0), ``regularization`` λ (> 0), and
+    ``n_fixed_point``, the number of fixed-point iterations of each implicit leapfrog step (≥ 1).
+
+    In training mode the metric is built from the current batch (gradients flow into the metric network
+    and, through the centroids cᵢ = μ(xᵢ), into the encoder). ``freeze_metric(x_train)`` stores (cᵢ, Mᵢ) of
+    every training point; in eval mode, and in ``G_inv``/``G``/``metric``, the frozen metric is used. The
+    trainer freezes it at the end of every epoch. ``centroids`` (N, d) and ``M`` (N, d, d) are saved with
+    the model.
+    """
+
+    model_type = "RHVAE"
+
+    def __init__(
+        self,
+        latent_dim: int = 2,
+        input_dim: int = 784,
+        hidden_dim: int = 400,
+        n_lf: int = 10,
+        eps_lf: float = 0.1,
+        beta_zero: float = 0.3,
+        temperature: float = 1.0,
+        regularization: float = 0.1,
+        objective: str = "elbo",
+        n_fixed_point: int = 5,
+    ):
+        super().__init__(latent_dim, input_dim, hidden_dim, n_lf, eps_lf, beta_zero, objective)
+        self.temperature = _check_float("temperature", temperature, 0.0)
+        self.regularization = _check_float("regularization", regularization, 0.0)
+        self.n_fixed_point = _check_int("n_fixed_point", n_fixed_point, 1)
+        self.metric_hidden = nn.Linear(input_dim, hidden_dim)
+        self.metric_diag = nn.Linear(hidden_dim, latent_dim)
+        self.metric_lower = nn.Linear(hidden_dim, latent_dim * (latent_dim - 1) // 2)
+        self.register_buffer("centroids", torch.zeros(0, latent_dim))
+        self.register_buffer("M", torch.zeros(0, latent_dim, latent_dim))
+
+    def config(self) -> dict:
+        return {
+            **super().config(),
+            "temperature": self.temperature,
+            "regularization": self.regularization,
+            "n_fixed_point": self.n_fixed_point,
+        }
+
+    def n_implicit_iterations(self) -> int:
+        return self.n_fixed_point
+
+    # ---------------------------------------------------------------------------------------- the metric
+    def lower_factor(self, x: torch.Tensor) -> torch.Tensor:
+        """L(x): lower triangular (B, d, d) with exp(diag head) on the diagonal and the lower head below."""
+        h = F.relu(self.metric_hidden(x))
+        d = self.latent_dim
+        L = torch.diag_embed(torch.exp(self.metric_diag(h)))
+        if d > 1:
+            rows, cols = torch.tril_indices(d, d, offset=-1, device=x.device)
+            L = L.index_put((torch.arange(len(x), device=x.device)[:, None], rows, cols), self.metric_lower(h))
+        return L
+
+    def metric_matrices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cᵢ, Mᵢ) = (μ(xᵢ), L(xᵢ) L(xᵢ)ᵀ) for a batch x."""
+        L = self.lower_factor(x)
+        return self.encode(x)[0], L @ L.transpose(-1, -2)
+
+    @torch.no_grad()
+    def freeze_metric(self, x_train: torch.Tensor) -> None:
+        """Store (cᵢ, Mᵢ) of every training image: the metric used for evaluation, sampling and plots."""
+        x_train = self.check_input(x_train)
+        centroids, M = self.metric_matrices(x_train)
+        self.centroids = centroids.detach().clone()
+        self.M = M.detach().clone()
+
+    @property
+    def has_frozen_metric(self) -> bool:
+        return self.centroids.shape[0] > 0
+
+    def metric(self) -> LearnedMetric:
+        """The frozen metric (after training or ``freeze_metric``)."""
+        if not self.has_frozen_metric:
+            raise RuntimeError("this RHVAE has no frozen metric yet: train it or call model.freeze_metric(x_train)")
+        return LearnedMetric(self.centroids, self.M, self.temperature, self.regularization)
+
+    def G_inv(self, z: torch.Tensor) -> torch.Tensor:
+        """G⁻¹(z) of the frozen metric for z (B, d) → (B, d, d)."""
+        return self.metric().G_inv(self.check_latent(z))
+
+    def G(self, z: torch.Tensor) -> torch.Tensor:
+        """G(z) of the frozen metric for z (B, d) → (B, d, d)."""
+        return self.metric().G(self.check_latent(z))
+
+    def flow_metric(self, x: torch.Tensor, mu: torch.Tensor):
+        if self.training:
+            centroids, M = self.metric_matrices(x)
+            return LearnedMetric(centroids, M, self.temperature, self.regularization)
+        return self.metric()
+
+    def authors_initial_momentum(self, x, generator=None) -> torch.Tensor:
+        """The release's ρ₀ = L(x) γ / √β₀ (covariance M(x)/β₀ instead of G(z₀)/β₀)."""
+        gamma = torch.randn(len(x), self.latent_dim, dtype=x.dtype, device=x.device, generator=generator)
+        return apply(self.lower_factor(x), gamma) / math.sqrt(self.beta_zero)
+
+
+MODELS = {"vae": VAE, "hvae": HVAE, "rhvae": RHVAE}

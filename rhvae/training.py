@@ -1,0 +1,193 @@
+"""The training loop: Adam, seeded, per-epoch history, text progress bar, divergence detection."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from .models import RHVAE, VAE
+from .provenance import set_threads
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a non-finite loss or exploding latent codes. The model is left at its last good state
+    (the end of the last finished epoch); ``history`` holds the finished epochs."""
+
+    def __init__(self, message: str, epoch: int, history: History):
+        super().__init__(message)
+        self.epoch = epoch
+        self.history = history
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    test_loss: float | None
+    seconds: float
+    max_latent_norm: float
+    fixed_point_residual: float
+
+
+@dataclass
+class History:
+    """Per-epoch records and the settings of the run (JSON-ready through ``to_dict``)."""
+
+    settings: dict = field(default_factory=dict)
+    epochs: list[EpochRecord] = field(default_factory=list)
+    status: str = "running"
+
+    @property
+    def train_loss(self) -> list[float]:
+        return [r.train_loss for r in self.epochs]
+
+    @property
+    def test_loss(self) -> list[float | None]:
+        return [r.test_loss for r in self.epochs]
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(r.seconds for r in self.epochs)
+
+    def to_dict(self) -> dict:
+        return {"settings": self.settings, "status": self.status, "epochs": [asdict(r) for r in self.epochs]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> History:
+        return cls(data.get("settings", {}), [EpochRecord(**r) for r in data.get("epochs", [])], data["status"])
+
+
+def _check_positive_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def train(
+    model: VAE,
+    x_train: torch.Tensor,
+    x_test: torch.Tensor | None = None,
+    epochs: int = 100,
+    lr: float = 1e-3,
+    batch_size: int | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: bool = True,
+    max_latent_norm: float = 1e3,
+    desc: str | None = None,
+) -> History:
+    """Train ``model`` in place with Adam and return its per-epoch ``History``.
+
+    ``batch_size=None`` trains full batch (the authors' setting: with N ≤ a few hundred images their batch was
+    larger than the training set, which also makes the batch metric equal to the full one). The run is
+    deterministic for a given ``seed`` and thread count. At the end of every epoch an RHVAE freezes its metric
+    over all of ``x_train``; the test loss uses the frozen metric, in eval mode.
+
+    Divergence (a non-finite loss, non-finite parameters, or a latent code of norm above ``max_latent_norm``)
+    raises ``TrainingDiverged`` naming the epoch and the settings, after restoring the last good state.
+    """
+    _check_positive_int("epochs", epochs)
+    if batch_size is not None:
+        _check_positive_int("batch_size", batch_size)
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    x_train = model.check_input(x_train)
+    x_test = None if x_test is None or len(x_test) == 0 else model.check_input(x_test)
+    threads = set_threads(threads)
+    torch.manual_seed(seed)
+    n = len(x_train)
+    batch = n if batch_size is None else min(batch_size, n)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    settings = {
+        "model_type": model.model_type,
+        "model_config": model.config(),
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "seed": seed,
+        "threads": threads,
+        "n_train": n,
+        "n_test": 0 if x_test is None else len(x_test),
+        "max_latent_norm": max_latent_norm,
+    }
+    history = History(settings=settings)
+    last_good = copy.deepcopy(model.state_dict())
+    bar = tqdm(
+        range(1, epochs + 1),
+        desc=desc or model.model_type,
+        file=sys.stdout,
+        disable=not progress,
+        mininterval=2.0,
+        ascii=True,
+        dynamic_ncols=False,
+        ncols=100,
+    )
+    for epoch in bar:
+        start = time.perf_counter()
+        model.train()
+        order = torch.randperm(n) if batch < n else torch.arange(n)
+        total, max_norm, residual = 0.0, 0.0, 0.0
+        for begin in range(0, n, batch):
+            xb = x_train[order[begin : begin + batch]]
+            out = model(xb)
+            loss = -out.objective.mean()
+            max_norm = max(max_norm, float(out.zK.detach().norm(dim=-1).max()))
+            residual = max(residual, out.fixed_point_residual)
+            problem = _problem(loss, max_norm, max_latent_norm)
+            if problem is None:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if not all(torch.isfinite(p).all() for p in model.parameters()):
+                    problem = "the parameters became non-finite after the update"
+            if problem is not None:
+                model.load_state_dict(last_good)
+                history.status = f"diverged at epoch {epoch}"
+                bar.close()
+                raise TrainingDiverged(
+                    f"{model.model_type} training diverged at epoch {epoch}: {problem} "
+                    f"(settings: {_describe(model)}, lr={lr}, batch_size={batch_size or 'full'}, seed={seed}). "
+                    f"The model holds its state after epoch {epoch - 1}.",
+                    epoch,
+                    history,
+                )
+            total += float(loss.detach()) * len(xb)
+        if isinstance(model, RHVAE):
+            model.freeze_metric(x_train)
+        test_loss = evaluate_loss(model, x_test) if x_test is not None else None
+        record = EpochRecord(epoch, total / n, test_loss, time.perf_counter() - start, max_norm, residual)
+        history.epochs.append(record)
+        last_good = copy.deepcopy(model.state_dict())
+        bar.set_postfix(train=f"{record.train_loss:.2f}", test=f"{test_loss:.2f}" if test_loss else "-")
+    history.status = "finished"
+    model.eval()
+    return history
+
+
+def _problem(loss: torch.Tensor, max_norm: float, max_latent_norm: float) -> str | None:
+    if not torch.isfinite(loss):
+        return f"the loss is {float(loss.detach())}"
+    if not math.isfinite(max_norm) or max_norm > max_latent_norm:
+        return f"a latent code reached norm {max_norm:.3g} > max_latent_norm={max_latent_norm:g}"
+    return None
+
+
+def _describe(model: VAE) -> str:
+    return ", ".join(f"{k}={v}" for k, v in model.config().items())
+
+
+@torch.no_grad()
+def evaluate_loss(model: VAE, x: torch.Tensor, generator: torch.Generator | None = None) -> float:
+    """Mean negative objective on ``x`` in eval mode (RHVAE: the frozen metric)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return float(-model(model.check_input(x), generator).objective.mean())
+    finally:
+        model.train(was_training)

@@ -1,0 +1,24 @@
+import pytest
+import torch
+
+import rhvae
+
+
+@pytest.fixture(scope="session")
+def metric_data():
+    """The real 'metric' experiment subset (3 classes x 50 bundled MNIST digits)."""
+    return rhvae.experiment_data("metric")
+
+
+@pytest.fixture
+def small_rhvae():
+    """A float64 RHVAE with a frozen metric built from 12 real digits: small enough for exact checks."""
+    data = rhvae.experiment_data("metric", n_per_class=5)
+    torch.manual_seed(0)
+    model = rhvae.RHVAE(hidden_dim=32, n_fixed_point=60, eps_lf=0.05, temperature=1.0).double()
+    x = data.train.x.double()
+    model.freeze_metric(x)
+    # spread the frozen centroids so that the metric varies on the scale of the temperature
+    model.centroids = model.centroids * 20.0
+    model.eval()
+    return model, x

@@ -1,0 +1,118 @@
+"""``python -m rhvae train`` end to end on a real subset, in a subprocess, like a user would run it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rhvae.persistence import load_model
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "rhvae", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_train_writes_model_history_and_provenance(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(
+        "train",
+        "--model",
+        "hvae",
+        "--experiment",
+        "reconstruction",
+        "--epochs",
+        "3",
+        "--n-lf",
+        "2",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    model = load_model(out / "model.pt", expected_type="HVAE")
+    assert model.n_lf == 2
+    history = json.loads((out / "history.json").read_text())
+    assert history["status"] == "finished" and len(history["epochs"]) == 3
+    run = json.loads((out / "run.json").read_text())
+    assert run["arguments"]["seed"] == 1 and len(run["subset"]["train_indices"]) == 120
+    assert run["environment"]["torch_threads"] == 1 and run["train_seconds"] > 0
+
+
+def test_original_train_py_spellings(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(
+        "train",
+        "-n",
+        "rhvae",
+        "-spec",
+        "metric",
+        "-ne",
+        "2",
+        "-n_lf",
+        "2",
+        "-eps_lf",
+        "0.001",
+        "-temp",
+        "0.8",
+        "-reg",
+        "0.05",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    model = load_model(out / "model.pt", expected_type="RHVAE")
+    assert (model.n_lf, model.eps_lf, model.temperature, model.regularization) == (2, 0.001, 0.8, 0.05)
+    assert model.centroids.shape == (120, 2)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "--epochs/-ne: expected an integer >= 1"),
+        (["--temperature", "-1"], "--temperature/-temp: expected a finite number in (0, inf)"),
+        (["--beta-zero", "2"], "--beta-zero: expected a finite number in (0, 1.0]"),
+        (["--model", "gan"], "--model/-n: invalid choice"),
+        (["--classes", "1,12"], "--classes: expected digits 0..9"),
+        (["--n-per-class", "800"], "more than the 500 images of class"),
+        (["--bogus", "1"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_values_exit_nonzero_with_one_line(tmp_path, args, message):
+    result = run_cli("train", "--out", str(tmp_path / "x"), *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_divergence_exits_3_and_keeps_no_broken_model(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", "--model", "rhvae", "--eps-lf", "0.1", "--epochs", "3", "--out", str(out), "--quiet")
+    assert result.returncode == 3
+    assert "diverged at epoch 1" in result.stderr and "Traceback" not in result.stderr
+    assert not (out / "model.pt").exists()
+    assert json.loads((out / "history.json").read_text())["status"] == "diverged at epoch 1"
+
+
+def test_help_lists_every_hyper_parameter():
+    text = run_cli("train", "--help").stdout
+    for flag in (
+        "--n-lf",
+        "--eps-lf",
+        "--beta-zero",
+        "--temperature",
+        "--regularization",
+        "--objective",
+        "--n-fixed-point",
+        "--batch-size",
+        "--lr",
+        "--seed",
+        "--source",
+        "--classes",
+        "--threads",
+        "--out",
+    ):
+        assert flag in text

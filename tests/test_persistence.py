@@ -1,0 +1,87 @@
+"""Save / load: identical outputs after a round trip; broken and foreign files are refused."""
+
+import pytest
+import torch
+
+import rhvae
+from rhvae.persistence import ModelFileError, load_model, save_model
+from rhvae.training import train
+
+
+@pytest.fixture(scope="module")
+def trained(metric_data):
+    torch.manual_seed(0)
+    model = rhvae.RHVAE(n_lf=3, eps_lf=0.001)
+    history = train(model, metric_data.train.x, metric_data.test.x, epochs=2, progress=False)
+    return model, history
+
+
+def test_round_trip_gives_identical_outputs(tmp_path, trained, metric_data):
+    model, history = trained
+    path = save_model(model, tmp_path / "m.pt", history, {"note": "test"})
+    loaded, loaded_history, provenance = load_model(path, with_history=True)
+    assert type(loaded) is rhvae.RHVAE and loaded.config() == model.config()
+    assert loaded_history.train_loss == history.train_loss and provenance == {"note": "test"}
+    x = metric_data.test.x
+    a = model.eval()(x, torch.Generator().manual_seed(0))
+    b = loaded(x, torch.Generator().manual_seed(0))
+    assert torch.equal(a.log_weight, b.log_weight) and torch.equal(a.zK, b.zK)
+    assert torch.equal(loaded.centroids, model.centroids) and torch.equal(loaded.M, model.M)
+    z = torch.randn(5, 2)
+    assert torch.equal(loaded.G_inv(z), model.G_inv(z))
+
+
+def test_missing_truncated_and_foreign_files_are_refused(tmp_path, trained):
+    model, _ = trained
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_model(tmp_path / "nope.pt")
+    path = save_model(model, tmp_path / "m.pt")
+    data = path.read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="truncated or corrupted"):
+        load_model(tmp_path / "truncated.pt")
+    (tmp_path / "noise.pt").write_bytes(b"not a model at all")
+    with pytest.raises(ModelFileError, match="truncated or corrupted"):
+        load_model(tmp_path / "noise.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(ModelFileError, match="format tag"):
+        load_model(tmp_path / "foreign.pt")
+    with pytest.raises(ModelFileError, match="holds a RHVAE, expected a VAE"):
+        load_model(path, expected_type="VAE")
+
+
+def test_a_pickled_object_is_not_executed(tmp_path):
+    """weights_only=True: a file carrying an arbitrary pickled object is refused, not unpickled."""
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("unpickled!",))
+
+    torch.save({"format": "rhvae-model", "payload": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ModelFileError, match="truncated or corrupted"):
+        load_model(tmp_path / "evil.pt")
+
+
+def test_a_mismatched_state_is_refused(tmp_path, trained):
+    model, _ = trained
+    path = save_model(model, tmp_path / "m.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["config"] = payload["config"].replace('"hidden_dim": 400', '"hidden_dim": 300')
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(ModelFileError, match="does not match"):
+        load_model(tmp_path / "mismatch.pt")
+
+
+def test_save_is_atomic(tmp_path, trained, monkeypatch):
+    model, _ = trained
+    path = save_model(model, tmp_path / "m.pt")
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError):
+        save_model(model, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary file left behind
