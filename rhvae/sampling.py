@@ -1,0 +1,242 @@
+r"""Generation (DESIGN §2.5): prior sampling for any model, Riemannian HMC in the latent space of an RHVAE.
+
+**Prior sampling** (VAE, HVAE): z ~ N(0, I), shown as the decoder mean σ(π(z)).
+
+**RHVAE sampler** (the paper's "MCMC steps"). The target is the Riemannian volume of the learned metric
+
+    π(z) ∝ √det G⁻¹(z) · 1_B(z),    G⁻¹(z) = Σᵢ Mᵢ exp(−‖z − cᵢ‖²/T²) + λ I,
+
+which is high near the training codes cᵢ. Far from them π tends to the constant λ^{d/2}, so π is not normalisable
+on R^d; it is restricted to an axis-aligned box B = [low, high], by default the bounding box of the centroids
+enlarged by ``margin`` = 3 T on every side (T the metric temperature). On B it is a proper density.
+
+HMC with unit mass: U(z) = −log √det G⁻¹(z), H(z, p) = U(z) + ½‖p‖². Every MCMC step draws a fresh p ~ N(0, I),
+runs ``n_lf`` standard leapfrog steps of size ε with the exact gradient
+∇U = −½ Σᵢ tr(G Mᵢ) ∂wᵢ/∂z (``LearnedMetric.grad_log_sqrt_det_G_inv``), and accepts the end point (z′, p′) with
+probability min(1, exp(H(z, p) − H(z′, p′))). **Box rule: a proposal whose end point lies outside B is rejected**
+(π(z′) = 0 there). The leapfrog map followed by a momentum flip is a volume-preserving involution whatever the
+path does in between, so this is exactly the Metropolis–Hastings correction for the target π·1_B: detailed balance
+holds. Non-finite energies are rejected as well. All chains run in parallel as one batch; chains start at training
+centroids drawn with the seed (without replacement when ``n_samples`` ≤ the number of centroids inside B, with
+replacement otherwise).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .metric import LearnedMetric
+from .models import RHVAE, VAE
+
+DEFAULT_EPS_PER_TEMPERATURE = 0.05
+"""Default leapfrog step ε = 0.05 · T: the target varies on the length scale T of the metric's kernel."""
+DEFAULT_MARGIN_PER_TEMPERATURE = 3.0
+"""Default box: the centroids' bounding box enlarged by 3 T on each side (the kernel weight there is e^{-9})."""
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_float(name: str, value, low: float, inclusive: bool = False) -> float:
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = numeric and math.isfinite(value) and (value >= low if inclusive else value > low)
+    if not ok:
+        bracket = "[" if inclusive else "("
+        raise ValueError(f"{name} must be a finite number in {bracket}{low}, inf), got {value!r}")
+    return float(value)
+
+
+# ------------------------------------------------------------------------------------------------- prior sampling
+@dataclass
+class PriorSamples:
+    """z ~ N(0, I) (n, d) and the decoder means σ(π(z)) (n, D)."""
+
+    z: torch.Tensor
+    images: torch.Tensor
+    seed: int
+
+
+def sample_prior(model: VAE, n: int = 100, seed: int = 0) -> PriorSamples:
+    """Draw n latent codes z ~ N(0, I) from a seeded ``torch.Generator`` and decode them (any model)."""
+    if not isinstance(model, VAE):
+        raise TypeError(f"model must be a rhvae VAE, HVAE or RHVAE, got {type(model).__name__}")
+    n = _check_int("n", n, 1)
+    seed = _check_int("seed", seed, 0)
+    gen = torch.Generator().manual_seed(seed)
+    dtype = model.dec_hidden.weight.dtype
+    z = torch.randn(n, model.latent_dim, generator=gen, dtype=dtype)
+    with torch.no_grad():
+        images = model.decode(z)
+    return PriorSamples(z, images, seed)
+
+
+# ------------------------------------------------------------------------------------------------ Riemannian HMC
+@dataclass
+class HMCSamples:
+    """Result of ``riemannian_hmc``.
+
+    ``z`` (n, d): the chains' states after the last MCMC step; ``images`` (n, D): their decoder means (None when
+    the sampler was given a bare metric); ``acceptance_rate``: accepted / (n · mcmc_steps); ``acceptance_per_chain``
+    (n,): each chain's accepted fraction; ``box_low``/``box_high`` (d,): the box B; ``start_indices`` (n,): the
+    centroid each chain started from; ``trace`` ((mcmc_steps + 1), n, d) if requested; ``params``: the settings.
+    """
+
+    z: torch.Tensor
+    images: torch.Tensor | None
+    acceptance_rate: float
+    acceptance_per_chain: torch.Tensor
+    box_low: torch.Tensor
+    box_high: torch.Tensor
+    start_indices: torch.Tensor
+    params: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    trace: torch.Tensor | None = None
+
+
+def default_box(metric: LearnedMetric, margin: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The centroids' bounding box enlarged by ``margin`` (default 3 T) on every side: (low, high), each (d,)."""
+    if margin is None:
+        margin = DEFAULT_MARGIN_PER_TEMPERATURE * metric.temperature
+    margin = _check_float("margin", margin, 0.0, inclusive=True)
+    if metric.centroids.shape[0] == 0:
+        raise ValueError("the metric has no centroids")
+    return metric.centroids.min(0).values - margin, metric.centroids.max(0).values + margin
+
+
+def _resolve_box(box, metric: LearnedMetric, margin) -> tuple[torch.Tensor, torch.Tensor]:
+    if box is None:
+        return default_box(metric, margin)
+    if margin is not None:
+        raise ValueError("give either box or margin, not both")
+    d, dtype = metric.dim, metric.centroids.dtype
+    try:
+        low, high = box
+        low = torch.as_tensor(low, dtype=dtype).reshape(-1)
+        high = torch.as_tensor(high, dtype=dtype).reshape(-1)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"box must be a pair (low, high) of length-{d} sequences, got {box!r}") from err
+    if low.shape != (d,) or high.shape != (d,):
+        raise ValueError(
+            f"box must be a pair (low, high) of length-{d} sequences, got shapes {low.shape}, {high.shape}"
+        )
+    if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (low < high).all()):
+        raise ValueError(f"box must have finite bounds with low < high in every coordinate, got {box!r}")
+    return low, high
+
+
+def _inside(z: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    return ((z >= low) & (z <= high)).all(-1)
+
+
+def riemannian_hmc(
+    model_or_metric: RHVAE | LearnedMetric,
+    n_samples: int = 100,
+    mcmc_steps: int = 90,
+    n_lf: int = 10,
+    eps: float | None = None,
+    seed: int = 0,
+    box=None,
+    margin: float | None = None,
+    keep_trace: bool = False,
+) -> HMCSamples:
+    r"""HMC targeting π(z) ∝ √det G⁻¹(z) on a box B (module docstring), ``n_samples`` chains in parallel.
+
+    Parameters
+    ----------
+    model_or_metric: a trained RHVAE (its frozen metric is used and the samples are decoded) or a ``LearnedMetric``.
+    n_samples: number of chains = number of samples (≥ 1).
+    mcmc_steps: MCMC steps per chain (≥ 0; the paper uses 90, or 150 for the 7-class experiment).
+    n_lf: leapfrog steps per MCMC step (≥ 1).
+    eps: leapfrog step size (> 0); default 0.05 · T.
+    seed: seeds the ``torch.Generator`` that picks the starting centroids, momenta and MH uniforms: the same seed
+        gives identical samples.
+    box: (low, high), each of length d, or None for the default box (centroid bounding box ± ``margin``).
+    margin: enlargement of the default box on every side (≥ 0); default 3 · T. Only with ``box=None``.
+    keep_trace: also return every state, shape (mcmc_steps + 1, n_samples, d).
+    """
+    if isinstance(model_or_metric, RHVAE):
+        model, metric = model_or_metric, model_or_metric.metric()
+    elif isinstance(model_or_metric, LearnedMetric):
+        model, metric = None, model_or_metric
+    else:
+        raise TypeError(f"model_or_metric must be an RHVAE or a LearnedMetric, got {type(model_or_metric).__name__}")
+    n_samples = _check_int("n_samples", n_samples, 1)
+    mcmc_steps = _check_int("mcmc_steps", mcmc_steps, 0)
+    n_lf = _check_int("n_lf", n_lf, 1)
+    seed = _check_int("seed", seed, 0)
+    eps = DEFAULT_EPS_PER_TEMPERATURE * metric.temperature if eps is None else _check_float("eps", eps, 0.0)
+    low, high = _resolve_box(box, metric, margin)
+
+    start = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    dtype = metric.centroids.dtype
+    centroids = metric.centroids.detach()
+    candidates = torch.nonzero(_inside(centroids, low, high)).flatten()
+    if len(candidates) == 0:
+        raise ValueError("no training centroid lies inside the box: the chains need a starting point inside it")
+    if n_samples <= len(candidates):
+        pick = torch.randperm(len(candidates), generator=gen)[:n_samples]
+    else:
+        pick = torch.randint(len(candidates), (n_samples,), generator=gen)
+    start_indices = candidates[pick]
+
+    def potential_and_grad(z):
+        return -metric.log_sqrt_det_G_inv(z), -metric.grad_log_sqrt_det_G_inv(z)
+
+    with torch.no_grad():
+        z = centroids[start_indices].clone()
+        U, grad = potential_and_grad(z)
+        accepted = torch.zeros(n_samples, dtype=torch.long)
+        trace = [z.clone()] if keep_trace else None
+        for _ in range(mcmc_steps):
+            p = torch.randn(z.shape, generator=gen, dtype=dtype)
+            H0 = U + 0.5 * (p * p).sum(-1)
+            z_new, g = z, grad
+            p_new = p - 0.5 * eps * g
+            for step in range(n_lf):
+                z_new = z_new + eps * p_new
+                U_new, g = potential_and_grad(z_new)
+                p_new = p_new - (eps if step < n_lf - 1 else 0.5 * eps) * g
+            H1 = U_new + 0.5 * (p_new * p_new).sum(-1)
+            log_u = torch.log(torch.rand(n_samples, generator=gen, dtype=dtype))
+            accept = _inside(z_new, low, high) & torch.isfinite(H1) & (log_u < H0 - H1)
+            z = torch.where(accept[:, None], z_new, z)
+            U = torch.where(accept, U_new, U)
+            grad = torch.where(accept[:, None], g, grad)
+            accepted += accept.long()
+            if keep_trace:
+                trace.append(z.clone())
+        images = model.decode(z) if model is not None else None
+
+    per_chain = accepted.to(dtype) / max(mcmc_steps, 1)
+    params = {
+        "n_samples": n_samples,
+        "mcmc_steps": mcmc_steps,
+        "n_lf": n_lf,
+        "eps": eps,
+        "seed": seed,
+        "box_low": low.tolist(),
+        "box_high": high.tolist(),
+        "temperature": metric.temperature,
+        "regularization": metric.regularization,
+        "box_rule": "reject proposals whose end point leaves the box",
+    }
+    return HMCSamples(
+        z=z,
+        images=images,
+        acceptance_rate=float(accepted.sum()) / max(n_samples * mcmc_steps, 1),
+        acceptance_per_chain=per_chain,
+        box_low=low,
+        box_high=high,
+        start_indices=start_indices,
+        params=params,
+        seconds=time.perf_counter() - start,
+        trace=torch.stack(trace) if keep_trace else None,
+    )
