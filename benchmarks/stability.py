@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--objective", default="elbo", choices=("elbo", "authors"))
+    parser.add_argument("--step-bound", default="stability", choices=("stability", "none"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="JSON file for the results")
     args = parser.parse_args()
@@ -31,7 +32,9 @@ def main() -> None:
     for eps in args.eps:
         for seed in args.seeds:
             torch.manual_seed(seed)
-            model = rhvae.RHVAE(eps_lf=eps, temperature=args.temperature, objective=args.objective)
+            model = rhvae.RHVAE(
+                eps_lf=eps, temperature=args.temperature, objective=args.objective, step_bound=args.step_bound
+            )
             start = time.perf_counter()
             try:
                 history = train(
@@ -56,6 +59,7 @@ def main() -> None:
                 "max_train_loss": max(history.train_loss) if history.epochs else None,
                 "max_fixed_point_residual": max((r.fixed_point_residual for r in history.epochs), default=None),
                 "seconds": time.perf_counter() - start,
+                "final_step_size": history.epochs[-1].step_size if history.epochs else None,
                 "train_loss_curve": history.train_loss,
             }
             results.append(record)

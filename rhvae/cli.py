@@ -116,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="fixed-point iterations per implicit leapfrog step (RHVAE)",
     )
     t.add_argument(
+        "--step-bound",
+        dest="step_bound",
+        choices=("stability", "none"),
+        default="stability",
+        help="RHVAE: 'stability' bounds the step where the leapfrog would leave its stability region "
+        "(eps-lf is then the largest step); 'none' always steps eps-lf, like the paper's code",
+    )
+    t.add_argument(
         "--objective",
         choices=OBJECTIVES,
         default="elbo",
@@ -173,7 +181,10 @@ def model_config(args) -> dict:
             config["eps_lf"] = args.eps_lf
     if args.model == "rhvae":
         config.update(
-            temperature=args.temperature, regularization=args.regularization, n_fixed_point=args.n_fixed_point
+            temperature=args.temperature,
+            regularization=args.regularization,
+            n_fixed_point=args.n_fixed_point,
+            step_bound=args.step_bound,
         )
     return config
 

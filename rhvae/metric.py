@@ -122,6 +122,11 @@ class LearnedMetric:
         outer = (rho[:, :, None] * rho[:, None, :]).reshape(rho.shape[0], -1)
         return self._sum_weight_gradients(outer @ self._M_flat.T, at)
 
+    def max_eigenvalue(self, chunk: int = 4096) -> torch.Tensor:
+        """κ = maxᵢ λmax G⁻¹(cᵢ), the largest inverse metric over the centroids (where G⁻¹ peaks), a scalar."""
+        peaks = [torch.linalg.eigvalsh(self.G_inv(c))[:, -1].max() for c in self.centroids.split(chunk)]
+        return torch.stack(peaks).max()
+
     def log_sqrt_det_G_inv(self, z: torch.Tensor) -> torch.Tensor:
         """log √det G⁻¹(z), the log of the (unnormalised) sampler target of DESIGN §2.5, shape (B,)."""
         return 0.5 * spd_inverse_logdet(self.G_inv(z))[1]

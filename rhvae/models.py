@@ -34,6 +34,10 @@ from .metric import EuclideanMetric, LearnedMetric, MetricAt, apply, cholesky, q
 
 LOG_2PI = math.log(2.0 * math.pi)
 OBJECTIVES = ("elbo", "authors")
+STEP_BOUNDS = ("stability", "none")
+#: Safety factors of the RHVAE's stability-bounded step (see ``RHVAE.step_size``).
+WALL_SAFETY = 0.5
+FREQUENCY_SAFETY = 1.0
 
 
 class ConfigError(ValueError):
@@ -73,6 +77,7 @@ class FlowOutput:
     log_weight: torch.Tensor  # one-sample integrand of the true ELBO (importance weight of log p(x))
     objective: torch.Tensor  # the per-image quantity that training maximises
     fixed_point_residual: float = 0.0  # largest last-iteration change of the implicit leapfrog steps
+    step_size: float = 0.0  # median leapfrog step ε used for the batch (0 without a flow)
 
 
 def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -149,6 +154,16 @@ class VAE(nn.Module):
         logits = self.dec_out(F.relu(pre))
         back = ((torch.sigmoid(logits) - x) @ self.dec_out.weight) * (pre > 0).to(z.dtype)
         return back @ self.dec_hidden.weight + z, logits
+
+    def potential_curvature(self, z: torch.Tensor) -> torch.Tensor:
+        """λmax(∇²_z U(z)), (B,): for the ReLU decoder the Hessian is exactly Jᵀ diag(σ(π)(1 − σ(π))) J + I with
+        J = W₂ diag(1(W₁ z + b₁ > 0)) W₁ the logits' Jacobian (piecewise constant; it does not depend on x)."""
+        pre = self.dec_hidden(z)
+        sig = torch.sigmoid(self.dec_out(F.relu(pre)))
+        jac = self.dec_out.weight[None] @ ((pre > 0).to(z.dtype)[:, :, None] * self.dec_hidden.weight[None])
+        hessian = jac.transpose(1, 2) @ ((sig * (1.0 - sig))[:, :, None] * jac)
+        eye = torch.eye(z.shape[1], dtype=z.dtype, device=z.device)
+        return torch.linalg.eigvalsh(hessian + eye)[:, -1]
 
     # ------------------------------------------------------------------------------------------- objective
     def sample_posterior(self, mu, log_var, generator=None) -> torch.Tensor:
@@ -238,8 +253,13 @@ class HVAE(VAE):
     def n_implicit_iterations(self) -> int:
         return 0
 
-    def leapfrog(self, z, rho, x, grad_U, at_z: MetricAt, metric):
-        """One generalized leapfrog step of size ε for H(z, ρ) = U(z) + ½ log det G(z) + ½ ρᵀ G⁻¹(z) ρ.
+    def step_size(self, x: torch.Tensor, mu: torch.Tensor, metric):
+        """The leapfrog step ε of the flow for this batch (HVAE: ``eps_lf``)."""
+        return self.eps_lf
+
+    def leapfrog(self, z, rho, x, grad_U, at_z: MetricAt, metric, eps=None):
+        """One generalized leapfrog step for H(z, ρ) = U(z) + ½ log det G(z) + ½ ρᵀ G⁻¹(z) ρ, of size ε = ``eps``
+        (a float or a (B, 1) tensor; default ``eps_lf``):
 
         1. ρ½ = ρ − (ε/2) ∇_z H(z, ρ½)                       (implicit in ρ½: fixed-point iterations)
         2. z′ = z + (ε/2) [G⁻¹(z) + G⁻¹(z′)] ρ½              (implicit in z′: fixed-point iterations)
@@ -252,7 +272,7 @@ class HVAE(VAE):
         Returns z′, ρ′, ∇U(z′), the logits at z′, the metric at z′ and the change made by the last fixed-point
         iteration of either implicit step (≈ 0 when the iterations converged).
         """
-        half = 0.5 * self.eps_lf
+        half = 0.5 * (self.eps_lf if eps is None else eps)
         fixed_force = grad_U - 0.5 * metric.grad_log_det_G_inv(at_z)
         rho_half = rho - half * (fixed_force + 0.5 * metric.grad_quadratic(at_z, rho))
         residual_rho = residual_z = 0.0
@@ -276,6 +296,7 @@ class HVAE(VAE):
         mu, log_var = self.encode(x)
         z0 = self.sample_posterior(mu, log_var, generator)
         metric = self.flow_metric(x, mu)
+        eps = self.step_size(x, mu, metric)
         at = metric.at(z0)
         if self.objective == "authors" and not metric.constant:
             rho0 = self.authors_initial_momentum(x, generator)
@@ -287,7 +308,7 @@ class HVAE(VAE):
         grad_U, logits = self.potential_grad(z0, x)
         residual = 0.0
         for k in range(1, self.n_lf + 1):
-            z, rho, grad_U, logits, at, step_residual = self.leapfrog(z, rho, x, grad_U, at, metric)
+            z, rho, grad_U, logits, at, step_residual = self.leapfrog(z, rho, x, grad_U, at, metric, eps)
             rho = rho * math.sqrt(betas[k - 1] / betas[k])
             residual = max(residual, step_residual)
         d = self.latent_dim
@@ -306,7 +327,8 @@ class HVAE(VAE):
             objective = log_weight
         else:
             objective = log_pxz + log_rhoK - log_q_z0
-        return FlowOutput(mu, log_var, z0, z, rho0, rho, logits, log_weight, objective, residual)
+        step = float(eps.detach().median()) if isinstance(eps, torch.Tensor) else float(eps)
+        return FlowOutput(mu, log_var, z0, z, rho0, rho, logits, log_weight, objective, residual, step)
 
     def authors_initial_momentum(self, x, generator=None):  # pragma: no cover - overridden by RHVAE
         raise NotImplementedError
@@ -315,8 +337,11 @@ class HVAE(VAE):
 class RHVAE(HVAE):
     """Riemannian Hamiltonian VAE (Chadebec et al.) with the learned metric of DESIGN §2.1.
 
-    Parameters beyond the HVAE's: metric ``temperature`` T (> 0), ``regularization`` λ (> 0), and
-    ``n_fixed_point``, the number of fixed-point iterations of each implicit leapfrog step (≥ 1).
+    Parameters beyond the HVAE's: metric ``temperature`` T (> 0), ``regularization`` λ (> 0),
+    ``n_fixed_point``, the number of fixed-point iterations of each implicit leapfrog step (≥ 1), and
+    ``step_bound``: ``"stability"`` (default) makes ``eps_lf`` the largest step and bounds it where the
+    leapfrog would leave its stability region (see ``step_size``); ``"none"`` always steps ``eps_lf``, like the
+    paper's code, which at the seed's settings diverges in the first epochs (README, "Stability").
 
     In training mode the metric is built from the current batch (gradients flow into the metric network
     and, through the centroids cᵢ = μ(xᵢ), into the encoder). ``freeze_metric(x_train)`` stores (cᵢ, Mᵢ) of
@@ -339,11 +364,15 @@ class RHVAE(HVAE):
         regularization: float = 0.1,
         objective: str = "elbo",
         n_fixed_point: int = 5,
+        step_bound: str = "stability",
     ):
         super().__init__(latent_dim, input_dim, hidden_dim, n_lf, eps_lf, beta_zero, objective)
         self.temperature = _check_float("temperature", temperature, 0.0)
         self.regularization = _check_float("regularization", regularization, 0.0)
         self.n_fixed_point = _check_int("n_fixed_point", n_fixed_point, 1)
+        if step_bound not in STEP_BOUNDS:
+            raise ConfigError(f"step_bound must be one of {STEP_BOUNDS}, got {step_bound!r}")
+        self.step_bound = step_bound
         self.metric_hidden = nn.Linear(input_dim, hidden_dim)
         self.metric_diag = nn.Linear(hidden_dim, latent_dim)
         self.metric_lower = nn.Linear(hidden_dim, latent_dim * (latent_dim - 1) // 2)
@@ -356,10 +385,35 @@ class RHVAE(HVAE):
             "temperature": self.temperature,
             "regularization": self.regularization,
             "n_fixed_point": self.n_fixed_point,
+            "step_bound": self.step_bound,
         }
 
     def n_implicit_iterations(self) -> int:
         return self.n_fixed_point
+
+    def step_size(self, x: torch.Tensor, mu: torch.Tensor, metric):
+        """Per-image leapfrog step ε(x) = min(ε_lf, s_w T √(λβ₀) / κ, s_ω / √(κ H(x))), shape (B, 1).
+
+        κ = maxᵢ λmax G⁻¹(cᵢ) is the largest inverse metric (at the centroids) and H(x) = λmax ∇²U(μ(x)) the
+        decoder's curvature at the encoder mean. Two stability limits of the generalized leapfrog:
+
+        * the *wall*: a momentum drawn where the metric is flat (G⁻¹ ≈ λ I, so |ρ| ~ 1/√(λβ₀)) that enters the
+          region where G⁻¹ ≈ κ moves by ε κ |ρ| in one step; keeping that below s_w T (the metric's length scale)
+          keeps the implicit steps contractive;
+        * the *frequency*: the linearised flow oscillates at ω² ≤ κ H, and a leapfrog is stable for ε ω < 2.
+
+        ε(x) depends on the image and the parameters only, never on (z, ρ): for every image the flow stays a
+        time-reversible, volume-preserving map, so the true ELBO remains a bound of log p(x). Gradients flow
+        through ε(x): scaling the metric up no longer buys a larger effective step ε G⁻¹, which removes the
+        drive that otherwise inflates G⁻¹ geometrically until training diverges (README, "Stability").
+        """
+        if self.step_bound == "none":
+            return self.eps_lf
+        kappa = metric.max_eigenvalue()
+        curvature = self.potential_curvature(mu)
+        wall = WALL_SAFETY * self.temperature * math.sqrt(self.regularization * self.beta_zero) / kappa
+        frequency = FREQUENCY_SAFETY / torch.sqrt(kappa * curvature)
+        return torch.clamp(torch.minimum(wall, frequency), max=self.eps_lf)[:, None]
 
     # ---------------------------------------------------------------------------------------- the metric
     def lower_factor(self, x: torch.Tensor) -> torch.Tensor:

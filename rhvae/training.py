@@ -33,6 +33,7 @@ class EpochRecord:
     seconds: float
     max_latent_norm: float
     fixed_point_residual: float
+    step_size: float = 0.0  # median leapfrog step of the epoch's last batch (RHVAE: the stability-bounded ε)
 
 
 @dataclass
@@ -161,7 +162,8 @@ def train(
         if isinstance(model, RHVAE):
             model.freeze_metric(x_train)
         test_loss = evaluate_loss(model, x_test) if x_test is not None else None
-        record = EpochRecord(epoch, total / n, test_loss, time.perf_counter() - start, max_norm, residual)
+        seconds = time.perf_counter() - start
+        record = EpochRecord(epoch, total / n, test_loss, seconds, max_norm, residual, out.step_size)
         history.epochs.append(record)
         last_good = copy.deepcopy(model.state_dict())
         bar.set_postfix(train=f"{record.train_loss:.2f}", test=f"{test_loss:.2f}" if test_loss else "-")

@@ -90,7 +90,20 @@ def test_bad_values_exit_nonzero_with_one_line(tmp_path, args, message):
 
 def test_divergence_exits_3_and_keeps_no_broken_model(tmp_path):
     out = tmp_path / "run"
-    result = run_cli("train", "--model", "rhvae", "--eps-lf", "0.1", "--epochs", "3", "--out", str(out), "--quiet")
+    result = run_cli(
+        "train",
+        "--model",
+        "rhvae",
+        "--eps-lf",
+        "0.1",
+        "--step-bound",
+        "none",
+        "--epochs",
+        "3",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert result.returncode == 3
     assert "diverged at epoch 1" in result.stderr and "Traceback" not in result.stderr
     assert not (out / "model.pt").exists()

@@ -149,3 +149,35 @@ def test_fixed_point_iterations_converge(small_rhvae):
     model.n_fixed_point = 2
     *_, residual = model.leapfrog(z, rho, x, grad_U, metric.at(z), metric)
     assert residual > 1e-8
+
+
+def test_decoder_curvature_equals_the_autograd_hessian(small_rhvae):
+    from rhvae.models import bernoulli_log_likelihood, standard_normal_log_density
+
+    model, x = small_rhvae
+    z = torch.randn(4, 2, dtype=torch.float64)
+    curvature = model.potential_curvature(z)
+    for b in range(4):
+
+        def U(zb, b=b):
+            logits = model.decode_logits(zb[None])
+            return -(bernoulli_log_likelihood(logits, x[b : b + 1]) + standard_normal_log_density(zb[None])).sum()
+
+        hessian = torch.autograd.functional.hessian(U, z[b])
+        assert float(curvature[b]) == pytest.approx(float(torch.linalg.eigvalsh(hessian)[-1]), rel=1e-10)
+
+
+def test_bounded_step_depends_on_each_image_only(small_rhvae):
+    model, x = small_rhvae
+    model.eps_lf = 10.0  # make the bound active
+    metric = model.metric()
+    mu = model.encode(x)[0]
+    full = model.step_size(x, mu, metric)
+    part = model.step_size(x[3:5], mu[3:5], metric)
+    assert full.shape == (len(x), 1) and (full < 10.0).all()
+    torch.testing.assert_close(part, full[3:5])
+    kappa = float(metric.max_eigenvalue())
+    wall = 0.5 * model.temperature * math.sqrt(model.regularization * model.beta_zero) / kappa
+    assert float(full.max()) <= wall * (1 + 1e-12)
+    model.step_bound = "none"
+    assert model.step_size(x, mu, metric) == 10.0

@@ -47,9 +47,9 @@ def test_rhvae_freezes_the_metric_of_all_training_points(metric_data):
 
 
 def test_divergence_is_reported_and_the_last_good_state_kept(metric_data):
-    model = build_model("rhvae", seed=0, eps_lf=0.1)
+    model = build_model("rhvae", seed=0, eps_lf=0.1, step_bound="none")  # the paper's plain step diverges
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 1: .*eps_lf=0.1.*seed=0") as info:
+    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 1: .*eps_lf=0.1.*step_bound=none.*seed=0") as info:
         train(model, metric_data.train.x, epochs=5, progress=False)
     assert info.value.epoch == 1 and info.value.history.status == "diverged at epoch 1"
     for k, v in model.state_dict().items():
@@ -81,3 +81,12 @@ def test_cache_reuses_a_trained_model(tmp_path, metric_data):
     torch.testing.assert_close(second.model.reconstruct(x), first.model.reconstruct(x))
     third = train_experiment_model("metric", "hvae", **{**kwargs, "epochs": 3})
     assert not third.reused and third.path != first.path
+
+
+def test_rhvae_trains_at_the_seed_settings_with_the_bounded_step(metric_data):
+    """eps_lf 0.1, n_lf 10, T 1, lambda 0.1: the plain step diverges in epoch 1 (test above); the bounded one trains."""
+    model = build_model("rhvae", seed=0, eps_lf=0.1)
+    history = train(model, metric_data.train.x, metric_data.test.x, epochs=15, progress=False)
+    assert history.status == "finished" and history.train_loss[-1] < history.train_loss[0] - 100
+    assert 0 < history.epochs[-1].step_size <= 0.1
+    assert max(r.fixed_point_residual for r in history.epochs) < 1.0
