@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .data import ExperimentData, experiment_data
-from .models import MODELS, VAE
+from .models import MODELS, RHVAE, VAE
 from .paths import CACHE_DIR
 from .persistence import ModelFileError, cache_key, load_model, read_model_file, save_model
 from .provenance import environment, set_threads
@@ -141,3 +141,75 @@ PAPER_SETTINGS = {
 }
 #: A few epochs and samples: the whole pipeline in minutes (CI, ``run_all.sh --quick``).
 QUICK_SETTINGS = {"epochs": 5, "mcmc_steps": 5, "n_samples": 16, "ll_samples": 20}
+
+
+def data_of(provenance: dict) -> ExperimentData:
+    """Redraw the experiment subset a saved model was trained on, from its recorded provenance, and check that
+    the images are the recorded ones."""
+    subset = provenance.get("subset")
+    if not subset:
+        raise ValueError("the model file records no data subset; pass the experiment explicitly")
+    data = experiment_data(
+        subset["experiment"], subset["classes"], subset["n_per_class"], seed=subset["seed"], source=subset["source"]
+    )
+    if data.train.indices.tolist() != subset["train_indices"] or data.test.indices.tolist() != subset["test_indices"]:
+        raise ValueError("the recorded subset indices do not match the images drawn now (different MNIST source?)")
+    return data
+
+
+def generate(model: VAE, n_samples: int, mcmc_steps: int, seed: int = 0):
+    """Generated images: the RHVAE's Riemannian HMC sampler (π ∝ √det G⁻¹ on the box around the centroids), the
+    prior N(0, I) for the VAE and HVAE. Returns (images, info dict)."""
+    from .sampling import riemannian_hmc, sample_prior
+
+    if isinstance(model, RHVAE):
+        result = riemannian_hmc(model, n_samples=n_samples, mcmc_steps=mcmc_steps, seed=seed)
+        info = {
+            "sampler": "riemannian_hmc",
+            "target": "sqrt(det G^-1(z)) on the box around the centroids",
+            "mcmc_steps": mcmc_steps,
+            "acceptance_rate": result.acceptance_rate,
+            "seconds": result.seconds,
+            "params": {k: v for k, v in result.params.items() if isinstance(v, (int, float, str))},
+        }
+        return result.images, info
+    start = time.perf_counter()
+    result = sample_prior(model, n=n_samples, seed=seed)
+    return result.images, {"sampler": "prior", "target": "N(0, I)", "seconds": time.perf_counter() - start}
+
+
+def evaluate_model(
+    model: VAE,
+    data: ExperimentData,
+    ll_samples: int = 1000,
+    n_samples: int = 100,
+    mcmc_steps: int = 90,
+    seed: int = 0,
+) -> tuple[dict, torch.Tensor]:
+    """The paper's numbers for one trained model on its test split: log-likelihood (importance sampling with
+    ``ll_samples`` draws through the flow), true ELBO, reconstruction error, and ``n_samples`` generated images
+    with their quality score. Returns (JSON-ready dict, generated images)."""
+    from .evaluation import elbo, log_likelihood, reconstruction_error
+    from .quality import quality_score
+
+    x = data.test.x
+    start = time.perf_counter()
+    ll = log_likelihood(model, x, n_samples=ll_samples, seed=seed)
+    ll_seconds = time.perf_counter() - start
+    bound = elbo(model, x, n_samples=min(ll_samples, 100), seed=seed + 1)
+    recon = reconstruction_error(model, x)
+    images, sampler = generate(model, n_samples, mcmc_steps, seed)
+    results = {
+        "model_type": model.model_type,
+        "n_test": len(x),
+        "log_likelihood": {
+            "mean": float(ll.mean()),
+            "std": float(ll.std()),
+            "n_samples": ll_samples,
+            "seconds": ll_seconds,
+        },
+        "elbo": {"mean": float(bound.mean()), "std": float(bound.std())},
+        "reconstruction": recon.summary(),
+        "generation": {**sampler, "n_samples": n_samples, "quality": quality_score(images, classes=data.classes)},
+    }
+    return results, images
