@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .metric import EuclideanMetric, LearnedMetric, MetricAt, apply, cholesky, quadratic_form
+from .validation import ParameterError, check_float, check_int
 
 LOG_2PI = math.log(2.0 * math.pi)
 OBJECTIVES = ("elbo", "authors")
@@ -40,27 +41,12 @@ WALL_SAFETY = 0.5
 FREQUENCY_SAFETY = 1.0
 
 
-class ConfigError(ValueError):
-    """A model hyper-parameter outside its accepted range."""
+#: A model hyper-parameter outside its accepted range.
+ConfigError = ParameterError
 
 
 class FlowDiverged(RuntimeError):
     """The leapfrog produced non-finite or exploding values."""
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_float(name: str, value, low: float, high: float = math.inf) -> float:
-    """A finite number in (low, high]."""
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not numeric or not math.isfinite(value) or not low < value <= high:
-        bounds = f"({low}, {high}]" if math.isfinite(high) else f"({low}, inf)"
-        raise ConfigError(f"{name} must be a finite number in {bounds}, got {value!r}")
-    return float(value)
 
 
 @dataclass
@@ -100,9 +86,9 @@ class VAE(nn.Module):
 
     def __init__(self, latent_dim: int = 2, input_dim: int = 784, hidden_dim: int = 400):
         super().__init__()
-        self.latent_dim = _check_int("latent_dim", latent_dim, 1)
-        self.input_dim = _check_int("input_dim", input_dim, 1)
-        self.hidden_dim = _check_int("hidden_dim", hidden_dim, 1)
+        self.latent_dim = check_int("latent_dim", latent_dim, 1)
+        self.input_dim = check_int("input_dim", input_dim, 1)
+        self.hidden_dim = check_int("hidden_dim", hidden_dim, 1)
         self.enc_hidden = nn.Linear(input_dim, hidden_dim)
         self.enc_mu = nn.Linear(hidden_dim, latent_dim)
         self.enc_log_var = nn.Linear(hidden_dim, latent_dim)
@@ -213,9 +199,9 @@ class HVAE(VAE):
         objective: str = "elbo",
     ):
         super().__init__(latent_dim, input_dim, hidden_dim)
-        self.n_lf = _check_int("n_lf", n_lf, 0)
-        self.eps_lf = _check_float("eps_lf", eps_lf, 0.0)
-        self.beta_zero = _check_float("beta_zero", beta_zero, 0.0, 1.0)
+        self.n_lf = check_int("n_lf", n_lf, 0)
+        self.eps_lf = check_float("eps_lf", eps_lf, 0.0)
+        self.beta_zero = check_float("beta_zero", beta_zero, 0.0, 1.0)
         if objective not in OBJECTIVES:
             raise ConfigError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         self.objective = objective
@@ -367,9 +353,9 @@ class RHVAE(HVAE):
         step_bound: str = "stability",
     ):
         super().__init__(latent_dim, input_dim, hidden_dim, n_lf, eps_lf, beta_zero, objective)
-        self.temperature = _check_float("temperature", temperature, 0.0)
-        self.regularization = _check_float("regularization", regularization, 0.0)
-        self.n_fixed_point = _check_int("n_fixed_point", n_fixed_point, 1)
+        self.temperature = check_float("temperature", temperature, 0.0)
+        self.regularization = check_float("regularization", regularization, 0.0)
+        self.n_fixed_point = check_int("n_fixed_point", n_fixed_point, 1)
         if step_bound not in STEP_BOUNDS:
             raise ConfigError(f"step_bound must be one of {STEP_BOUNDS}, got {step_bound!r}")
         self.step_bound = step_bound

@@ -23,7 +23,6 @@ replacement otherwise).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -31,26 +30,12 @@ import torch
 
 from .metric import LearnedMetric
 from .models import RHVAE, VAE
+from .validation import check_float, check_int
 
 DEFAULT_EPS_PER_TEMPERATURE = 0.05
 """Default leapfrog step ε = 0.05 · T: the target varies on the length scale T of the metric's kernel."""
 DEFAULT_MARGIN_PER_TEMPERATURE = 3.0
 """Default box: the centroids' bounding box enlarged by 3 T on each side (the kernel weight there is e^{-9})."""
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_float(name: str, value, low: float, inclusive: bool = False) -> float:
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = numeric and math.isfinite(value) and (value >= low if inclusive else value > low)
-    if not ok:
-        bracket = "[" if inclusive else "("
-        raise ValueError(f"{name} must be a finite number in {bracket}{low}, inf), got {value!r}")
-    return float(value)
 
 
 # ------------------------------------------------------------------------------------------------- prior sampling
@@ -67,8 +52,8 @@ def sample_prior(model: VAE, n: int = 100, seed: int = 0) -> PriorSamples:
     """Draw n latent codes z ~ N(0, I) from a seeded ``torch.Generator`` and decode them (any model)."""
     if not isinstance(model, VAE):
         raise TypeError(f"model must be a rhvae VAE, HVAE or RHVAE, got {type(model).__name__}")
-    n = _check_int("n", n, 1)
-    seed = _check_int("seed", seed, 0)
+    n = check_int("n", n, 1)
+    seed = check_int("seed", seed, 0)
     gen = torch.Generator().manual_seed(seed)
     dtype = model.dec_hidden.weight.dtype
     z = torch.randn(n, model.latent_dim, generator=gen, dtype=dtype)
@@ -104,7 +89,7 @@ def default_box(metric: LearnedMetric, margin: float | None = None) -> tuple[tor
     """The centroids' bounding box enlarged by ``margin`` (default 3 T) on every side: (low, high), each (d,)."""
     if margin is None:
         margin = DEFAULT_MARGIN_PER_TEMPERATURE * metric.temperature
-    margin = _check_float("margin", margin, 0.0, inclusive=True)
+    margin = check_float("margin", margin, 0.0, low_inclusive=True)
     if metric.centroids.shape[0] == 0:
         raise ValueError("the metric has no centroids")
     return metric.centroids.min(0).values - margin, metric.centroids.max(0).values + margin
@@ -167,11 +152,11 @@ def riemannian_hmc(
         model, metric = None, model_or_metric
     else:
         raise TypeError(f"model_or_metric must be an RHVAE or a LearnedMetric, got {type(model_or_metric).__name__}")
-    n_samples = _check_int("n_samples", n_samples, 1)
-    mcmc_steps = _check_int("mcmc_steps", mcmc_steps, 0)
-    n_lf = _check_int("n_lf", n_lf, 1)
-    seed = _check_int("seed", seed, 0)
-    eps = DEFAULT_EPS_PER_TEMPERATURE * metric.temperature if eps is None else _check_float("eps", eps, 0.0)
+    n_samples = check_int("n_samples", n_samples, 1)
+    mcmc_steps = check_int("mcmc_steps", mcmc_steps, 0)
+    n_lf = check_int("n_lf", n_lf, 1)
+    seed = check_int("seed", seed, 0)
+    eps = DEFAULT_EPS_PER_TEMPERATURE * metric.temperature if eps is None else check_float("eps", eps, 0.0)
     low, high = _resolve_box(box, metric, margin)
 
     start = time.perf_counter()

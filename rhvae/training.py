@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from .models import RHVAE, VAE
 from .provenance import set_threads
+from .validation import check_int
 
 
 class TrainingDiverged(RuntimeError):
@@ -64,12 +65,6 @@ class History:
         return cls(data.get("settings", {}), [EpochRecord(**r) for r in data.get("epochs", [])], data["status"])
 
 
-def _check_positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def train(
     model: VAE,
     x_train: torch.Tensor,
@@ -93,9 +88,9 @@ def train(
     Divergence (a non-finite loss, non-finite parameters, or a latent code of norm above ``max_latent_norm``)
     raises ``TrainingDiverged`` naming the epoch and the settings, after restoring the last good state.
     """
-    _check_positive_int("epochs", epochs)
+    check_int("epochs", epochs, 1)
     if batch_size is not None:
-        _check_positive_int("batch_size", batch_size)
+        check_int("batch_size", batch_size, 1)
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     x_train = model.check_input(x_train)
