@@ -1,0 +1,681 @@
+"""Run folders, parameter checks, results.json and provenance for the experiment notebooks.
+
+A notebook run goes like this::
+
+    params = runs.validate_parameters("metric", globals())   # right after the papermill ``parameters`` cell
+    run = runs.Run("metric", params)                           # figures/metric_MM_DD_YYYY_hh_mm_ss/
+    trained = run.train("rhvae", config, label="rhvae_T0.6")   # cached or trained; divergence is recorded
+    run.save_figure(fig, "metric_panels")                      # PNG, written atomically
+    run.write()                                                # results.json, written atomically
+
+Every path is resolved from the repository root (``rhvae.paths``), never from the working directory: papermill
+runs the kernel in the caller's folder and nbconvert in the notebook's folder.
+
+``results.json`` holds the parameters (as given and as in force after ``quick``), the numbers, the figures,
+the status (``ok``, or ``diverged`` when a model's training diverged), and the provenance: seed, subset indices,
+versions, thread count, timings, objective and sampler target of every number, and whether each model was
+reused from the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .data import SOURCES, ExperimentData, experiment_data
+from .experiments import MODEL_CONFIGS, PAPER_SETTINGS, QUICK_SETTINGS, train_experiment_model
+from .metric import LearnedMetric
+from .models import RHVAE, VAE
+from .paths import CACHE_DIR, FIGURES_DIR, ROOT
+from .persistence import atomic_write, atomic_write_text
+from .provenance import environment, set_threads
+from .sampling import riemannian_hmc, sample_prior
+from .training import TrainingDiverged
+
+CACHE_ENV = "RHVAE_CACHE_DIR"
+"""Environment variable that overrides the model cache folder when a notebook's ``cache_dir`` is None."""
+
+OBJECTIVES = ("elbo", "authors")
+
+PRIOR_TARGET = "z ~ N(0, I) (prior), decoded (decoder mean)"
+HMC_TARGET = "HMC on pi(z) ∝ sqrt(det G^-1(z)) restricted to a box around the centroids, decoded (decoder mean)"
+
+
+# ------------------------------------------------------------------------------------------- parameter checks
+@dataclass(frozen=True)
+class Param:
+    """What one notebook parameter accepts.
+
+    ``kind``: 'int', 'float', 'bool', 'choice', 'floats' (a non-empty list of floats), 'path' (str or None).
+    ``low``/``high`` bound numbers (``low_open`` makes the lower bound strict); ``optional`` allows None
+    (for model hyper-parameters: None means the value of ``rhvae.experiments.MODEL_CONFIGS``)."""
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    optional: bool = False
+    choices: tuple = ()
+
+    def describe(self) -> str:
+        if self.kind == "bool":
+            text = "True or False"
+        elif self.kind == "choice":
+            text = "one of " + ", ".join(repr(c) for c in self.choices)
+        elif self.kind == "path":
+            text = "a folder path (str) or None"
+        else:
+            what = {"int": "an integer", "float": "a number", "floats": "a number or a non-empty list of numbers"}[
+                self.kind
+            ]
+            lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+            hi = "" if self.high is None else f"<= {self.high:g}"
+            bounds = " and ".join(b for b in (lo, hi) if b)
+            text = f"{what}{' ' + bounds if bounds else ''}"
+        return text + (" (or None for the default)" if self.optional and self.kind != "path" else "")
+
+
+def _number_ok(value, spec: Param, integer: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if integer and not isinstance(value, int):
+        return False
+    if not math.isfinite(value):
+        return False
+    if spec.low is not None and (value <= spec.low if spec.low_open else value < spec.low):
+        return False
+    return spec.high is None or value <= spec.high
+
+
+def check_parameter(name: str, value, spec: Param):
+    """The value of one parameter, normalised (ints where floats are wanted become floats); ``ValueError``
+    naming the parameter and what it accepts otherwise."""
+
+    def fail():
+        raise ValueError(f"parameter {name!r} must be {spec.describe()}, got {value!r} ({type(value).__name__})")
+
+    if value is None:
+        if spec.optional or spec.kind == "path":
+            return None
+        fail()
+    if spec.kind == "int":
+        if not _number_ok(value, spec, integer=True):
+            fail()
+        return int(value)
+    if spec.kind == "float":
+        if not _number_ok(value, spec, integer=False):
+            fail()
+        return float(value)
+    if spec.kind == "bool":
+        if not isinstance(value, bool):
+            fail()
+        return value
+    if spec.kind == "choice":
+        if value not in spec.choices:
+            fail()
+        return value
+    if spec.kind == "path":
+        if not isinstance(value, (str, os.PathLike)) or not str(value):
+            fail()
+        return str(value)
+    if spec.kind == "floats":
+        if isinstance(value, (str, bytes)):
+            fail()
+        items = list(value) if hasattr(value, "__iter__") else [value]  # one number is a list of one
+        if not items or not all(_number_ok(v, spec, integer=False) for v in items):
+            fail()
+        return [float(v) for v in items]
+    raise AssertionError(f"unknown parameter kind {spec.kind!r}")
+
+
+_COMMON = {
+    "epochs": Param("int", 1),
+    "seed": Param("int", 0),
+    "data_seed": Param("int", 0),
+    "data_source": Param("choice", choices=SOURCES),
+    "lr": Param("float", 0, 1, low_open=True),
+    "objective": Param("choice", choices=OBJECTIVES),
+    "reuse_cache": Param("bool"),
+    "interactive": Param("bool"),
+    "quick": Param("bool"),
+    "threads": Param("int", 1, 256),
+    "output_dir": Param("path"),
+    "cache_dir": Param("path"),
+}
+_RHVAE = {
+    "n_lf": Param("int", 1, 1000, optional=True),
+    "eps_lf": Param("float", 0, 10, low_open=True, optional=True),
+    "beta_zero": Param("float", 0, 1, low_open=True, optional=True),
+    "regularization": Param("float", 0, low_open=True, optional=True),
+}
+_HVAE = {
+    "hvae_n_lf": Param("int", 1, 1000, optional=True),
+    "hvae_eps_lf": Param("float", 0, 10, low_open=True, optional=True),
+    "hvae_beta_zero": Param("float", 0, 1, low_open=True, optional=True),
+}
+_SAMPLING = {
+    "mcmc_steps": Param("int", 0, 100000),
+    "n_samples": Param("int", 1, 100000),
+}
+_TEMPERATURE = {"temperature": Param("float", 0, 100, low_open=True, optional=True)}
+
+#: The parameters of each notebook's ``parameters`` cell and what each accepts.
+PARAMETERS: dict[str, dict[str, Param]] = {
+    "metric": {
+        **_COMMON,
+        **_RHVAE,
+        "temperatures": Param("floats", 0, 100, low_open=True),
+        "grid_n": Param("int", 10, 1000),
+    },
+    "reconstruction": {
+        **_COMMON,
+        **_RHVAE,
+        **_TEMPERATURE,
+        **_HVAE,
+        **_SAMPLING,
+        "ll_samples": Param("int", 1, 100000),
+        "n_show": Param("int", 1, 100),
+    },
+    "generation_5": {**_COMMON, **_RHVAE, **_TEMPERATURE, **_HVAE, **_SAMPLING},
+    "generation_7_classes": {**_COMMON, **_RHVAE, **_TEMPERATURE, **_SAMPLING, "grid_n": Param("int", 10, 1000)},
+}
+
+
+def validate_parameters(experiment: str, namespace: Mapping) -> dict:
+    """Check the parameters of ``experiment`` found in ``namespace`` (a notebook passes ``globals()``) and
+    return them normalised, with ``quick`` applied: ``{"given": ..., **effective}``.
+
+    Raises ``ValueError`` naming the parameter and its accepted range for a bad value, and for a missing one.
+    With ``quick=True`` the keys of ``rhvae.experiments.QUICK_SETTINGS`` that the notebook has (epochs,
+    mcmc_steps, n_samples, ll_samples) are replaced by their quick values.
+    """
+    if experiment not in PARAMETERS:
+        raise ValueError(f"experiment must be one of {tuple(PARAMETERS)}, got {experiment!r}")
+    specs = PARAMETERS[experiment]
+    missing = [name for name in specs if name not in namespace]
+    if missing:
+        raise ValueError(f"the {experiment} notebook's parameters cell does not define {', '.join(missing)}")
+    given = {name: check_parameter(name, namespace[name], spec) for name, spec in specs.items()}
+    params = dict(given)
+    if params["quick"]:
+        params.update({k: v for k, v in QUICK_SETTINGS.items() if k in specs})
+    params["given"] = given
+    return params
+
+
+def model_configs(params: Mapping, experiment: str | None = None) -> dict[str, dict]:
+    """The model keyword arguments for a run: ``MODEL_CONFIGS`` with the run's non-None overrides (and its
+    objective for the HVAE and RHVAE). A None ``temperature`` takes the experiment's paper setting
+    (``PAPER_SETTINGS[experiment]['temperature']``, e.g. 0.6 for generation_7_classes) when it has one."""
+    rhvae = dict(MODEL_CONFIGS["rhvae"])
+    paper_t = PAPER_SETTINGS.get(experiment or "", {}).get("temperature")
+    if paper_t is not None:
+        rhvae["temperature"] = paper_t
+    for key in ("n_lf", "eps_lf", "beta_zero", "regularization", "temperature"):
+        if params.get(key) is not None:
+            rhvae[key] = params[key]
+    hvae = dict(MODEL_CONFIGS["hvae"])
+    for key in ("n_lf", "eps_lf", "beta_zero"):
+        if params.get(f"hvae_{key}") is not None:
+            hvae[key] = params[f"hvae_{key}"]
+    objective = params.get("objective", "elbo")
+    return {
+        "vae": dict(MODEL_CONFIGS["vae"]),
+        "hvae": {**hvae, "objective": objective},
+        "rhvae": {**rhvae, "objective": objective},
+    }
+
+
+# ----------------------------------------------------------------------------------------------- run folders
+def resolve_path(path: str | os.PathLike) -> Path:
+    """An absolute path: relative paths are taken from the repository root (``rhvae.paths.ROOT``)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else ROOT / path
+
+
+def run_dir_name(experiment: str, now: _dt.datetime | None = None) -> str:
+    """``EXPERIMENT_MM_DD_YYYY_hh_mm_ss``."""
+    return f"{experiment}_{(now or _dt.datetime.now()).strftime('%m_%d_%Y_%H_%M_%S')}"
+
+
+def make_run_dir(experiment: str, output_dir: str | os.PathLike | None = None) -> Path:
+    """Create and return the run folder: ``output_dir`` (relative to the repository root) if given, else a new
+    ``figures/EXPERIMENT_MM_DD_YYYY_hh_mm_ss/`` (with a ``_2``, ``_3``… suffix if that second is taken)."""
+    if output_dir is not None:
+        path = resolve_path(output_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    base = FIGURES_DIR / run_dir_name(experiment)
+    path, k = base, 1
+    while True:
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            k += 1
+            path = base.with_name(f"{base.name}_{k}")
+
+
+def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The model cache: ``cache_dir`` if given, else ``$RHVAE_CACHE_DIR``, else ``rhvae.paths.CACHE_DIR``."""
+    if cache_dir is not None:
+        return resolve_path(cache_dir)
+    if os.environ.get(CACHE_ENV):
+        return resolve_path(os.environ[CACHE_ENV])
+    return CACHE_DIR
+
+
+def _jsonable(value):
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.detach().cpu().tolist())
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf: keep it readable and visible
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return _jsonable(value.item())
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy arrays
+        return _jsonable(value.tolist())
+    return value
+
+
+def all_finite(value) -> bool:
+    """True when every number in a nested dict/list is finite (strings and bools are ignored)."""
+    if isinstance(value, Mapping):
+        return all(all_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(all_finite(v) for v in value)
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, (int, float)):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        return value.lower() not in ("nan", "inf", "-inf")
+    return True
+
+
+class Run:
+    """One execution of an experiment notebook: its folder, parameters, numbers, figures and provenance."""
+
+    def __init__(self, experiment: str, params: Mapping):
+        self.experiment = experiment
+        self.params = dict(params)
+        self.threads = set_threads(self.params.get("threads"))
+        self.dir = make_run_dir(experiment, self.params.get("output_dir"))
+        self.cache_dir = cache_folder(self.params.get("cache_dir"))
+        self.started = _dt.datetime.now()
+        self._t0 = time.perf_counter()
+        self.timings: dict[str, float] = {}
+        self.results: dict = {}
+        self.models: dict[str, dict] = {}
+        self.figures: list[str] = []
+        self.problems: list[str] = []
+        self.subsets: dict[str, dict] = {}
+        self.verdict: dict = {}
+        self._data: dict[tuple, ExperimentData] = {}
+        print(f"run folder: {self.dir}")
+
+    # ---------------------------------------------------------------------------------------------- data
+    def data(self, classes=None, n_per_class=None) -> ExperimentData:
+        """The experiment subset (default classes and size of the experiment), recorded in the provenance."""
+        key = (None if classes is None else tuple(classes), n_per_class)
+        if key not in self._data:
+            data = experiment_data(
+                self.experiment, classes, n_per_class, seed=self.params["data_seed"], source=self.params["data_source"]
+            )
+            self._data[key] = data
+            self.subsets[f"{'-'.join(map(str, data.classes))}x{data.n_per_class}"] = data.provenance()
+        return self._data[key]
+
+    # ------------------------------------------------------------------------------------------ training
+    def train(self, model: str, config: Mapping, label: str | None = None, data: ExperimentData | None = None):
+        """Train ``model`` with ``config`` on the run's subset (or reuse the cache when ``reuse_cache``).
+
+        Returns the ``TrainedModel``, or None when training diverged: the divergence is printed, recorded in
+        ``results.json`` (``status: diverged``) and the notebook carries on with the other models."""
+        label = label or model
+        data = data or self.data()
+        with self.timer(f"train_{label}"):
+            try:
+                trained = train_experiment_model(
+                    self.experiment,
+                    model,
+                    epochs=self.params["epochs"],
+                    seed=self.params["seed"],
+                    lr=self.params.get("lr", 1e-3),
+                    threads=self.threads,
+                    data=data,
+                    use_cache=self.params["reuse_cache"],
+                    cache_dir=self.cache_dir,
+                    **config,
+                )
+            except TrainingDiverged as err:
+                message = f"{label}: training DIVERGED at epoch {err.epoch}: {err}"
+                print("!" * 100 + f"\n{message}\n" + "!" * 100)
+                self.problems.append(message)
+                self.models[label] = {
+                    "model": model,
+                    "config": dict(config),
+                    "status": "diverged",
+                    "diverged_epoch": err.epoch,
+                    "message": str(err),
+                    "train_loss": err.history.train_loss if err.history else [],
+                }
+                return None
+        h = trained.history
+        self.models[label] = {
+            "model": model,
+            "config": trained.model.config(),
+            "objective": getattr(trained.model, "objective", "elbo (VAE)"),
+            "status": "ok",
+            "reused_from_cache": trained.reused,
+            "cache_file": None if trained.path is None else str(trained.path),
+            "epochs": len(h.epochs) if h else None,
+            "final_train_loss": h.train_loss[-1] if h and h.epochs else None,
+            "final_test_loss": h.test_loss[-1] if h and h.epochs else None,
+            "train_seconds": trained.provenance.get("train_seconds"),
+            "trained_with": trained.provenance.get("environment"),
+        }
+        where = f"reused from cache {trained.path}" if trained.reused else "trained"
+        print(f"{label}: {where}; final train loss {self.models[label]['final_train_loss']}")
+        return trained
+
+    # ------------------------------------------------------------------------------------------- outputs
+    @contextlib.contextmanager
+    def timer(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def save_figure(self, fig, name: str, dpi: int = 120) -> Path:
+        """Write ``fig`` as ``NAME.png`` in the run folder, atomically."""
+        path = self.dir / f"{name}.png"
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi)
+
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                f.write(buffer.getvalue())
+
+        atomic_write(path, write)
+        if path.name not in self.figures:
+            self.figures.append(path.name)
+        return path
+
+    @property
+    def status(self) -> str:
+        return "diverged" if any(m.get("status") == "diverged" for m in self.models.values()) else "ok"
+
+    def record(self, **numbers) -> None:
+        self.results.update(numbers)
+
+    def summary(self) -> dict:
+        params = {k: v for k, v in self.params.items() if k != "given"}
+        return _jsonable(
+            {
+                "experiment": self.experiment,
+                "status": self.status,
+                "problems": self.problems,
+                "run_dir": self.dir,
+                "parameters": params,
+                "parameters_given": self.params.get("given", params),
+                "quick": params.get("quick", False),
+                "results": self.results,
+                "verdict": self.verdict,
+                "models": self.models,
+                "figures": self.figures,
+                "provenance": {
+                    "seed": params.get("seed"),
+                    "data_seed": params.get("data_seed"),
+                    "subsets": self.subsets,
+                    "threads": self.threads,
+                    "environment": environment(),
+                    "cache_dir": self.cache_dir,
+                    "started": self.started.isoformat(timespec="seconds"),
+                    "timings_seconds": {**self.timings, "total": time.perf_counter() - self._t0},
+                    "paper_settings": PAPER_SETTINGS.get(self.experiment),
+                    "quick_settings": QUICK_SETTINGS,
+                },
+            }
+        )
+
+    def write(self) -> Path:
+        """Write ``results.json`` atomically and return its path."""
+        path = atomic_write_text(self.dir / "results.json", json.dumps(self.summary(), indent=2) + "\n")
+        print(f"wrote {path} (status: {self.status}; figures: {', '.join(self.figures) or 'none'})")
+        return path
+
+    def conclude(self, claim: str, checks: Mapping[str, bool], details: str = "") -> str:
+        """Record and return a short verdict: the paper's ``claim`` and which ``checks`` this run's numbers
+        pass. Quick runs and runs with a diverged model are flagged as not meaningful."""
+        passed = sum(bool(v) for v in checks.values())
+        lines = [f"Paper: {claim}", f"This run: {passed}/{len(checks)} checks agree with the paper."]
+        lines += [f"  [{'yes' if ok else 'NO '}] {name}" for name, ok in checks.items()]
+        if details:
+            lines.append(details)
+        if self.params.get("quick"):
+            lines.append("NOTE: quick mode (a few epochs): these numbers test the pipeline, not the paper's claim.")
+        if self.status != "ok":
+            lines.append("NOTE: a model diverged during training: " + "; ".join(self.problems))
+        text = "\n".join(lines)
+        self.verdict = {
+            "claim": claim,
+            "checks": {k: bool(v) for k, v in checks.items()},
+            "agree": passed,
+            "total": len(checks),
+            "text": text,
+        }
+        return text
+
+
+# -------------------------------------------------------------------------------------------- generation
+def metric_at(model: RHVAE, temperature: float | None = None) -> LearnedMetric:
+    """The frozen metric of a trained RHVAE, re-evaluated at ``temperature`` (default: the model's own T).
+
+    The centroids cᵢ and matrices Mᵢ stay those learned at the training temperature; only the kernel width T
+    of G⁻¹(z) = Σᵢ Mᵢ exp(−‖z − cᵢ‖²/T²) + λI changes."""
+    t = model.temperature if temperature is None else float(temperature)
+    return LearnedMetric(model.centroids, model.M, t, model.regularization)
+
+
+@dataclass
+class Generated:
+    images: torch.Tensor
+    z: torch.Tensor
+    info: dict
+
+
+def generate(model: VAE, n_samples: int, mcmc_steps: int, seed: int = 0, temperature: float | None = None) -> Generated:
+    """Samples of a trained model as the paper makes them: the RHVAE by Riemannian HMC on its (frozen, possibly
+    re-evaluated at ``temperature``) metric with ``mcmc_steps`` steps, the VAE and HVAE from the prior."""
+    start = time.perf_counter()
+    if isinstance(model, RHVAE):
+        metric = metric_at(model, temperature)
+        samples = riemannian_hmc(metric, n_samples=n_samples, mcmc_steps=mcmc_steps, n_lf=10, seed=seed)
+        with torch.no_grad():
+            images = model.decode(samples.z.to(model.dec_hidden.weight.dtype))
+        info = {
+            "sampler": "riemannian_hmc",
+            "target": HMC_TARGET,
+            "acceptance_rate": samples.acceptance_rate,
+            **{k: v for k, v in samples.params.items()},
+            "metric_temperature_trained": model.temperature,
+        }
+        z = samples.z
+    else:
+        prior = sample_prior(model, n=n_samples, seed=seed)
+        images, z = prior.images, prior.z
+        info = {"sampler": "prior", "target": PRIOR_TARGET, "n_samples": n_samples, "seed": seed}
+    info["seconds"] = time.perf_counter() - start
+    return Generated(images, z, info)
+
+
+__all__ = [
+    "PARAMETERS",
+    "evaluation_table",
+    "format_table",
+    "metric_summary",
+    "plot_latent_samples",
+    "plot_metric_models",
+    "plot_samples",
+    "quality",
+    "Generated",
+    "Param",
+    "Run",
+    "all_finite",
+    "cache_folder",
+    "check_parameter",
+    "generate",
+    "make_run_dir",
+    "metric_at",
+    "model_configs",
+    "resolve_path",
+    "validate_parameters",
+]
+
+
+# ------------------------------------------------------------------------------------ numbers and figures
+def metric_summary(metric: LearnedMetric, codes, grid_n: int = 80) -> dict:
+    """Numbers behind a metric picture, on the grid around ``codes``: the floor (d/2) log λ of
+    log √det G⁻¹ far from the data, its mean at the codes, its mean over the grid box's border, and
+    ``high_fraction``, the share of the box where it is above half-way between the floor and its maximum."""
+    from .geometry import latent_grid, metric_magnitude
+
+    codes = torch.as_tensor(codes).detach().to(metric.centroids.dtype)
+    grid = latent_grid(codes, n=grid_n)
+    values = metric_magnitude(metric, grid)
+    values = values if values.ndim == 2 else grid.reshape(values)
+    floor = 0.5 * metric.dim * math.log(metric.regularization)
+    border = torch.cat([values[0], values[-1], values[:, 0], values[:, -1]])
+    peak = float(values.max())
+    return {
+        "temperature": metric.temperature,
+        "floor": floor,
+        "max": peak,
+        "mean_at_codes": float(metric.log_sqrt_det_G_inv(codes).mean()),
+        "mean_on_border": float(border.mean()),
+        "high_fraction": float((values > floor + 0.5 * (peak - floor)).double().mean()),
+        "grid_box": list(grid.extent),
+    }
+
+
+def quality(images, classes) -> dict:
+    """``rhvae.quality.quality_score`` of generated ``images`` for a model trained on ``classes``. With a
+    single class the normalised entropy (entropy / log K) is undefined (NaN): it is reported as None, so that
+    every number of ``results.json`` is finite and a NaN there always means a real failure."""
+    from .quality import quality_score
+
+    score = quality_score(images, classes=classes)
+    if len(score["expected_classes"]) == 1 and not math.isfinite(score["normalized_entropy"]):
+        score["normalized_entropy"] = None
+    return score
+
+
+def evaluation_table(models: Mapping[str, VAE], x_test: torch.Tensor, ll_samples: int, seed: int = 0) -> dict:
+    """Per model: mean test reconstruction error (BCE summed over pixels, MSE mean over pixels, BCE floor)
+    and the importance-sampled log-likelihood with S = ``ll_samples`` (mean and standard error over images)."""
+    from .evaluation import log_likelihood, reconstruction_error
+
+    table = {}
+    for name, model in models.items():
+        start = time.perf_counter()
+        rec = reconstruction_error(model, x_test).summary()
+        ll = log_likelihood(model, x_test, n_samples=ll_samples, seed=seed).double()
+        table[name] = {
+            **rec,
+            "log_likelihood": float(ll.mean()),
+            "log_likelihood_sem": float(ll.std() / math.sqrt(len(ll))) if len(ll) > 1 else float("nan"),
+            "ll_samples": ll_samples,
+            "n_test": len(x_test),
+            "seconds": time.perf_counter() - start,
+        }
+    return table
+
+
+def format_table(rows: Mapping[str, Mapping], columns: Mapping[str, str]) -> str:
+    """A plain-text table: one row per key of ``rows``, ``columns`` maps a field to its header."""
+    header = ["model"] + list(columns.values())
+    body = []
+    for name, row in rows.items():
+        cells = [name]
+        for key in columns:
+            v = row.get(key)
+            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+        body.append(cells)
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [header] + body]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def plot_samples(generated: Mapping[str, Generated], n_cols: int = 10, scores: Mapping[str, dict] | None = None):
+    """One panel of generated digits per model, titled with its sampler (and quality score if given)."""
+    from matplotlib import pyplot as plt
+
+    from .plotting import plot_image_grid
+
+    n = max(len(g.images) for g in generated.values())
+    n_rows = -(-n // n_cols)
+    fig = plt.figure(figsize=(0.5 * n_cols * len(generated) + 0.5, 0.5 * n_rows + 1.0), layout="constrained")
+    axes = fig.subplots(1, len(generated), squeeze=False)[0]
+    for ax, (name, gen) in zip(axes, generated.items(), strict=True):
+        how = "prior" if gen.info["sampler"] == "prior" else f"{gen.info['mcmc_steps']} MCMC steps"
+        title = f"{name} ({how})"
+        if scores and name in scores:
+            title += f"\nin-class {scores[name]['in_class_fraction']:.2f}, conf. {scores[name]['mean_confidence']:.2f}"
+        plot_image_grid(gen.images, n_cols=n_cols, title=title, ax=ax)
+    return fig
+
+
+def plot_metric_models(models: Mapping[str, RHVAE], labels=None, grid_n: int = 80, panel_size: float = 4.0):
+    """One column per trained RHVAE (e.g. one per training temperature), each in its own latent space: the
+    magnitude of its frozen metric with its training codes (top) and the ellipses of G⁻¹ at the codes
+    (bottom). Unlike ``plotting.plot_metric_panels`` (one latent space, several T), every model has its own
+    codes, so every column has its own box and colour scale."""
+    from matplotlib import pyplot as plt
+
+    from .plotting import plot_metric_magnitude, plot_metric_orientation
+
+    n = len(models)
+    fig = plt.figure(figsize=(panel_size * n + 1.5, 2 * panel_size * 0.9), layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False)
+    for j, (name, model) in enumerate(models.items()):
+        metric = model.metric()
+        codes = model.centroids
+        plot_metric_magnitude(metric, codes, labels, ax=axes[0, j], grid_n=grid_n, legend=j == n - 1, title=name)
+        plot_metric_orientation(
+            metric, codes, labels, ax=axes[1, j], grid_n=grid_n, legend=False, title=f"{name}: ellipses of $G^{{-1}}$"
+        )
+    return fig
+
+
+def plot_latent_samples(model: RHVAE, labels, generated: Generated, grid_n: int = 80, title: str | None = None):
+    """The latent space of a trained RHVAE: the magnitude of its metric, its training codes coloured by class
+    and the generated codes (red crosses)."""
+    from .geometry import latent_grid
+    from .plotting import plot_metric_magnitude
+
+    codes = torch.cat([model.centroids, generated.z.to(model.centroids.dtype)])
+    grid = latent_grid(codes, n=grid_n)
+    fig = plot_metric_magnitude(model.metric(), model.centroids, labels, grid=grid, title=title)
+    ax = fig.axes[0]
+    z = generated.z.detach().numpy()
+    ax.scatter(z[:, 0], z[:, 1], marker="x", s=14, color="red", linewidths=0.8, label="generated")
+    ax.legend(loc="upper right", fontsize="small")
+    return fig

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Execute every experiment notebook headless with papermill, into a fresh output folder (never over the sources).
+#
+#   ./run_all.sh            reuse cached (or shipped) models whose settings match, train the others
+#   ./run_all.sh --train    retrain every model (reuse_cache=False)
+#   ./run_all.sh --quick    rhvae.experiments.QUICK_SETTINGS: the whole pipeline in a few minutes
+#
+# Options:
+#   --only NAME[,NAME]   run only these notebooks (metric, reconstruction, generation_5, generation_7_classes)
+#   --out DIR            output folder (default: figures/run_all_MM_DD_YYYY_hh_mm_ss under the repository root)
+#   -p NAME VALUE        set a notebook parameter (repeatable). The name must be a parameter of at least one
+#                        selected notebook (checked before anything runs; papermill itself only warns); it is
+#                        passed to the notebooks that have it. Values are parsed like papermill's -p and
+#                        checked by rhvae.runs before anything runs.
+#   --yes                do not ask before --train (never asked when CI=true or without a terminal)
+#   -h, --help           this help
+#
+# Layout of the output folder: executed/NAME.ipynb (executed notebooks, with outputs), logs/NAME.log (cell
+# outputs and progress bars), NAME/ (the notebook's run folder: figures and results.json).
+# Exit status: 0 all fine, 1 a notebook failed (stops at the first failure), 2 bad usage, 3 all notebooks ran
+# but a model's training diverged (see the summary and the results.json of that notebook).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ALL_NOTEBOOKS=(metric reconstruction generation_5 generation_7_classes)
+PYTHON="${PYTHON:-python}"
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+die_usage() { echo "run_all.sh: $*" >&2; echo "run 'run_all.sh --help' for the options" >&2; exit 2; }
+
+quick=0
+train=0
+yes=0
+only=""
+out=""
+params=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --quick) quick=1 ;;
+        --train) train=1 ;;
+        --yes) yes=1 ;;
+        --only)
+            [[ $# -ge 2 ]] || die_usage "--only needs a value"
+            only="$2"; shift ;;
+        --out)
+            [[ $# -ge 2 ]] || die_usage "--out needs a value"
+            out="$2"; shift ;;
+        -p|--parameters)
+            [[ $# -ge 3 ]] || die_usage "$1 needs a NAME and a VALUE"
+            params+=("$2" "$3"); shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) die_usage "unknown option '$1'" ;;
+    esac
+    shift
+done
+
+notebooks=()
+if [[ -n "$only" ]]; then
+    IFS=',' read -r -a requested <<< "$only"
+    for name in "${requested[@]}"; do
+        name="${name%.ipynb}"; name="${name##*/}"
+        found=0
+        for known in "${ALL_NOTEBOOKS[@]}"; do [[ "$name" == "$known" ]] && found=1; done
+        [[ $found -eq 1 ]] || die_usage "unknown notebook '$name' in --only (known: ${ALL_NOTEBOOKS[*]})"
+        notebooks+=("$name")
+    done
+else
+    notebooks=("${ALL_NOTEBOOKS[@]}")
+fi
+
+# Check -p names against each notebook's parameters cell and values against rhvae.runs, before running anything.
+# Prints, per notebook, the "-p NAME VALUE" arguments that apply to it (one notebook per line: NAME<TAB>args).
+plan="$("$PYTHON" - "${#notebooks[@]}" "${notebooks[@]}" "${params[@]+"${params[@]}"}" <<'PY'
+import shlex
+import sys
+from pathlib import Path
+
+import papermill
+from papermill.cli import _resolve_type
+
+from rhvae.paths import ROOT
+from rhvae.runs import PARAMETERS, check_parameter
+
+n = int(sys.argv[1])
+names, rest = sys.argv[2 : 2 + n], sys.argv[2 + n :]
+pairs = list(zip(rest[0::2], rest[1::2]))
+managed = {"interactive": "always False in batch runs", "output_dir": "set per notebook (use --out)",
+           "quick": "use --quick", "reuse_cache": "use --train"}
+declared = {nb: set(papermill.inspect_notebook(str(ROOT / "notebooks" / f"{nb}.ipynb"))) for nb in names}
+errors = []
+for name, raw in pairs:
+    if name in managed:
+        errors.append(f"parameter '{name}' is managed by run_all.sh: {managed[name]}")
+        continue
+    having = [nb for nb in names if name in declared[nb]]
+    if not having:
+        errors.append(f"unknown parameter '{name}': not in the parameters cell of {', '.join(names)}")
+        continue
+    for nb in having:
+        spec = PARAMETERS[nb].get(name)
+        if spec is not None:
+            try:
+                check_parameter(name, _resolve_type(raw), spec)
+            except ValueError as err:
+                errors.append(f"{nb}: {err}")
+                break
+if errors:
+    print("\n".join(errors), file=sys.stderr)
+    sys.exit(2)
+for nb in names:
+    args = []
+    for name, raw in pairs:
+        if name in declared[nb]:
+            args += ["-p", name, raw]
+    print(nb + "\t" + shlex.join(args))
+PY
+)" || { echo "run_all.sh: bad -p parameter (nothing was run)" >&2; exit 2; }
+
+if [[ $train -eq 1 && $yes -eq 0 && "${CI:-}" != "true" && -t 0 ]]; then
+    read -r -p "--train retrains every model (paper mode: up to an hour on 2 cores). Continue? [y/N] " answer
+    [[ "$answer" == [yY]* ]] || { echo "aborted"; exit 2; }
+fi
+
+stamp="$(date +%m_%d_%Y_%H_%M_%S)"
+if [[ -z "$out" ]]; then
+    out="$ROOT/figures/run_all_$stamp"
+elif [[ "$out" != /* ]]; then
+    out="$ROOT/$out"
+fi
+mkdir -p "$out/executed" "$out/logs"
+
+mode="default (reuse cached models when settings match)"
+common=(-p interactive False)
+if [[ $quick -eq 1 ]]; then common+=(-p quick True); mode="quick"; fi
+if [[ $train -eq 1 ]]; then common+=(-p reuse_cache False); mode="$mode, retrain everything"; fi
+echo "run_all.sh: mode: $mode; output folder: $out"
+
+rows=()
+diverged=0
+summary() {
+    echo
+    printf '%-22s %-9s %10s  %s\n' "notebook" "status" "duration" "output folder"
+    printf '%-22s %-9s %10s  %s\n' "--------" "------" "--------" "-------------"
+    for row in "${rows[@]+"${rows[@]}"}"; do
+        IFS='|' read -r nb status secs folder <<< "$row"
+        printf '%-22s %-9s %9ss  %s\n' "$nb" "$status" "$secs" "$folder"
+    done
+}
+
+for nb in "${notebooks[@]}"; do
+    user_args=()
+    line="$(grep -P "^$nb\t" <<< "$plan" || true)"
+    if [[ -n "${line#*$'\t'}" ]]; then eval "user_args=(${line#*$'\t'})"; fi
+    executed="$out/executed/$nb.ipynb"
+    log="$out/logs/$nb.log"
+    folder="$out/$nb"
+    echo
+    echo "=== $nb -> $folder (log: $log)"
+    start=$(date +%s)
+    set +e
+    "$PYTHON" -m papermill -k python3 --log-output "$ROOT/notebooks/$nb.ipynb" "$executed" \
+        "${common[@]}" -p output_dir "$folder" "${user_args[@]+"${user_args[@]}"}" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    secs=$(( $(date +%s) - start ))
+    if [[ $rc -ne 0 ]]; then
+        rows+=("$nb|FAILED|$secs|$folder")
+        summary
+        echo
+        echo "run_all.sh: notebook '$nb' FAILED (papermill exit $rc) after ${secs}s." >&2
+        echo "  partial executed notebook: $executed" >&2
+        echo "  log: $log" >&2
+        echo "  run folder (figures written so far): $folder" >&2
+        exit 1
+    fi
+    status="$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1])).get("status","?"))' "$folder/results.json" 2>/dev/null || echo "no-results")"
+    if [[ "$status" != "ok" ]]; then
+        diverged=1
+        echo "run_all.sh: notebook '$nb' finished with status '$status' (see $folder/results.json)" >&2
+    fi
+    rows+=("$nb|$status|$secs|$folder")
+done
+
+summary
+echo
+echo "executed notebooks: $out/executed"
+if [[ $diverged -ne 0 ]]; then
+    echo "run_all.sh: some models diverged or a notebook wrote no results (status column); exit 3" >&2
+    exit 3
+fi
