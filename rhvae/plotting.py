@@ -241,7 +241,7 @@ def plot_metric_panels(
     return fig
 
 
-def image_mosaic(images, n_cols: int = 10, image_shape=IMAGE_SHAPE, pad: int = 1, pad_value: float = 1.0):
+def image_mosaic(images, n_cols: int = 10, image_shape=IMAGE_SHAPE, pad: int = 1, pad_value: float = 0.15):
     """Tile images (n, H·W) into one array (rows·(H+pad)−pad, n_cols·(W+pad)−pad); empty cells are blank."""
     images = _numpy(images).astype(np.float64)
     if images.dtype.kind in "ui" or images.max(initial=0.0) > 1.0:
