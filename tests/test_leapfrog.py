@@ -156,7 +156,7 @@ def test_decoder_curvature_equals_the_autograd_hessian(small_rhvae):
 
     model, x = small_rhvae
     z = torch.randn(4, 2, dtype=torch.float64)
-    curvature = model.potential_curvature(z)
+    curvature = model.potential_curvature(z).detach()
     for b in range(4):
 
         def U(zb, b=b):
