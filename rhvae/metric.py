@@ -20,7 +20,7 @@ differentiate through them with a first-order backward (no double backward).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -34,7 +34,8 @@ def spd_inverse_logdet(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if A.shape[-1] == 2:
         a, b, c = A[..., 0, 0], 0.5 * (A[..., 0, 1] + A[..., 1, 0]), A[..., 1, 1]
         det = a * c - b * b
-        inv = torch.stack((torch.stack((c, -b), -1), torch.stack((-b, a), -1)), -2) / det[..., None, None]
+        minus_b = -b
+        inv = torch.stack((c, minus_b, minus_b, a), -1).reshape(A.shape) / det[..., None, None]
         return inv, torch.log(det)
     chol = cholesky(A)
     inv = torch.cholesky_inverse(chol)
@@ -64,10 +65,41 @@ class MetricAt:
     G_inv: torch.Tensor  # (B, d, d)
     G: torch.Tensor  # (B, d, d)
     log_det_G_inv: torch.Tensor  # (B,)
+    #: Σᵢ wᵢ(z) vec(Mᵢ) (z − cᵢ)ᵀ, (B, d², d): every metric force at z is a contraction of it (see
+    #: ``LearnedMetric.at``); None for the Euclidean metric.
+    moments: torch.Tensor | None = None
+    #: ∇_z log det G⁻¹(z), computed once and reused by the leapfrog steps that meet at z.
+    grad_log_det: torch.Tensor | None = field(default=None, repr=False)
+
+
+def sym2_max_eigenvalue(A: torch.Tensor) -> torch.Tensor:
+    """Largest eigenvalue of a batch of symmetric matrices (B, d, d) → (B,).
+
+    For d = 2, the closed form (a + c)/2 + √(((a − c)/2)² + b²) (with b the mean of the off-diagonal entries)
+    replaces the batched LAPACK call, whose per-call overhead dominates for 2 × 2 matrices; other d use
+    ``torch.linalg.eigvalsh``. The two agree to rounding, gradients included (tests/test_speed_equivalence.py).
+    """
+    if A.shape[-1] == 2:
+        a, c = A[..., 0, 0], A[..., 1, 1]
+        b = 0.5 * (A[..., 0, 1] + A[..., 1, 0])
+        half_diff = 0.5 * (a - c)
+        return 0.5 * (a + c) + torch.sqrt(half_diff * half_diff + b * b)
+    return torch.linalg.eigvalsh(A)[..., -1]
 
 
 class LearnedMetric:
-    """G⁻¹(z) = Σᵢ Mᵢ exp(−‖z − cᵢ‖²/T²) + λ I for centroids ``centroids`` (N, d) and matrices ``M`` (N, d, d)."""
+    """G⁻¹(z) = Σᵢ Mᵢ exp(−‖z − cᵢ‖²/T²) + λ I for centroids ``centroids`` (N, d) and matrices ``M`` (N, d, d).
+
+    Speed: everything that depends on the N centroids goes through two dense products per batch of points, the
+    squared distances (B, d) × (d, N) and one (B, N) × (N, d² + d³) product of the weights with the fixed table
+    [vec(Mᵢ), vec(Mᵢ) ⊗ cᵢ]. It gives G⁻¹(z) and the moments Σᵢ wᵢ vec(Mᵢ) (z − cᵢ)ᵀ (B, d², d), from which both
+    forces, for any momentum ρ, are contractions of size d³ that do not depend on N:
+
+        ∇_z log det G⁻¹ = −(2/T²) Σ_jk G_jk moments_jk,    ∇_z ρᵀ G⁻¹ ρ = −(2/T²) Σ_jk ρ_j ρ_k moments_jk.
+
+    This is the same sum as Σᵢ coeffᵢ ∂wᵢ/∂z regrouped, so the values agree with the term-by-term form to
+    rounding; the fixed-point iterations of the leapfrog then cost O(B d³) each instead of O(B N d²).
+    """
 
     constant = False
 
@@ -81,23 +113,53 @@ class LearnedMetric:
         self.temperature = float(temperature)
         self.regularization = float(regularization)
         self.dim = centroids.shape[1]
-        self._M_flat = M.reshape(M.shape[0], -1)  # (N, d²)
+        n, d = centroids.shape
+        self._M_flat = M.reshape(n, -1)  # (N, d²)
+        # the (N, k) tables are stored transposed, (k, N) contiguous: MKL's (B, N) × (N, k) product is up to 2–3×
+        # faster with that layout for large N
+        self._M_flat_T = self._M_flat.T.contiguous()
+        self._table = None  # [vec(Mᵢ), vec(Mᵢ) ⊗ cᵢ]ᵀ, (d² + d³, N), built on first use
+        self._sym2 = None  # the sampler's d = 2 table, built on first use
+        inv_t2 = 1.0 / self.temperature**2
+        # the kernel's exponent −‖z − cᵢ‖²/T² = [z, ‖z‖²] · [2cᵢ/T², −1/T²] − ‖cᵢ‖²/T²
+        self._exponent_bias = -(centroids * centroids).sum(-1) * inv_t2  # (N,)
+        minus_inv_t2 = torch.full((1, n), -inv_t2, dtype=centroids.dtype, device=centroids.device)
+        self._exponent_matrix = torch.cat(((2.0 * inv_t2) * centroids.T, minus_inv_t2), 0)  # (d + 1, N)
+        self._force_scale = -2.0 / self.temperature**2
+        self._reg_eye = self.regularization * torch.eye(d, dtype=M.dtype, device=M.device)  # λ I
+
+    def _moment_table(self) -> torch.Tensor:
+        if self._table is None:
+            n, d = self.centroids.shape
+            outer = (self._M_flat[:, :, None] * self.centroids[:, None, :]).reshape(n, d**3)
+            self._table = torch.cat((self._M_flat, outer), 1).T.contiguous()
+        return self._table
 
     def weights(self, z: torch.Tensor) -> torch.Tensor:
-        """wᵢ(z) = exp(−‖z − cᵢ‖² / T²), shape (B, N)."""
-        sq_dist = (z * z).sum(-1, keepdim=True) - 2.0 * z @ self.centroids.T + (self.centroids**2).sum(-1)
-        return torch.exp(-sq_dist.clamp_min(0.0) / self.temperature**2)
+        """wᵢ(z) = exp(−‖z − cᵢ‖² / T²), shape (B, N).
+
+        The exponent −‖z‖²/T² + 2 z·cᵢ/T² − ‖cᵢ‖²/T² is one (B, d + 1) × (d + 1, N) product plus a bias, clamped
+        at 0 (where rounding makes the squared distance negative): three passes over the (B, N) matrix.
+        """
+        z_aug = torch.cat((z, (z * z).sum(-1, keepdim=True)), 1)
+        exponent = torch.addmm(self._exponent_bias, z_aug, self._exponent_matrix)
+        if exponent.requires_grad:
+            return torch.exp(exponent.clamp_max(0.0))
+        return exponent.clamp_max_(0.0).exp_()
 
     def G_inv_from_weights(self, weights: torch.Tensor) -> torch.Tensor:
         d = self.dim
-        eye = torch.eye(d, dtype=weights.dtype, device=weights.device)
-        return (weights @ self._M_flat).reshape(-1, d, d) + self.regularization * eye
+        return (weights @ self._M_flat_T.T).reshape(-1, d, d) + self._reg_eye
 
     def at(self, z: torch.Tensor) -> MetricAt:
+        d = self.dim
         weights = self.weights(z)
-        G_inv = self.G_inv_from_weights(weights)
+        sums = weights @ self._moment_table().T  # (B, d² + d³)
+        M_sum = sums[:, : d * d]
+        G_inv = M_sum.reshape(-1, d, d) + self._reg_eye
         G, log_det_G_inv = spd_inverse_logdet(G_inv)
-        return MetricAt(z, weights, G_inv, G, log_det_G_inv)
+        moments = M_sum[:, :, None] * z[:, None, :] - sums[:, d * d :].reshape(-1, d * d, d)
+        return MetricAt(z, weights, G_inv, G, log_det_G_inv, moments)
 
     def G_inv(self, z: torch.Tensor) -> torch.Tensor:
         """G⁻¹(z) for z (B, d) → (B, d, d)."""
@@ -105,27 +167,64 @@ class LearnedMetric:
 
     def G(self, z: torch.Tensor) -> torch.Tensor:
         """G(z) = (G⁻¹(z))⁻¹ for z (B, d) → (B, d, d)."""
-        return self.at(z).G
+        return spd_inverse_logdet(self.G_inv(z))[0]
 
-    def _sum_weight_gradients(self, coeff: torch.Tensor, at: MetricAt) -> torch.Tensor:
-        """Σᵢ coeff_bi ∂wᵢ/∂z at the points of ``at``: −(2/T²) [ (Σᵢ aᵢ) z − Σᵢ aᵢ cᵢ ] with aᵢ = coeff_bi wᵢ."""
-        a = coeff * at.weights
-        return (-2.0 / self.temperature**2) * (a.sum(-1, keepdim=True) * at.z - a @ self.centroids)
+    def _contract(self, coeff: torch.Tensor, at: MetricAt) -> torch.Tensor:
+        """−(2/T²) Σ_jk coeff_jk moments_jk = Σᵢ (Σ_jk coeff_jk (Mᵢ)_jk) ∂wᵢ/∂z for coeff (B, d²), shape (B, d)."""
+        moments = at.moments
+        if moments is None:  # a MetricAt built by hand: the moments from its weights
+            d = self.dim
+            sums = at.weights @ self._moment_table().T
+            moments = sums[:, : d * d, None] * at.z[:, None, :] - sums[:, d * d :].reshape(-1, d * d, d)
+            at.moments = moments
+        return self._force_scale * (coeff[:, None, :] @ moments)[:, 0]
 
     def grad_log_det_G_inv(self, at: MetricAt) -> torch.Tensor:
-        """∇_z log det G⁻¹(z) = Σᵢ tr(G Mᵢ) ∂wᵢ/∂z, shape (B, d)."""
-        traces = at.G.reshape(at.G.shape[0], -1) @ self._M_flat.T  # tr(G Mᵢ) = Σ_jk G_jk (Mᵢ)_jk (Mᵢ symmetric)
-        return self._sum_weight_gradients(traces, at)
+        """∇_z log det G⁻¹(z) = Σᵢ tr(G Mᵢ) ∂wᵢ/∂z, shape (B, d) (computed once per ``MetricAt``)."""
+        if at.grad_log_det is None:
+            # tr(G Mᵢ) = Σ_jk G_jk (Mᵢ)_jk (Mᵢ symmetric)
+            at.grad_log_det = self._contract(at.G.reshape(at.G.shape[0], -1), at)
+        return at.grad_log_det
 
     def grad_quadratic(self, at: MetricAt, rho: torch.Tensor) -> torch.Tensor:
         """∇_z ρᵀ G⁻¹(z) ρ = Σᵢ (ρᵀ Mᵢ ρ) ∂wᵢ/∂z with ρ (B, d) held fixed, shape (B, d)."""
         outer = (rho[:, :, None] * rho[:, None, :]).reshape(rho.shape[0], -1)
-        return self._sum_weight_gradients(outer @ self._M_flat.T, at)
+        return self._contract(outer, at)
 
     def max_eigenvalue(self, chunk: int = 4096) -> torch.Tensor:
         """κ = maxᵢ λmax G⁻¹(cᵢ), the largest inverse metric over the centroids (where G⁻¹ peaks), a scalar."""
-        peaks = [torch.linalg.eigvalsh(self.G_inv(c))[:, -1].max() for c in self.centroids.split(chunk)]
-        return torch.stack(peaks).max()
+        peaks = [sym2_max_eigenvalue(self.G_inv(c)).max() for c in self.centroids.split(chunk)]
+        return peaks[0] if len(peaks) == 1 else torch.stack(peaks).max()
+
+    def log_det_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log det G⁻¹(z), ∇_z log det G⁻¹(z)), shapes (B,) and (B, d): what the sampler needs at every step.
+
+        For d = 2 it never forms G: with G⁻¹ = [[a, b], [b, c]] and det = ac − b², tr(G Mᵢ) = q · (Mᵢ₀₀, Mᵢ₀₁, Mᵢ₁₁)
+        for q = (c, −2b, a)/det, so ∇ log det G⁻¹ = −(2/T²)[(q · Σᵢ wᵢ mᵢ) z − Σᵢ wᵢ (q · mᵢ) cᵢ], every sum over i
+        coming from one (B, N) × (N, 9) product. Other d use ``at``.
+        """
+        if self.dim != 2:
+            at = self.at(z)
+            return at.log_det_G_inv, self.grad_log_det_G_inv(at)
+        table, bias = self._sym2_table()
+        sums = torch.addmm(bias, self.weights(z), table.T)  # (B, 9): G⁻¹ entries (a, b, c), then Σᵢ wᵢ mᵢ ⊗ cᵢ
+        a, b, c = sums[:, :3].unbind(1)
+        det = torch.addcmul(a * c, b, b, value=-1.0)
+        q = torch.stack((c, -2.0 * b, a), 1) / det[:, None]
+        first = (q * (sums[:, :3] - bias[:3])).sum(-1, keepdim=True)
+        second = (q[:, None, :] @ sums[:, 3:].reshape(-1, 3, 2))[:, 0]
+        return torch.log(det), self._force_scale * (first * z - second)
+
+    def _sym2_table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """For d = 2: mᵢ = (Mᵢ₀₀, (Mᵢ₀₁ + Mᵢ₁₀)/2, Mᵢ₁₁) and mᵢ ⊗ cᵢ as an (N, 9) table, and the bias (λ, 0, λ, 0…)."""
+        if self._sym2 is None:
+            M, c = self.M, self.centroids
+            m = torch.stack((M[:, 0, 0], 0.5 * (M[:, 0, 1] + M[:, 1, 0]), M[:, 1, 1]), 1)
+            table = torch.cat((m, (m[:, :, None] * c[:, None, :]).reshape(-1, 6)), 1).T.contiguous()
+            bias = torch.zeros(9, dtype=M.dtype, device=M.device)
+            bias[0] = bias[2] = self.regularization
+            self._sym2 = (table, bias)
+        return self._sym2
 
     def log_sqrt_det_G_inv(self, z: torch.Tensor) -> torch.Tensor:
         """log √det G⁻¹(z), the log of the (unnormalised) sampler target of DESIGN §2.5, shape (B,)."""

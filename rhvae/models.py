@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .metric import EuclideanMetric, LearnedMetric, MetricAt, apply, cholesky, quadratic_form
+from .metric import EuclideanMetric, LearnedMetric, MetricAt, apply, cholesky, quadratic_form, sym2_max_eigenvalue
 from .validation import ParameterError, check_float, check_int
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -146,10 +146,14 @@ class VAE(nn.Module):
         J = W₂ diag(1(W₁ z + b₁ > 0)) W₁ the logits' Jacobian (piecewise constant; it does not depend on x)."""
         pre = self.dec_hidden(z)
         sig = torch.sigmoid(self.dec_out(F.relu(pre)))
-        jac = self.dec_out.weight[None] @ ((pre > 0).to(z.dtype)[:, :, None] * self.dec_hidden.weight[None])
-        hessian = jac.transpose(1, 2) @ ((sig * (1.0 - sig))[:, :, None] * jac)
-        eye = torch.eye(z.shape[1], dtype=z.dtype, device=z.device)
-        return torch.linalg.eigvalsh(hessian + eye)[:, -1]
+        B, d = z.shape
+        # J_b = W₂ (1(pre_b > 0) ⊙ W₁) for the whole batch as one (D, h) × (h, B·d) product, laid out (D, B, d)
+        masked = (pre > 0).to(z.dtype)[:, :, None] * self.dec_hidden.weight  # (B, h, d)
+        jac = (self.dec_out.weight @ masked.transpose(0, 1).reshape(self.hidden_dim, B * d)).reshape(-1, B, d)
+        weighted = jac * (sig * (1.0 - sig)).T[:, :, None]
+        hessian = jac.permute(1, 2, 0) @ weighted.transpose(0, 1)  # (B, d, d)
+        eye = torch.eye(d, dtype=z.dtype, device=z.device)
+        return sym2_max_eigenvalue(hessian + eye)
 
     # ------------------------------------------------------------------------------------------- objective
     def sample_posterior(self, mu, log_var, generator=None) -> torch.Tensor:
@@ -258,24 +262,41 @@ class HVAE(VAE):
         Returns z′, ρ′, ∇U(z′), the logits at z′, the metric at z′ and the change made by the last fixed-point
         iteration of either implicit step (≈ 0 when the iterations converged).
         """
+        *out, residual = self._leapfrog(z, rho, x, grad_U, at_z, metric, eps)
+        return (*out, float(residual))
+
+    def _leapfrog(self, z, rho, x, grad_U, at_z: MetricAt, metric, eps=None):
+        """``leapfrog`` with the fixed-point residual as a 0-d tensor (no host sync inside the flow)."""
         half = 0.5 * (self.eps_lf if eps is None else eps)
-        fixed_force = grad_U - 0.5 * metric.grad_log_det_G_inv(at_z)
-        rho_half = rho - half * (fixed_force + 0.5 * metric.grad_quadratic(at_z, rho))
-        residual_rho = residual_z = 0.0
-        for _ in range(self.n_implicit_iterations()):
-            new = rho - half * (fixed_force + 0.5 * metric.grad_quadratic(at_z, rho_half))
-            residual_rho = float((new - rho_half).detach().abs().max())
+        if metric.constant:  # G = I: the ordinary leapfrog (the metric forces are exactly zero)
+            rho_half = rho - half * grad_U
+            z_new = z + 2.0 * half * rho_half
+            grad_U_new, logits_new = self.potential_grad(z_new, x)
+            at_new = metric.at(z_new)
+            return z_new, rho_half - half * grad_U_new, grad_U_new, logits_new, at_new, z.new_zeros(())
+        n_iter = self.n_implicit_iterations()
+        # ρ½ = ρ − (ε/2)(∇U − ½ ∇ log det G⁻¹) − (ε/4) ∇(ρ½ᵀ G⁻¹ ρ½): the first two terms do not change
+        base = rho - half * (grad_U - 0.5 * metric.grad_log_det_G_inv(at_z))
+        quarter = 0.5 * half
+        rho_half = base - quarter * metric.grad_quadratic(at_z, rho)
+        residual_rho = residual_z = z.new_zeros(())
+        for i in range(n_iter):
+            new = base - quarter * metric.grad_quadratic(at_z, rho_half)
+            if i == n_iter - 1:  # only the last iteration's change is reported
+                residual_rho = (new - rho_half).detach().abs().max()
             rho_half = new
         velocity_z = apply(at_z.G_inv, rho_half)
         z_new = z + 2.0 * half * velocity_z
-        for _ in range(self.n_implicit_iterations()):
+        for i in range(n_iter):
             new = z + half * (velocity_z + apply(metric.G_inv(z_new), rho_half))
-            residual_z = float((new - z_new).detach().abs().max())
+            if i == n_iter - 1:
+                residual_z = (new - z_new).detach().abs().max()
             z_new = new
         grad_U_new, logits_new = self.potential_grad(z_new, x)
         at_new = metric.at(z_new)
         force_new = grad_U_new - 0.5 * metric.grad_log_det_G_inv(at_new) + 0.5 * metric.grad_quadratic(at_new, rho_half)
-        return z_new, rho_half - half * force_new, grad_U_new, logits_new, at_new, max(residual_rho, residual_z)
+        residual = torch.maximum(residual_rho, residual_z)
+        return z_new, rho_half - half * force_new, grad_U_new, logits_new, at_new, residual
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> FlowOutput:
         x = self.check_input(x)
@@ -292,11 +313,12 @@ class HVAE(VAE):
         betas = self.tempering_schedule()
         z, rho = z0, rho0
         grad_U, logits = self.potential_grad(z0, x)
-        residual = 0.0
+        residuals = []
         for k in range(1, self.n_lf + 1):
-            z, rho, grad_U, logits, at, step_residual = self.leapfrog(z, rho, x, grad_U, at, metric, eps)
+            z, rho, grad_U, logits, at, step_residual = self._leapfrog(z, rho, x, grad_U, at, metric, eps)
             rho = rho * math.sqrt(betas[k - 1] / betas[k])
-            residual = max(residual, step_residual)
+            residuals.append(step_residual)
+        residual = float(torch.stack(residuals).max()) if residuals else 0.0
         d = self.latent_dim
         log_pxz = bernoulli_log_likelihood(logits, x) + standard_normal_log_density(z)
         log_q_z0 = self.posterior_log_density(z0, mu, log_var)
@@ -414,8 +436,11 @@ class RHVAE(HVAE):
 
     def metric_matrices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(cᵢ, Mᵢ) = (μ(xᵢ), L(xᵢ) L(xᵢ)ᵀ) for a batch x."""
-        L = self.lower_factor(x)
-        return self.encode(x)[0], L @ L.transpose(-1, -2)
+        return self.encode(x)[0], self._metric_matrices_from_factor(self.lower_factor(x))
+
+    @staticmethod
+    def _metric_matrices_from_factor(L: torch.Tensor) -> torch.Tensor:
+        return L @ L.transpose(-1, -2)
 
     @torch.no_grad()
     def freeze_metric(self, x_train: torch.Tensor) -> None:
@@ -445,8 +470,9 @@ class RHVAE(HVAE):
 
     def flow_metric(self, x: torch.Tensor, mu: torch.Tensor):
         if self.training:
-            centroids, M = self.metric_matrices(x)
-            return LearnedMetric(centroids, M, self.temperature, self.regularization)
+            # the centroids are μ(x): reuse the encoder output of the forward pass instead of encoding x again
+            M = self._metric_matrices_from_factor(self.lower_factor(x))
+            return LearnedMetric(mu, M, self.temperature, self.regularization)
         return self.metric()
 
     def authors_initial_momentum(self, x, generator=None) -> torch.Tensor:

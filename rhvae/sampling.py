@@ -173,7 +173,9 @@ def riemannian_hmc(
     start_indices = candidates[pick]
 
     def potential_and_grad(z):
-        return -metric.log_sqrt_det_G_inv(z), -metric.grad_log_sqrt_det_G_inv(z)
+        # one evaluation of the metric gives both U = −½ log det G⁻¹ and ∇U = −½ ∇ log det G⁻¹
+        log_det, grad = metric.log_det_and_grad(z)
+        return -0.5 * log_det, -0.5 * grad
 
     with torch.no_grad():
         z = centroids[start_indices].clone()
@@ -186,9 +188,11 @@ def riemannian_hmc(
             z_new, g = z, grad
             p_new = p - 0.5 * eps * g
             for step in range(n_lf):
-                z_new = z_new + eps * p_new
-                U_new, g = potential_and_grad(z_new)
-                p_new = p_new - (eps if step < n_lf - 1 else 0.5 * eps) * g
+                z_new = torch.add(z_new, p_new, alpha=eps)
+                log_det, grad_log_det = metric.log_det_and_grad(z_new)
+                # p − ε ∇U with ∇U = −½ ∇ log det G⁻¹ (a half step at the end)
+                p_new = torch.add(p_new, grad_log_det, alpha=0.5 * (eps if step < n_lf - 1 else 0.5 * eps))
+            U_new, g = -0.5 * log_det, -0.5 * grad_log_det
             H1 = U_new + 0.5 * (p_new * p_new).sum(-1)
             log_u = torch.log(torch.rand(n_samples, generator=gen, dtype=dtype))
             accept = _inside(z_new, low, high) & torch.isfinite(H1) & (log_u < H0 - H1)

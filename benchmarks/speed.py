@@ -1,0 +1,424 @@
+"""Speed of rhvae against pythae 0.1.2, in the same process, on real MNIST digits.
+
+Usage: python benchmarks/speed.py [--threads 2] [--repeats 5] [--quick] [--no-memory]
+
+Both sides run the same 784–400–2 MLPs (pythae's RHVAE is built with custom encoder, decoder and metric networks
+of that architecture and starts from a copy of our weights), the same data, the same hyper-parameters and the
+same thread count. Timings alternate ours / pythae and report the median of ``--repeats`` runs. Peak memory is
+the resident-set peak (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of a fresh subprocess per workload, minus
+that process's peak after imports and data loading (so it is the workload's own peak increase).
+
+Without pythae (``pip install -e .[bench]`` or ``pip install pythae==0.1.2``) only our side is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import rhvae
+from rhvae.evaluation import log_likelihood
+from rhvae.sampling import riemannian_hmc
+
+try:  # optional: the reference implementation we compare with
+    import pythae  # noqa: F401
+    from pythae.models import RHVAE as PythaeRHVAE
+    from pythae.models import RHVAEConfig
+    from pythae.models.base.base_utils import ModelOutput
+    from pythae.models.nn import BaseDecoder, BaseEncoder, BaseMetric
+    from pythae.samplers import RHVAESampler, RHVAESamplerConfig
+
+    HAVE_PYTHAE = True
+except ImportError:  # pragma: no cover - depends on the environment
+    HAVE_PYTHAE = False
+
+GRADIENTS = (
+    "Gradients. ours: the exact gradient of our objective (true ELBO of the tempered flow): the closed-form force "
+    "is differentiated to first order through every leapfrog step and every fixed-point iteration. "
+    "pythae 0.1.2: each force is torch.autograd.grad of the Hamiltonian; only the last force of each leapfrog step "
+    "(step 3, create_graph=True) is differentiated to second order, the step-1 and step-2 fixed-point forces are "
+    "treated as constants, and its step 2 evaluates G^-1 at z only (explicit Euler)."
+)
+
+N_LF, EPS_LF, BETA_ZERO, TEMPERATURE, REGULARIZATION = 10, 0.01, 0.3, 1.0, 0.1
+PYTHAE_FIXED_POINT = 3  # pythae's leapfrog runs 3 fixed-point iterations (steps=3)
+
+
+# ------------------------------------------------------------------------------------------------ pythae networks
+if HAVE_PYTHAE:
+
+    class Encoder(BaseEncoder):
+        def __init__(self):
+            super().__init__()
+            self.hidden, self.mu, self.log_var = nn.Linear(784, 400), nn.Linear(400, 2), nn.Linear(400, 2)
+
+        def forward(self, x):
+            h = torch.relu(self.hidden(x.reshape(len(x), -1)))
+            return ModelOutput(embedding=self.mu(h), log_covariance=self.log_var(h))
+
+    class Decoder(BaseDecoder):
+        def __init__(self):
+            super().__init__()
+            self.hidden, self.out = nn.Linear(2, 400), nn.Linear(400, 784)
+
+        def forward(self, z):
+            return ModelOutput(reconstruction=torch.sigmoid(self.out(torch.relu(self.hidden(z)))))
+
+    class Metric(BaseMetric):
+        def __init__(self):
+            super().__init__()
+            self.hidden, self.diag, self.lower = nn.Linear(784, 400), nn.Linear(400, 2), nn.Linear(400, 1)
+
+        def forward(self, x):
+            h = torch.relu(self.hidden(x.reshape(len(x), -1)))
+            L = torch.zeros(len(x), 2, 2)
+            L[:, 1, 0] = self.lower(h)[:, 0]
+            return ModelOutput(L=L + torch.diag_embed(torch.exp(self.diag(h))))
+
+
+def _copy(dst: nn.Linear, src: nn.Linear) -> None:
+    with torch.no_grad():
+        dst.weight.copy_(src.weight)
+        dst.bias.copy_(src.bias)
+
+
+def pythae_twin(ours: rhvae.RHVAE, eps_lf: float = EPS_LF):
+    """pythae's RHVAE with our architecture, hyper-parameters and weights (β₀: pythae's RHVAE takes √β₀)."""
+    config = RHVAEConfig(
+        input_dim=(784,),
+        latent_dim=2,
+        reconstruction_loss="bce",
+        n_lf=ours.n_lf,
+        eps_lf=eps_lf,
+        beta_zero=math.sqrt(ours.beta_zero),
+        temperature=ours.temperature,
+        regularization=ours.regularization,
+    )
+    model = PythaeRHVAE(config, encoder=Encoder(), decoder=Decoder(), metric=Metric())
+    _copy(model.encoder.hidden, ours.enc_hidden)
+    _copy(model.encoder.mu, ours.enc_mu)
+    _copy(model.encoder.log_var, ours.enc_log_var)
+    _copy(model.decoder.hidden, ours.dec_hidden)
+    _copy(model.decoder.out, ours.dec_out)
+    _copy(model.metric.hidden, ours.metric_hidden)
+    _copy(model.metric.diag, ours.metric_diag)
+    _copy(model.metric.lower, ours.metric_lower)
+    return model
+
+
+def pythae_set_metric(model, centroids: torch.Tensor, M: torch.Tensor) -> None:
+    """Give pythae's RHVAE a frozen metric (its ``update`` concatenates the stored (M, centroids))."""
+    from collections import deque
+
+    model.M, model.centroids = deque([M.detach().clone()]), deque([centroids.detach().clone()])
+    model.update()
+
+
+# ------------------------------------------------------------------------------------------------------ workloads
+def our_epoch(model, optimizer, x, batch_size, generator):
+    """One epoch as ``rhvae.training.train`` runs it (shuffle, Adam step per batch, freeze the metric)."""
+    model.train()
+    n = len(x)
+    order = torch.randperm(n, generator=generator) if batch_size < n else torch.arange(n)
+    for begin in range(0, n, batch_size):
+        loss = -model(x[order[begin : begin + batch_size]]).objective.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if isinstance(model, rhvae.RHVAE):
+        model.freeze_metric(x)
+
+
+def pythae_epoch(model, optimizer, x, batch_size, generator):
+    """One epoch as pythae's BaseTrainer runs it (Adam step per batch, ``model.update()`` at the end)."""
+    model.train()
+    n = len(x)
+    order = torch.randperm(n, generator=generator) if batch_size < n else torch.arange(n)
+    for begin in range(0, n, batch_size):
+        loss = model({"data": x[order[begin : begin + batch_size]]}).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.update()
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def alternate(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """Run every function ``warmup`` times, then ``repeats`` rounds in turn; median seconds of each."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def make_ours(**kw) -> rhvae.RHVAE:
+    settings = dict(n_lf=N_LF, eps_lf=EPS_LF, beta_zero=BETA_ZERO, temperature=TEMPERATURE)
+    settings.update(regularization=REGULARIZATION, **kw)
+    return rhvae.RHVAE(**settings)
+
+
+def big_metric(model: rhvae.RHVAE, n: int, seed: int = 0):
+    """n centroids from the model's frozen ones: replicated, perturbed by N(0, (0.05 T)²), Mᵢ scaled by N₀/n so
+    the metric keeps its magnitude."""
+    g = torch.Generator().manual_seed(seed)
+    reps = math.ceil(n / len(model.centroids))
+    c = model.centroids.repeat(reps, 1)[:n]
+    c = c + 0.05 * model.temperature * torch.randn(c.shape, generator=g)
+    M = model.M.repeat(reps, 1, 1)[:n] * (len(model.centroids) / n)
+    return c, M
+
+
+def trained_pair(x, epochs: int = 20, seed: int = 0):
+    """Our RHVAE trained a few epochs (plain step, eps 0.01, 3 fixed-point iterations) and pythae's twin with
+    the same weights and frozen metric."""
+    torch.manual_seed(seed)
+    ours = make_ours(n_fixed_point=PYTHAE_FIXED_POINT, step_bound="none")
+    opt = torch.optim.Adam(ours.parameters(), 1e-3)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        our_epoch(ours, opt, x, len(x), g)
+    ours.eval()
+    theirs = pythae_twin(ours) if HAVE_PYTHAE else None
+    if theirs is not None:
+        pythae_set_metric(theirs, ours.centroids, ours.M)
+        theirs.eval()
+    return ours, theirs
+
+
+# ------------------------------------------------------------------------------------------------------- sections
+def row(label: str, ours: float, theirs: float | None) -> str:
+    t = f"{theirs * 1e3:10.1f}" if theirs is not None else f"{'-':>10}"
+    r = f"{theirs / ours:7.1f}x" if theirs is not None else f"{'-':>8}"
+    return f"  {label:<58} {ours * 1e3:10.1f} {t} {r}"
+
+
+def header(title: str) -> None:
+    print(f"\n{title}")
+    print(f"  {'workload':<58} {'ours ms':>10} {'pythae ms':>10} {'pythae/ours':>8}")
+
+
+def bench_training(x, repeats):
+    header(
+        f"RHVAE training epoch ({len(x)} real digits, n_lf {N_LF}, eps_lf {EPS_LF}, beta0 {BETA_ZERO}, T 1, lambda 0.1)"
+    )
+    for batch in (64, len(x)):
+        name = "full batch" if batch == len(x) else f"batch {batch}"
+        torch.manual_seed(0)
+        fixed = make_ours(n_fixed_point=PYTHAE_FIXED_POINT, step_bound="none")
+        default = make_ours()  # n_fixed_point 5, step_bound "stability" (eps_lf is then the largest step)
+        default.load_state_dict(fixed.state_dict())
+        models = {"fixed": fixed, "default": default}
+        if HAVE_PYTHAE:
+            models["pythae"] = pythae_twin(fixed)
+        fns = {}
+        for key, model in models.items():
+            opt = torch.optim.Adam(model.parameters(), 1e-3)
+            gen = torch.Generator().manual_seed(1)
+            epoch = pythae_epoch if key == "pythae" else our_epoch
+            fns[key] = lambda m=model, o=opt, g=gen, e=epoch, b=batch: e(m, o, x, b, g)
+        t = alternate(fns, repeats)
+        print(row(f"{name}: ours step_bound='none', 3 fixed-point its", t["fixed"], t.get("pythae")))
+        print(row(f"{name}: ours default (stability bound, 5 its)", t["default"], t.get("pythae")))
+
+
+def bench_sampler(ours, theirs, repeats, sizes):
+    header("RHVAE sampler: 100 samples x 90 MCMC steps, n_lf 10, eps 0.05 (decoding included)")
+    for n in sizes:
+        if n == len(ours.centroids):
+            c, M = ours.centroids, ours.M
+        else:
+            c, M = big_metric(ours, n)
+        model = copy.deepcopy(ours)
+        model.centroids, model.M = c.clone(), M.clone()
+        model.eval()
+        fns = {"ours": lambda m=model: riemannian_hmc(m, 100, 90, n_lf=10, eps=0.05, seed=0)}
+        if theirs is not None:
+            pythae_set_metric(theirs, c, M)
+            sampler = RHVAESampler(theirs, RHVAESamplerConfig(mcmc_steps_nbr=90, n_lf=10, eps_lf=0.05, beta_zero=1.0))
+            fns["pythae"] = lambda s=sampler: s.sample(num_samples=100, batch_size=100)
+        t = alternate(fns, repeats if n <= 1000 else max(1, (repeats + 1) // 2), warmup=1 if n <= 1000 else 0)
+        print(row(f"{n} centroids", t["ours"], t.get("pythae")))
+    if theirs is not None:
+        pythae_set_metric(theirs, ours.centroids, ours.M)
+
+
+def bench_log_likelihood(ours, theirs, x_test, repeats):
+    header(f"log-likelihood: {len(x_test)} test images x 100 importance samples (S = 100)")
+    default = copy.deepcopy(ours)
+    default.n_fixed_point, default.step_bound = 5, "stability"
+    fns = {
+        "ours": lambda: log_likelihood(ours, x_test, n_samples=100),
+        "default": lambda: log_likelihood(default, x_test, n_samples=100),
+    }
+    if theirs is not None:
+        fns["pythae"] = lambda: theirs.get_nll(x_test, n_samples=100, batch_size=100)
+    t = alternate(fns, max(1, (repeats + 1) // 2), warmup=0)  # pythae's get_nll takes tens of seconds
+    print(row("ours step_bound='none', 3 its (rhvae.evaluation.log_likelihood)", t["ours"], t.get("pythae")))
+    print(row("ours default (stability bound, 5 its)", t["default"], t.get("pythae")))
+
+
+def bench_models(x, repeats):
+    print(f"\nour models, one training epoch on {len(x)} real digits (n_lf 10, eps_lf 0.01; RHVAE 3 its, plain step)")
+    for batch in (64, len(x)):
+        torch.manual_seed(0)
+        models = {
+            "VAE": rhvae.VAE(),
+            "HVAE": rhvae.HVAE(n_lf=N_LF, eps_lf=EPS_LF, beta_zero=BETA_ZERO),
+            "RHVAE": make_ours(n_fixed_point=PYTHAE_FIXED_POINT, step_bound="none"),
+        }
+        fns = {}
+        for key, model in models.items():
+            opt = torch.optim.Adam(model.parameters(), 1e-3)
+            gen = torch.Generator().manual_seed(1)
+            fns[key] = lambda m=model, o=opt, g=gen, b=batch: our_epoch(m, o, x, b, g)
+        t = alternate(fns, repeats)
+        name = "full batch" if batch == len(x) else f"batch {batch}"
+        print(f"  {name:<12} " + "   ".join(f"{k} {v * 1e3:7.1f} ms" for k, v in t.items()))
+
+
+# --------------------------------------------------------------------------------------------------------- memory
+MEMORY_WORKLOADS = (
+    "ours_epoch_full",
+    "pythae_epoch_full",
+    "ours_sampler_120",
+    "pythae_sampler_120",
+    "ours_sampler_6400",
+    "pythae_sampler_6400",
+    "ours_loglik",
+    "pythae_loglik",
+)
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's resident-set peak (VmHWM) of this process (Linux ≥ 4.0); False if not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_worker(name: str, threads: int) -> None:
+    torch.set_num_threads(threads)
+    data = rhvae.experiment_data("metric")
+    x, x_test = data.train.x, data.test.x[:30]
+    side, _, what = name.partition("_")
+    if what == "epoch_full":  # from initialisation, as in the timings (pythae diverges from some trained states)
+        torch.manual_seed(0)
+        ours = make_ours(n_fixed_point=PYTHAE_FIXED_POINT, step_bound="none")
+        theirs = pythae_twin(ours) if side == "pythae" else None
+    else:
+        ours, theirs = trained_pair(x, epochs=2)
+    gc.collect()
+    exact = _reset_peak()
+    base = _status_kb("VmRSS") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if what == "epoch_full":
+        model = ours if side == "ours" else theirs
+        opt = torch.optim.Adam(model.parameters(), 1e-3)
+        (our_epoch if side == "ours" else pythae_epoch)(model, opt, x, len(x), torch.Generator().manual_seed(0))
+    elif what.startswith("sampler"):
+        n = int(what.split("_")[1])
+        c, M = (ours.centroids, ours.M) if n == len(ours.centroids) else big_metric(ours, n)
+        if side == "ours":
+            ours.centroids, ours.M = c.clone(), M.clone()
+            riemannian_hmc(ours, 100, 90, n_lf=10, eps=0.05, seed=0)
+        else:
+            pythae_set_metric(theirs, c, M)
+            cfg = RHVAESamplerConfig(mcmc_steps_nbr=90, n_lf=10, eps_lf=0.05, beta_zero=1.0)
+            RHVAESampler(theirs, cfg).sample(num_samples=100, batch_size=100)
+    elif what == "loglik":
+        if side == "ours":
+            log_likelihood(ours, x_test, n_samples=100)
+        else:
+            theirs.get_nll(x_test, n_samples=100, batch_size=100)
+    peak = _status_kb("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"base_kb": base, "peak_kb": peak, "method": "VmHWM" if exact else "ru_maxrss"}))
+
+
+def bench_memory(threads: int, sampler_sizes) -> None:
+    print("\nPeak memory of each workload in a fresh subprocess: after imports, data and models are set up the")
+    print("process's resident-set peak is reset (/proc/self/clear_refs 5); reported: the new peak (VmHWM) minus")
+    print("the resident set at the reset, i.e. the workload's own peak allocation (falls back to ru_maxrss)")
+    print(f"  {'workload':<28} {'peak increase MB':>16} {'process peak MB':>16}")
+    for name in MEMORY_WORKLOADS:
+        if name.startswith("pythae") and not HAVE_PYTHAE:
+            continue
+        if "sampler" in name and int(name.rsplit("_", 1)[1]) not in sampler_sizes:
+            continue
+        cmd = [sys.executable, __file__, "--memory-worker", name, "--threads", str(threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"  {name:<28} failed: {out.stderr.strip().splitlines()[-1:]}")
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        increase = (r["peak_kb"] - r["base_kb"]) / 1024
+        print(f"  {name:<28} {increase:16.1f} {r['peak_kb'] / 1024:16.1f}  ({r['method']})")
+
+
+# ------------------------------------------------------------------------------------------------------------ main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for both sides")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per workload (median reported)")
+    parser.add_argument("--quick", action="store_true", help="2 repeats, no 6,400-centroid sampler, no memory")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--memory-worker", default=None, choices=MEMORY_WORKLOADS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_worker:
+        memory_worker(args.memory_worker, args.threads)
+        return
+    torch.set_num_threads(args.threads)
+    repeats = 2 if args.quick else args.repeats
+    sizes = (120,) if args.quick else (120, 6400)
+    print(f"torch {torch.__version__}, torch.get_num_threads() = {torch.get_num_threads()}, repeats {repeats} (median)")
+    print(f"load average before: {os.getloadavg()[0]:.2f} (other processes on the machine slow both sides)")
+    if HAVE_PYTHAE:
+        from importlib.metadata import version
+
+        print(f"pythae {version('pythae')}: timed in the same process, alternating with ours")
+    else:
+        print("pythae is not installed (pip install 'pythae==0.1.2' or pip install -e '.[bench]'): timing ours only")
+    print(GRADIENTS)
+    data = rhvae.experiment_data("metric")  # 120 train / 30 test real digits (classes 1, 2, 3)
+    x, x_test = data.train.x, data.test.x[:30]
+    bench_training(x, repeats)
+    ours, theirs = trained_pair(x)
+    bench_sampler(ours, theirs, repeats, sizes)
+    bench_log_likelihood(ours, theirs, x_test, repeats)
+    bench_models(x, repeats)
+    print(f"\nload average after timings: {os.getloadavg()[0]:.2f}")
+    if not (args.quick or args.no_memory):
+        bench_memory(args.threads, sizes)
+
+
+if __name__ == "__main__":
+    main()
