@@ -60,13 +60,15 @@ def main() -> None:
                 "max_fixed_point_residual": max((r.fixed_point_residual for r in history.epochs), default=None),
                 "seconds": time.perf_counter() - start,
                 "final_step_size": history.epochs[-1].step_size if history.epochs else None,
+                "final_kappa": float(model.metric().max_eigenvalue()) if model.has_frozen_metric else None,
                 "train_loss_curve": history.train_loss,
             }
             results.append(record)
             print(
                 f"eps_lf={eps:<6} seed={seed} {status:9s} epoch={epoch:4d} "
                 f"last train loss={record['last_train_loss']} test={record['last_test_loss']} "
-                f"max residual={record['max_fixed_point_residual']} ({record['seconds']:.0f} s)",
+                f"max residual={record['max_fixed_point_residual']} step={record['final_step_size']} "
+                f"kappa={record['final_kappa']} ({record['seconds']:.0f} s)",
                 flush=True,
             )
     if args.out:
