@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import subprocess
 import sys
 
 import numpy as np
@@ -26,6 +27,7 @@ def environment() -> dict:
 
     return {
         "rhvae": __version__,
+        "git_commit": git_commit(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "numpy": np.__version__,
@@ -34,3 +36,21 @@ def environment() -> dict:
         "torch_threads": torch.get_num_threads(),
         "timestamp": _dt.datetime.now().isoformat(timespec="seconds"),
     }
+
+
+def git_commit() -> str | None:
+    """The checkout's commit (with ``-dirty`` when files differ from it), or None outside a git checkout: floating-
+    point rounding differs between code versions, and a long training run can follow a different path."""
+    from .paths import ROOT
+
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None

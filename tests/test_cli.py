@@ -163,3 +163,11 @@ def test_eval_reports_the_papers_numbers_for_a_trained_model(tmp_path):
 def test_eval_refuses_a_missing_model(tmp_path):
     result = run_cli("eval", "--model-file", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x"))
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_provenance_records_the_code_version():
+    from rhvae.provenance import environment
+
+    record = environment()
+    assert record["git_commit"] is None or len(record["git_commit"]) >= 7
+    assert record["torch_threads"] >= 1 and record["torch"]
