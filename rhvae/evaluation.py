@@ -53,7 +53,7 @@ def _generator(seed, generator) -> torch.Generator:
     return torch.Generator().manual_seed(check_int("seed", seed, 0))
 
 
-class _EvalMode:
+class EvalMode:
     """Eval mode and no autograd for the duration of a block; the previous training flag is restored after."""
 
     def __init__(self, model: torch.nn.Module):
@@ -95,7 +95,7 @@ def log_weights(
     n = x.shape[0]
     total = n * n_samples
     out = torch.empty(total, dtype=x.dtype)
-    with _EvalMode(model):
+    with EvalMode(model):
         for start in range(0, total, batch_size):
             rows = torch.arange(start, min(start + batch_size, total))
             out[start : start + len(rows)] = model(x[rows // n_samples], gen).log_weight
@@ -168,7 +168,7 @@ def reconstruction_error(model: VAE, x: torch.Tensor) -> ReconstructionError:
     """Per-image BCE (summed over pixels) and MSE (mean over pixels) of the decoder mean at z = μ(x)."""
     model = _check_model(model)
     x = model.check_input(x)
-    with _EvalMode(model):
+    with EvalMode(model):
         logits = model.decode_logits(model.encode(x)[0])
         bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
         mse = ((torch.sigmoid(logits) - x) ** 2).mean(-1)

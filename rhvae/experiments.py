@@ -157,25 +157,43 @@ def data_of(provenance: dict) -> ExperimentData:
     return data
 
 
-def generate(model: VAE, n_samples: int, mcmc_steps: int, seed: int = 0):
-    """Generated images: the RHVAE's Riemannian HMC sampler (π ∝ √det G⁻¹ on the box around the centroids), the
-    prior N(0, I) for the VAE and HVAE. Returns (images, info dict)."""
+PRIOR_TARGET = "z ~ N(0, I) (prior), decoded (decoder mean)"
+HMC_TARGET = "HMC on pi(z) ∝ sqrt(det G^-1(z)) restricted to a box around the centroids, decoded (decoder mean)"
+
+
+@dataclass
+class Generated:
+    """Generated images (n, D), their latent codes z (n, d) and how they were made (JSON-ready ``info``)."""
+
+    images: torch.Tensor
+    z: torch.Tensor
+    info: dict
+
+
+def generate(model: VAE, n_samples: int, mcmc_steps: int, seed: int = 0, temperature: float | None = None) -> Generated:
+    """Samples of a trained model as the paper makes them: the RHVAE by Riemannian HMC on its (frozen, possibly
+    re-evaluated at ``temperature``) metric with ``mcmc_steps`` steps, the VAE and HVAE from the prior."""
     from .sampling import riemannian_hmc, sample_prior
 
+    start = time.perf_counter()
     if isinstance(model, RHVAE):
-        result = riemannian_hmc(model, n_samples=n_samples, mcmc_steps=mcmc_steps, seed=seed)
+        samples = riemannian_hmc(model.metric(temperature), n_samples=n_samples, mcmc_steps=mcmc_steps, seed=seed)
+        with torch.no_grad():
+            images = model.decode(samples.z.to(model.dec_hidden.weight.dtype))
         info = {
             "sampler": "riemannian_hmc",
-            "target": "sqrt(det G^-1(z)) on the box around the centroids",
-            "mcmc_steps": mcmc_steps,
-            "acceptance_rate": result.acceptance_rate,
-            "seconds": result.seconds,
-            "params": {k: v for k, v in result.params.items() if isinstance(v, (int, float, str))},
+            "target": HMC_TARGET,
+            "acceptance_rate": samples.acceptance_rate,
+            **samples.params,
+            "metric_temperature_trained": model.temperature,
         }
-        return result.images, info
-    start = time.perf_counter()
-    result = sample_prior(model, n=n_samples, seed=seed)
-    return result.images, {"sampler": "prior", "target": "N(0, I)", "seconds": time.perf_counter() - start}
+        z = samples.z
+    else:
+        prior = sample_prior(model, n=n_samples, seed=seed)
+        images, z = prior.images, prior.z
+        info = {"sampler": "prior", "target": PRIOR_TARGET, "n_samples": n_samples, "seed": seed}
+    info["seconds"] = time.perf_counter() - start
+    return Generated(images, z, info)
 
 
 def evaluate_model(
@@ -198,7 +216,7 @@ def evaluate_model(
     ll_seconds = time.perf_counter() - start
     bound = elbo(model, x, n_samples=min(ll_samples, 100), seed=seed + 1)
     recon = reconstruction_error(model, x)
-    images, sampler = generate(model, n_samples, mcmc_steps, seed)
+    generated = generate(model, n_samples, mcmc_steps, seed)
     results = {
         "model_type": model.model_type,
         "n_test": len(x),
@@ -210,6 +228,6 @@ def evaluate_model(
         },
         "elbo": {"mean": float(bound.mean()), "std": float(bound.std())},
         "reconstruction": recon.summary(),
-        "generation": {**sampler, "n_samples": n_samples, "quality": quality_score(images, classes=data.classes)},
+        "generation": {**generated.info, "quality": quality_score(generated.images, classes=data.classes)},
     }
-    return results, images
+    return results, generated.images

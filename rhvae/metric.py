@@ -120,6 +120,7 @@ class LearnedMetric:
         self._M_flat_T = self._M_flat.T.contiguous()
         self._table = None  # [vec(Mᵢ), vec(Mᵢ) ⊗ cᵢ]ᵀ, (d² + d³, N), built on first use
         self._sym2 = None  # the sampler's d = 2 table, built on first use
+        self._max_eigenvalue = None  # κ, computed on first use
         inv_t2 = 1.0 / self.temperature**2
         # the kernel's exponent −‖z − cᵢ‖²/T² = [z, ‖z‖²] · [2cᵢ/T², −1/T²] − ‖cᵢ‖²/T²
         self._exponent_bias = -(centroids * centroids).sum(-1) * inv_t2  # (N,)
@@ -192,9 +193,12 @@ class LearnedMetric:
         return self._contract(outer, at)
 
     def max_eigenvalue(self, chunk: int = 4096) -> torch.Tensor:
-        """κ = maxᵢ λmax G⁻¹(cᵢ), the largest inverse metric over the centroids (where G⁻¹ peaks), a scalar."""
-        peaks = [sym2_max_eigenvalue(self.G_inv(c)).max() for c in self.centroids.split(chunk)]
-        return peaks[0] if len(peaks) == 1 else torch.stack(peaks).max()
+        """κ = maxᵢ λmax G⁻¹(cᵢ), the largest inverse metric over the centroids (where G⁻¹ peaks), a scalar
+        (computed once per metric: O(N²))."""
+        if self._max_eigenvalue is None:
+            peaks = [sym2_max_eigenvalue(self.G_inv(c)).max() for c in self.centroids.split(chunk)]
+            self._max_eigenvalue = torch.stack(peaks).max()
+        return self._max_eigenvalue
 
     def log_det_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log det G⁻¹(z), ∇_z log det G⁻¹(z)), shapes (B,) and (B, d): what the sampler needs at every step.

@@ -45,10 +45,6 @@ FREQUENCY_SAFETY = 1.0
 ConfigError = ParameterError
 
 
-class FlowDiverged(RuntimeError):
-    """The leapfrog produced non-finite or exploding values."""
-
-
 @dataclass
 class FlowOutput:
     """Everything one pass through a model computes for a batch x (B, D); per-image quantities are (B,)."""
@@ -454,11 +450,31 @@ class RHVAE(HVAE):
     def has_frozen_metric(self) -> bool:
         return self.centroids.shape[0] > 0
 
-    def metric(self) -> LearnedMetric:
-        """The frozen metric (after training or ``freeze_metric``)."""
+    def metric(self, temperature: float | None = None) -> LearnedMetric:
+        """The frozen metric (after training or ``freeze_metric``), evaluated with the kernel width ``temperature``
+        (default: the model's own T). Another T re-evaluates G⁻¹(z) = Σᵢ Mᵢ exp(−‖z − cᵢ‖²/T²) + λI with the
+        centroids cᵢ and matrices Mᵢ learned at the training temperature.
+
+        The metric at the model's own T is kept between calls (an eval-mode forward, ``G_inv`` and ``G`` reuse its
+        tables and its peak eigenvalue) until the frozen tensors or the hyper-parameters change."""
         if not self.has_frozen_metric:
             raise RuntimeError("this RHVAE has no frozen metric yet: train it or call model.freeze_metric(x_train)")
-        return LearnedMetric(self.centroids, self.M, self.temperature, self.regularization)
+        if temperature is not None:
+            return LearnedMetric(
+                self.centroids, self.M, check_float("temperature", temperature, 0.0), self.regularization
+            )
+        key = (
+            self.centroids.data_ptr(),
+            self.centroids._version,
+            self.M.data_ptr(),
+            self.M._version,
+            self.temperature,
+            self.regularization,
+        )
+        if getattr(self, "_frozen_metric_key", None) != key:
+            self._frozen_metric = LearnedMetric(self.centroids, self.M, self.temperature, self.regularization)
+            self._frozen_metric_key = key
+        return self._frozen_metric
 
     def G_inv(self, z: torch.Tensor) -> torch.Tensor:
         """G⁻¹(z) of the frozen metric for z (B, d) → (B, d, d)."""

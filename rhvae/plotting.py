@@ -10,6 +10,7 @@ twice); a script that makes many figures should ``fig.savefig(...)`` then ``plt.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,6 +29,10 @@ from .geometry import (
     metric_orientation,
 )
 from .metric import LearnedMetric
+
+if TYPE_CHECKING:
+    from .experiments import Generated
+    from .models import RHVAE
 
 IMAGE_SHAPE = (28, 28)
 CLASS_COLORS = [
@@ -91,6 +96,22 @@ def _draw_magnitude(ax: Axes, metric, grid: LatentGrid, norm: Normalize | None, 
     )
 
 
+def _metric_panel(metric, codes, labels, ax, grid_n, margin, grid, cmap, norm, colorbar, legend, code_size, title):
+    """The heat map of log √det G⁻¹ with the codes, colour bar, labels and limits: the base of the metric plots.
+    Returns (figure, axes, grid)."""
+    fig = ax.figure if ax is not None else _new_figure((6, 5))
+    ax = ax if ax is not None else fig.add_subplot()
+    grid = _grid_for(metric, codes, grid_n, margin, grid)
+    image = _draw_magnitude(ax, metric, grid, norm, cmap)
+    _scatter_codes(ax, codes, labels, size=code_size, legend=legend)
+    if colorbar:
+        fig.colorbar(image, ax=ax, label=r"$\log\sqrt{\det G^{-1}(z)}$")
+    ax.set(xlabel="$z_1$", ylabel="$z_2$", title=title)
+    ax.set_xlim(grid.extent[:2])
+    ax.set_ylim(grid.extent[2:])
+    return fig, ax, grid
+
+
 def plot_metric_magnitude(
     metric: LearnedMetric,
     codes=None,
@@ -107,16 +128,10 @@ def plot_metric_magnitude(
 ) -> Figure:
     """Heat map of log √det G⁻¹(z) over a grid around ``codes`` (default: the metric's centroids), with the
     training ``codes`` (N, 2) coloured by class ``labels`` (N,) and a colour bar."""
-    fig = ax.figure if ax is not None else _new_figure((6, 5))
-    ax = ax if ax is not None else fig.add_subplot()
-    grid = _grid_for(metric, codes, grid_n, margin, grid)
-    image = _draw_magnitude(ax, metric, grid, norm, cmap)
-    _scatter_codes(ax, codes, labels, legend=legend)
-    if colorbar:
-        fig.colorbar(image, ax=ax, label=r"$\log\sqrt{\det G^{-1}(z)}$")
-    ax.set(xlabel="$z_1$", ylabel="$z_2$", title=title or f"metric magnitude (T = {metric.temperature:g})")
-    ax.set_xlim(grid.extent[:2])
-    ax.set_ylim(grid.extent[2:])
+    title = title or f"metric magnitude (T = {metric.temperature:g})"
+    fig, _, _ = _metric_panel(
+        metric, codes, labels, ax, grid_n, margin, grid, cmap, norm, colorbar, legend, 10.0, title
+    )
     return fig
 
 
@@ -163,10 +178,10 @@ def plot_metric_orientation(
     grid of the plotted box) or an (n, 2) array. ``scale`` defaults to ``ellipse_scale`` (largest semi-axis
     = 4 % of the plot width, or 45 % of the grid spacing); pass the same scale to compare panels.
     """
-    fig = ax.figure if ax is not None else _new_figure((6, 5))
-    ax = ax if ax is not None else fig.add_subplot()
-    grid = _grid_for(metric, codes, grid_n, margin, grid)
-    image = _draw_magnitude(ax, metric, grid, norm, cmap)
+    title = title or f"metric orientation (T = {metric.temperature:g})"
+    fig, ax, grid = _metric_panel(
+        metric, codes, labels, ax, grid_n, margin, grid, cmap, norm, colorbar, legend, 4.0, title
+    )
     grid_mode = isinstance(points, str) and points == "grid"
     points = _ellipse_points(metric, points, grid, ellipse_grid_n)
     eigenvalues, eigenvectors = metric_orientation(metric, points)
@@ -177,12 +192,6 @@ def plot_metric_orientation(
     pts = _numpy(points)
     for (x, y), w, h, a in zip(pts, width, height, angle, strict=True):
         ax.add_patch(Ellipse((x, y), w, h, angle=a, fill=False, edgecolor="white", linewidth=0.7, alpha=0.9))
-    _scatter_codes(ax, codes, labels, size=4.0, legend=legend)
-    if colorbar:
-        fig.colorbar(image, ax=ax, label=r"$\log\sqrt{\det G^{-1}(z)}$")
-    ax.set(xlabel="$z_1$", ylabel="$z_2$", title=title or f"metric orientation (T = {metric.temperature:g})")
-    ax.set_xlim(grid.extent[:2])
-    ax.set_ylim(grid.extent[2:])
     return fig
 
 
@@ -356,3 +365,50 @@ __all__ = [
     "plot_metric_panels",
     "plot_reconstructions",
 ]
+
+
+# ------------------------------------------------------------------------------------ experiment figures
+def plot_samples(generated: Mapping[str, Generated], n_cols: int = 10, scores: Mapping[str, dict] | None = None):
+    """One panel of generated digits per model, titled with its sampler (and quality score if given)."""
+    n = max(len(g.images) for g in generated.values())
+    n_rows = -(-n // n_cols)
+    fig = _new_figure((0.5 * n_cols * len(generated) + 0.5, 0.5 * n_rows + 1.0))
+    axes = fig.subplots(1, len(generated), squeeze=False)[0]
+    for ax, (name, gen) in zip(axes, generated.items(), strict=True):
+        how = "prior" if gen.info["sampler"] == "prior" else f"{gen.info['mcmc_steps']} MCMC steps"
+        title = f"{name} ({how})"
+        if scores and name in scores:
+            title += f"\nin-class {scores[name]['in_class_fraction']:.2f}, conf. {scores[name]['mean_confidence']:.2f}"
+        plot_image_grid(gen.images, n_cols=n_cols, title=title, ax=ax)
+    return fig
+
+
+def plot_metric_models(models: Mapping[str, RHVAE], labels=None, grid_n: int = 80, panel_size: float = 4.0):
+    """One column per trained RHVAE (e.g. one per training temperature), each in its own latent space: the
+    magnitude of its frozen metric with its training codes (top) and the ellipses of G⁻¹ at the codes
+    (bottom). Unlike ``plotting.plot_metric_panels`` (one latent space, several T), every model has its own
+    codes, so every column has its own box and colour scale."""
+    n = len(models)
+    fig = _new_figure((panel_size * n + 1.5, 2 * panel_size * 0.9))
+    axes = fig.subplots(2, n, squeeze=False)
+    for j, (name, model) in enumerate(models.items()):
+        metric = model.metric()
+        codes = model.centroids
+        plot_metric_magnitude(metric, codes, labels, ax=axes[0, j], grid_n=grid_n, legend=j == n - 1, title=name)
+        plot_metric_orientation(
+            metric, codes, labels, ax=axes[1, j], grid_n=grid_n, legend=False, title=f"{name}: ellipses of $G^{{-1}}$"
+        )
+    return fig
+
+
+def plot_latent_samples(model: RHVAE, labels, generated: Generated, grid_n: int = 80, title: str | None = None):
+    """The latent space of a trained RHVAE: the magnitude of its metric, its training codes coloured by class
+    and the generated codes (red crosses)."""
+    codes = torch.cat([model.centroids, generated.z.to(model.centroids.dtype)])
+    grid = latent_grid(codes, n=grid_n)
+    fig = plot_metric_magnitude(model.metric(), model.centroids, labels, grid=grid, title=title)
+    ax = fig.axes[0]
+    z = generated.z.detach().numpy()
+    ax.scatter(z[:, 0], z[:, 1], marker="x", s=14, color="red", linewidths=0.8, label="generated")
+    ax.legend(loc="upper right", fontsize="small")
+    return fig

@@ -270,7 +270,8 @@ def quality_score(images, classes=None, classifier: QualityClassifier | None = N
       (default 1 / (4K) for K expected classes, i.e. a quarter of the uniform share);
       ``entropy`` of the predicted histogram over the ten digits (nats); ``normalized_entropy``: entropy of the
       histogram restricted to the K expected classes (renormalised) divided by log K, in [0, 1] (1 for an even
-      spread over them, 0 when all in-class images fall in one class; NaN for K = 1);
+      spread over them, 0 when all in-class images fall in one class; None for K = 1, where it is undefined,
+      so that the dict is valid JSON);
       ``tv_from_uniform``: total-variation distance ½ Σ_c |share_c − u_c| from the uniform distribution u
       over the expected classes (0 = perfectly balanced, → 1 when everything is off-class).
     """
@@ -304,7 +305,7 @@ def quality_score(images, classes=None, classifier: QualityClassifier | None = N
         "coverage": float((shares[list(expected)] >= min_share).double().mean()) if n else 0.0,
         "min_share": min_share,
         "entropy": entropy,
-        "normalized_entropy": class_entropy / math.log(k) if k > 1 else float("nan"),
+        "normalized_entropy": class_entropy / math.log(k) if k > 1 else None,
         "tv_from_uniform": float(0.5 * (shares - uniform).abs().sum()) if n else float("nan"),
         "classifier_accuracy": clf.accuracy,
     }

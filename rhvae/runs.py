@@ -33,22 +33,18 @@ from pathlib import Path
 import torch
 
 from .data import SOURCES, ExperimentData, experiment_data
-from .experiments import MODEL_CONFIGS, PAPER_SETTINGS, QUICK_SETTINGS, train_experiment_model
+from .experiments import MODEL_CONFIGS, PAPER_SETTINGS, QUICK_SETTINGS, Generated, generate, train_experiment_model
 from .metric import LearnedMetric
-from .models import RHVAE, VAE
+from .models import VAE
 from .paths import CACHE_DIR, FIGURES_DIR, ROOT
 from .persistence import atomic_write, atomic_write_text
 from .provenance import environment, set_threads
-from .sampling import riemannian_hmc, sample_prior
 from .training import TrainingDiverged
 
 CACHE_ENV = "RHVAE_CACHE_DIR"
 """Environment variable that overrides the model cache folder when a notebook's ``cache_dir`` is None."""
 
 OBJECTIVES = ("elbo", "authors")
-
-PRIOR_TARGET = "z ~ N(0, I) (prior), decoded (decoder mean)"
-HMC_TARGET = "HMC on pi(z) ∝ sqrt(det G^-1(z)) restricted to a box around the centroids, decoded (decoder mean)"
 
 
 # ------------------------------------------------------------------------------------------- parameter checks
@@ -484,57 +480,11 @@ class Run:
         return text
 
 
-# -------------------------------------------------------------------------------------------- generation
-def metric_at(model: RHVAE, temperature: float | None = None) -> LearnedMetric:
-    """The frozen metric of a trained RHVAE, re-evaluated at ``temperature`` (default: the model's own T).
-
-    The centroids cᵢ and matrices Mᵢ stay those learned at the training temperature; only the kernel width T
-    of G⁻¹(z) = Σᵢ Mᵢ exp(−‖z − cᵢ‖²/T²) + λI changes."""
-    t = model.temperature if temperature is None else float(temperature)
-    return LearnedMetric(model.centroids, model.M, t, model.regularization)
-
-
-@dataclass
-class Generated:
-    images: torch.Tensor
-    z: torch.Tensor
-    info: dict
-
-
-def generate(model: VAE, n_samples: int, mcmc_steps: int, seed: int = 0, temperature: float | None = None) -> Generated:
-    """Samples of a trained model as the paper makes them: the RHVAE by Riemannian HMC on its (frozen, possibly
-    re-evaluated at ``temperature``) metric with ``mcmc_steps`` steps, the VAE and HVAE from the prior."""
-    start = time.perf_counter()
-    if isinstance(model, RHVAE):
-        metric = metric_at(model, temperature)
-        samples = riemannian_hmc(metric, n_samples=n_samples, mcmc_steps=mcmc_steps, n_lf=10, seed=seed)
-        with torch.no_grad():
-            images = model.decode(samples.z.to(model.dec_hidden.weight.dtype))
-        info = {
-            "sampler": "riemannian_hmc",
-            "target": HMC_TARGET,
-            "acceptance_rate": samples.acceptance_rate,
-            **{k: v for k, v in samples.params.items()},
-            "metric_temperature_trained": model.temperature,
-        }
-        z = samples.z
-    else:
-        prior = sample_prior(model, n=n_samples, seed=seed)
-        images, z = prior.images, prior.z
-        info = {"sampler": "prior", "target": PRIOR_TARGET, "n_samples": n_samples, "seed": seed}
-    info["seconds"] = time.perf_counter() - start
-    return Generated(images, z, info)
-
-
 __all__ = [
     "PARAMETERS",
     "evaluation_table",
     "format_table",
     "metric_summary",
-    "plot_latent_samples",
-    "plot_metric_models",
-    "plot_samples",
-    "quality",
     "Generated",
     "Param",
     "Run",
@@ -543,7 +493,6 @@ __all__ = [
     "check_parameter",
     "generate",
     "make_run_dir",
-    "metric_at",
     "model_configs",
     "resolve_path",
     "validate_parameters",
@@ -573,18 +522,6 @@ def metric_summary(metric: LearnedMetric, codes, grid_n: int = 80) -> dict:
         "high_fraction": float((values > floor + 0.5 * (peak - floor)).double().mean()),
         "grid_box": list(grid.extent),
     }
-
-
-def quality(images, classes) -> dict:
-    """``rhvae.quality.quality_score`` of generated ``images`` for a model trained on ``classes``. With a
-    single class the normalised entropy (entropy / log K) is undefined (NaN): it is reported as None, so that
-    every number of ``results.json`` is finite and a NaN there always means a real failure."""
-    from .quality import quality_score
-
-    score = quality_score(images, classes=classes)
-    if len(score["expected_classes"]) == 1 and not math.isfinite(score["normalized_entropy"]):
-        score["normalized_entropy"] = None
-    return score
 
 
 def evaluation_table(models: Mapping[str, VAE], x_test: torch.Tensor, ll_samples: int, seed: int = 0) -> dict:
@@ -622,60 +559,3 @@ def format_table(rows: Mapping[str, Mapping], columns: Mapping[str, str]) -> str
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [header] + body]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def plot_samples(generated: Mapping[str, Generated], n_cols: int = 10, scores: Mapping[str, dict] | None = None):
-    """One panel of generated digits per model, titled with its sampler (and quality score if given)."""
-    from matplotlib import pyplot as plt
-
-    from .plotting import plot_image_grid
-
-    n = max(len(g.images) for g in generated.values())
-    n_rows = -(-n // n_cols)
-    fig = plt.figure(figsize=(0.5 * n_cols * len(generated) + 0.5, 0.5 * n_rows + 1.0), layout="constrained")
-    axes = fig.subplots(1, len(generated), squeeze=False)[0]
-    for ax, (name, gen) in zip(axes, generated.items(), strict=True):
-        how = "prior" if gen.info["sampler"] == "prior" else f"{gen.info['mcmc_steps']} MCMC steps"
-        title = f"{name} ({how})"
-        if scores and name in scores:
-            title += f"\nin-class {scores[name]['in_class_fraction']:.2f}, conf. {scores[name]['mean_confidence']:.2f}"
-        plot_image_grid(gen.images, n_cols=n_cols, title=title, ax=ax)
-    return fig
-
-
-def plot_metric_models(models: Mapping[str, RHVAE], labels=None, grid_n: int = 80, panel_size: float = 4.0):
-    """One column per trained RHVAE (e.g. one per training temperature), each in its own latent space: the
-    magnitude of its frozen metric with its training codes (top) and the ellipses of G⁻¹ at the codes
-    (bottom). Unlike ``plotting.plot_metric_panels`` (one latent space, several T), every model has its own
-    codes, so every column has its own box and colour scale."""
-    from matplotlib import pyplot as plt
-
-    from .plotting import plot_metric_magnitude, plot_metric_orientation
-
-    n = len(models)
-    fig = plt.figure(figsize=(panel_size * n + 1.5, 2 * panel_size * 0.9), layout="constrained")
-    axes = fig.subplots(2, n, squeeze=False)
-    for j, (name, model) in enumerate(models.items()):
-        metric = model.metric()
-        codes = model.centroids
-        plot_metric_magnitude(metric, codes, labels, ax=axes[0, j], grid_n=grid_n, legend=j == n - 1, title=name)
-        plot_metric_orientation(
-            metric, codes, labels, ax=axes[1, j], grid_n=grid_n, legend=False, title=f"{name}: ellipses of $G^{{-1}}$"
-        )
-    return fig
-
-
-def plot_latent_samples(model: RHVAE, labels, generated: Generated, grid_n: int = 80, title: str | None = None):
-    """The latent space of a trained RHVAE: the magnitude of its metric, its training codes coloured by class
-    and the generated codes (red crosses)."""
-    from .geometry import latent_grid
-    from .plotting import plot_metric_magnitude
-
-    codes = torch.cat([model.centroids, generated.z.to(model.centroids.dtype)])
-    grid = latent_grid(codes, n=grid_n)
-    fig = plot_metric_magnitude(model.metric(), model.centroids, labels, grid=grid, title=title)
-    ax = fig.axes[0]
-    z = generated.z.detach().numpy()
-    ax.scatter(z[:, 0], z[:, 1], marker="x", s=14, color="red", linewidths=0.8, label="generated")
-    ax.legend(loc="upper right", fontsize="small")
-    return fig

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm import tqdm
 
+from .evaluation import EvalMode
 from .models import RHVAE, VAE
 from .provenance import set_threads
 from .validation import check_int
@@ -179,12 +180,7 @@ def _describe(model: VAE) -> str:
     return ", ".join(f"{k}={v}" for k, v in model.config().items())
 
 
-@torch.no_grad()
 def evaluate_loss(model: VAE, x: torch.Tensor, generator: torch.Generator | None = None) -> float:
     """Mean negative objective on ``x`` in eval mode (RHVAE: the frozen metric)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with EvalMode(model):
         return float(-model(model.check_input(x), generator).objective.mean())
-    finally:
-        model.train(was_training)

@@ -25,9 +25,9 @@ from collections.abc import Callable, Mapping
 import ipywidgets as widgets
 from matplotlib import pyplot as plt
 
+from .experiments import generate
 from .models import RHVAE
 from .plotting import plot_image_grid, plot_metric_magnitude, plot_metric_orientation
-from .runs import generate, metric_at
 
 FROZEN_METRIC_NOTE = "frozen metric of the trained model re-evaluated at T (no retraining)"
 
@@ -102,7 +102,7 @@ class MetricExplorer(_Explorer):
         return self.redraw()
 
     def draw(self, temperature: float):
-        metric = metric_at(self.model, temperature)
+        metric = self.model.metric(temperature)
         fig = plt.figure(figsize=(10, 4.2), layout="constrained")
         ax1, ax2 = fig.subplots(1, 2)
         plot_metric_magnitude(metric, self.codes, self.labels, ax=ax1, grid_n=self.grid_n)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from rhvae import runs
+from rhvae import plotting, runs
 from rhvae.experiments import MODEL_CONFIGS, QUICK_SETTINGS, train_experiment_model
 from rhvae.models import RHVAE
 from rhvae.paths import FIGURES_DIR, ROOT
@@ -153,7 +153,7 @@ def test_run_writes_results_json_with_provenance(tmp_path, tiny_rhvae):
     assert not run.models["rhvae_T1"]["reused_from_cache"] and run.models["rhvae_T1_again"]["reused_from_cache"]
     run.record(metric=runs.metric_summary(trained.model.metric(), trained.model.centroids, grid_n=20))
     gen = runs.generate(again.model, n_samples=4, mcmc_steps=2, seed=0)
-    fig = runs.plot_samples({"RHVAE": gen})
+    fig = plotting.plot_samples({"RHVAE": gen})
     run.save_figure(fig, "samples")
     print(run.conclude("claim", {"a": True, "b": False}))
     path = run.write()
@@ -184,7 +184,7 @@ def test_divergence_is_recorded_not_raised(tmp_path, monkeypatch):
 
 def test_metric_at_reevaluates_frozen_metric(tiny_rhvae):
     model = tiny_rhvae.model
-    m = runs.metric_at(model, 0.5)
+    m = model.metric(0.5)
     assert m.temperature == 0.5 and torch.equal(m.centroids, model.centroids) and torch.equal(m.M, model.M)
     z = model.centroids[:3]
     assert not torch.allclose(m.G_inv(z), model.metric().G_inv(z))
