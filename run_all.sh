@@ -10,13 +10,15 @@
 #   --out DIR            output folder (default: figures/run_all_MM_DD_YYYY_hh_mm_ss under the repository root)
 #   -p NAME VALUE        set a notebook parameter (repeatable). The name must be a parameter of at least one
 #                        selected notebook (checked before anything runs; papermill itself only warns); it is
-#                        passed to the notebooks that have it. Values are parsed like papermill's -p and
-#                        checked by rhvae.runs before anything runs.
+#                        passed to the notebooks that have it. Values are parsed like papermill's -p, except
+#                        that a list is accepted as such: -p seeds "[0, 1]". Each value is checked by
+#                        rhvae.runs before anything runs.
 #   --yes                do not ask before --train (never asked when CI=true or without a terminal)
 #   -h, --help           this help
 #
-# Layout of the output folder: executed/NAME.ipynb (executed notebooks, with outputs), logs/NAME.log (cell
-# outputs and progress bars), NAME/ (the notebook's run folder: figures and results.json).
+# Layout of the output folder: README.md (the results report: claims, verdicts, tables over seeds, figures),
+# executed/NAME.ipynb (executed notebooks, with outputs), logs/NAME.log (cell outputs and progress bars), NAME/
+# (the notebook's run folder: figures and results.json). A run under figures/ also writes figures/README.md.
 # Exit status: 0 all fine, 1 a notebook failed (stops at the first failure), 2 bad usage, 3 all notebooks ran
 # but a model's training diverged (see the summary and the results.json of that notebook).
 set -euo pipefail
@@ -76,10 +78,27 @@ import sys
 from pathlib import Path
 
 import papermill
+import yaml
 from papermill.cli import _resolve_type
 
 from rhvae.paths import ROOT
 from rhvae.runs import PARAMETERS, check_parameter
+
+def value_of(raw):
+    """papermill's -p parsing, and a YAML list for a value that starts with '[' (e.g. seeds "[0, 1]")."""
+    if raw.lstrip().startswith("["):
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError:
+            return raw
+    return _resolve_type(raw)
+
+
+def arguments(name, raw):
+    value = value_of(raw)
+    flow = yaml.safe_dump({name: value}, default_flow_style=True).strip()  # one line: "{seeds: [1, 2]}"
+    return ["-y", flow] if isinstance(value, list) else ["-p", name, raw]
+
 
 n = int(sys.argv[1])
 names, rest = sys.argv[2 : 2 + n], sys.argv[2 + n :]
@@ -100,7 +119,7 @@ for name, raw in pairs:
         spec = PARAMETERS[nb].get(name)
         if spec is not None:
             try:
-                check_parameter(name, _resolve_type(raw), spec)
+                check_parameter(name, value_of(raw), spec)
             except ValueError as err:
                 errors.append(f"{nb}: {err}")
                 break
@@ -111,7 +130,7 @@ for nb in names:
     args = []
     for name, raw in pairs:
         if name in declared[nb]:
-            args += ["-p", name, raw]
+            args += arguments(name, raw)
     print(nb + "\t" + shlex.join(args))
 PY
 )" || { echo "run_all.sh: bad -p parameter (nothing was run)" >&2; exit 2; }
@@ -184,6 +203,10 @@ done
 summary
 echo
 echo "executed notebooks: $out/executed"
+# The results report (python -m rhvae report); a run under figures/ also becomes figures/README.md, the latest.
+latest=()
+if [[ "$out" == "$ROOT/figures/"* ]]; then latest=(--latest "$ROOT/figures/README.md"); fi
+"$PYTHON" -m rhvae report "$out" "${latest[@]+"${latest[@]}"}" || echo "run_all.sh: the report could not be written" >&2
 if [[ $diverged -ne 0 ]]; then
     echo "run_all.sh: some models diverged or a notebook wrote no results (status column); exit 3" >&2
     exit 3

@@ -1,6 +1,6 @@
 """End-to-end wall time of every experiment notebook, executed headless with papermill, retraining every model.
 
-Usage: python benchmarks/end_to_end.py [--quick] [--only metric,generation_5] [--out DIR] [--threads N]
+Usage: python benchmarks/end_to_end.py [--quick] [--only metric,generation_5] [--seeds 0 1 2] [--out DIR] [--threads N]
 
 Each notebook runs in full paper mode (``reuse_cache=False``: every model is retrained; ``interactive=False``)
 into a fresh folder (default: a temporary directory; the executed notebooks, run folders and a model cache that
@@ -30,6 +30,7 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(NOTEBOOKS), help="comma-separated notebook names")
     parser.add_argument("--out", default=None, help="output folder (default: a fresh temporary directory)")
     parser.add_argument("--threads", type=int, default=None, help="the notebooks' threads parameter (default: theirs)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="the notebooks' seeds (default: theirs)")
     parser.add_argument("--json", default=None, help="also write the timings to this JSON file")
     args = parser.parse_args()
     names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -40,7 +41,8 @@ def main() -> int:
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="rhvae_end_to_end_"))
     out.mkdir(parents=True, exist_ok=True)
     mode = "quick" if args.quick else "full paper mode"
-    print(f"end-to-end: {mode}, every model retrained (reuse_cache=False), output in {out}")
+    seeds = "the notebooks' seeds" if args.seeds is None else f"seeds {args.seeds}"
+    print(f"end-to-end: {mode}, {seeds}, every model retrained (reuse_cache=False), output in {out}")
     timings, failed = {}, []
     for name in names:
         source = ROOT / "notebooks" / f"{name}.ipynb"
@@ -54,6 +56,8 @@ def main() -> int:
         }
         if args.threads is not None:
             wanted["threads"] = args.threads
+        if args.seeds is not None:
+            wanted["seeds"] = args.seeds
         params = {k: v for k, v in wanted.items() if k in declared}
         start = time.perf_counter()
         try:
@@ -75,7 +79,8 @@ def main() -> int:
     total = sum(t["seconds"] for t in timings.values())
     print(f"  {'total':<22} {total:8.1f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"mode": mode, "notebooks": timings, "total_seconds": total}, indent=2))
+        summary = {"mode": mode, "seeds": args.seeds, "notebooks": timings, "total_seconds": total}
+        Path(args.json).write_text(json.dumps(summary, indent=2))
     return 1 if failed else 0
 
 

@@ -1,5 +1,5 @@
 """Command line: ``python -m rhvae train ...`` and ``python -m rhvae eval ...`` (what the original ``train.py`` and
-``eval.py`` did).
+``eval.py`` did), and ``python -m rhvae report FOLDER`` (the results report of a ``run_all.sh`` output folder).
 
 The original ``train.py`` flag spellings are accepted as aliases: ``-n`` (model), ``-ne`` (epochs), ``-n_lf``,
 ``-eps_lf``, ``-temp``, ``-reg`` and ``-spec`` (experiment). Every error is one line on stderr and a non-zero
@@ -200,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the estimates and the sampler")
     e.add_argument("--threads", type=_int_at_least(1), default=1, help="torch CPU threads (recorded)")
     e.add_argument("--out", required=True, type=Path, help="output folder")
+
+    r = sub.add_parser(
+        "report",
+        help="write the results report of a run_all.sh output folder",
+        description="Build FOLDER/README.md (per experiment: the paper's claim, the verdict, the tables over seeds, "
+        "the figures, how the numbers were made and the command that regenerates them) from the results.json of "
+        "each notebook in FOLDER.",
+        allow_abbrev=False,
+    )
+    r.add_argument("folder", type=Path, help="a run_all.sh output folder")
+    r.add_argument("--latest", type=Path, default=None, help="also write a copy here, its figure links into FOLDER")
     return parser
 
 
@@ -313,7 +324,12 @@ def main(argv=None) -> int:
             return run_train(args)
         if args.command == "eval":
             return run_eval(args)
-    except (ConfigError, DataError, ValueError) as err:
+        if args.command == "report":
+            from .report import write_report
+
+            print(f"wrote {write_report(args.folder, args.latest)}")
+            return 0
+    except (ConfigError, DataError, ValueError, FileNotFoundError) as err:
         print(f"python -m rhvae {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0  # pragma: no cover - argparse requires a command

@@ -17,7 +17,7 @@ import torch
 
 from .data import ExperimentData, experiment_data
 from .models import MODELS, RHVAE, VAE
-from .paths import CACHE_DIR
+from .paths import CACHE_DIR, SHIPPED_DIR
 from .persistence import ModelFileError, cache_key, load_model, read_model_file, save_model
 from .provenance import environment, set_threads
 from .training import History, train
@@ -53,6 +53,17 @@ def model_spec(
     }
 
 
+def model_request(
+    data: ExperimentData, model: str, epochs: int, seed: int, lr: float, batch_size, threads: int, **config
+) -> tuple[VAE, dict, str]:
+    """What identifies a trained model: the untrained network (its weights drawn from ``seed``), the spec (subset,
+    model, normalised config, training settings) and the file name ``EXPERIMENT/MODEL_KEY.pt`` under which the
+    trained result is cached (``data/cache``) or shipped (``data/models``)."""
+    net = build_model(model, seed=seed, **config)
+    spec = model_spec(data, model, net.config(), epochs, lr, batch_size, seed, threads)
+    return net, spec, f"{data.experiment}/{model.lower()}_{cache_key(spec)}.pt"
+
+
 def train_experiment_model(
     experiment: str,
     model: str,
@@ -71,7 +82,9 @@ def train_experiment_model(
     progress: bool = True,
     **config,
 ) -> TrainedModel:
-    """Train ``model`` on the subset of ``experiment`` (or reuse the cached result of the same request).
+    """Train ``model`` on the subset of ``experiment``, or, with ``use_cache``, reuse a model trained with exactly
+    the same request: first from ``cache_dir`` (default ``data/cache``), then from the shipped models
+    (``data/models``, committed with the project). A trained model is saved in ``cache_dir``.
 
     ``config`` holds the model's keyword arguments (n_lf, eps_lf, beta_zero, temperature, regularization, …).
     ``threads`` pins torch's thread count (part of the cache key: CPU results depend on it).
@@ -79,16 +92,13 @@ def train_experiment_model(
     threads = set_threads(threads)
     if data is None:
         data = experiment_data(experiment, classes, n_per_class, seed=data_seed, source=source)
-    net = build_model(model, seed=seed, **config)
-    spec = model_spec(data, model, net.config(), epochs, lr, batch_size, seed, threads)
-    path = Path(cache_dir or CACHE_DIR) / data.experiment / f"{model.lower()}_{cache_key(spec)}.pt"
-    if use_cache and path.is_file():
-        try:
-            if json.loads(read_model_file(path)["provenance"]).get("spec") == spec:
-                cached, history, provenance = load_model(path, expected_type=model, with_history=True)
-                return TrainedModel(cached, history, data, path, True, provenance)
-        except ModelFileError:
-            pass  # unreadable or foreign cache entry: retrain and replace it
+    net, spec, name = model_request(data, model, epochs, seed, lr, batch_size, threads, **config)
+    path = Path(cache_dir or CACHE_DIR) / name
+    if use_cache:
+        for candidate in (path, SHIPPED_DIR / name):
+            reused = _reuse(candidate, model, spec, data)
+            if reused is not None:
+                return reused
     start = time.perf_counter()
     history = train(
         net,
@@ -111,6 +121,20 @@ def train_experiment_model(
     if use_cache:
         save_model(net, path, history, provenance)
     return TrainedModel(net, history, data, path if use_cache else None, False, provenance)
+
+
+def _reuse(path: Path, model: str, spec: dict, data: ExperimentData) -> TrainedModel | None:
+    """The model saved at ``path`` if it was trained with exactly ``spec``, else None (missing, unreadable,
+    foreign or stale files are ignored: the caller trains instead)."""
+    if not path.is_file():
+        return None
+    try:
+        if json.loads(read_model_file(path)["provenance"]).get("spec") != spec:
+            return None
+        cached, history, provenance = load_model(path, expected_type=model, with_history=True)
+    except ModelFileError:
+        return None
+    return TrainedModel(cached, history, data, path, True, provenance)
 
 
 #: The paper-mode settings of each experiment, in one place for notebooks, ``run_all.sh`` and the CLI.

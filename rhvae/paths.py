@@ -14,3 +14,5 @@ ROOT = Path(os.environ.get("RHVAE_HOME", Path(__file__).resolve().parent.parent)
 DATA_DIR = ROOT / "data"
 FIGURES_DIR = ROOT / "figures"
 CACHE_DIR = DATA_DIR / "cache"
+#: The trained paper-mode models committed with the project (read-only; listed with checksums in SHA256SUMS).
+SHIPPED_DIR = DATA_DIR / "models"

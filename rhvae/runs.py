@@ -35,8 +35,8 @@ import torch
 from .data import SOURCES, ExperimentData, experiment_data
 from .experiments import MODEL_CONFIGS, PAPER_SETTINGS, QUICK_SETTINGS, Generated, generate, train_experiment_model
 from .metric import LearnedMetric
-from .models import VAE
-from .paths import CACHE_DIR, FIGURES_DIR, ROOT
+from .models import RHVAE, VAE
+from .paths import CACHE_DIR, FIGURES_DIR, ROOT, SHIPPED_DIR
 from .persistence import atomic_write, atomic_write_text
 from .provenance import environment, set_threads
 from .training import TrainingDiverged
@@ -52,7 +52,8 @@ OBJECTIVES = ("elbo", "authors")
 class Param:
     """What one notebook parameter accepts.
 
-    ``kind``: 'int', 'float', 'bool', 'choice', 'floats' (a non-empty list of floats), 'path' (str or None).
+    ``kind``: 'int', 'float', 'bool', 'choice', 'floats' (a non-empty list of floats), 'ints' (a non-empty list
+    of distinct integers), 'path' (str or None).
     ``low``/``high`` bound numbers (``low_open`` makes the lower bound strict); ``optional`` allows None
     (for model hyper-parameters: None means the value of ``rhvae.experiments.MODEL_CONFIGS``)."""
 
@@ -71,9 +72,12 @@ class Param:
         elif self.kind == "path":
             text = "a folder path (str) or None"
         else:
-            what = {"int": "an integer", "float": "a number", "floats": "a number or a non-empty list of numbers"}[
-                self.kind
-            ]
+            what = {
+                "int": "an integer",
+                "float": "a number",
+                "floats": "a number or a non-empty list of numbers",
+                "ints": "an integer or a non-empty list of distinct integers",
+            }[self.kind]
             lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
             hi = "" if self.high is None else f"<= {self.high:g}"
             bounds = " and ".join(b for b in (lo, hi) if b)
@@ -131,12 +135,19 @@ def check_parameter(name: str, value, spec: Param):
         if not items or not all(_number_ok(v, spec, integer=False) for v in items):
             fail()
         return [float(v) for v in items]
+    if spec.kind == "ints":
+        if isinstance(value, (str, bytes)):
+            fail()
+        items = list(value) if hasattr(value, "__iter__") else [value]
+        if not items or len(set(items)) != len(items) or not all(_number_ok(v, spec, integer=True) for v in items):
+            fail()
+        return [int(v) for v in items]
     raise AssertionError(f"unknown parameter kind {spec.kind!r}")
 
 
 _COMMON = {
     "epochs": Param("int", 1),
-    "seed": Param("int", 0),
+    "seeds": Param("ints", 0),
     "data_seed": Param("int", 0),
     "data_source": Param("choice", choices=SOURCES),
     "lr": Param("float", 0, 1, low_open=True),
@@ -304,6 +315,13 @@ def all_finite(value) -> bool:
     return True
 
 
+def _source(trained) -> str:
+    """Where a notebook's model came from: 'trained', 'shipped' (data/models) or 'cache'."""
+    if not trained.reused:
+        return "trained"
+    return "shipped" if SHIPPED_DIR in Path(trained.path).resolve().parents else "cache"
+
+
 class Run:
     """One execution of an experiment notebook: its folder, parameters, numbers, figures and provenance."""
 
@@ -338,12 +356,15 @@ class Run:
         return self._data[key]
 
     # ------------------------------------------------------------------------------------------ training
-    def train(self, model: str, config: Mapping, label: str | None = None, data: ExperimentData | None = None):
-        """Train ``model`` with ``config`` on the run's subset (or reuse the cache when ``reuse_cache``).
+    def train(
+        self, model: str, config: Mapping, seed: int, label: str | None = None, data: ExperimentData | None = None
+    ):
+        """Train ``model`` with ``config`` and ``seed`` on the run's subset (or reuse a cached or shipped model
+        trained with exactly these settings when ``reuse_cache``).
 
         Returns the ``TrainedModel``, or None when training diverged: the divergence is printed, recorded in
         ``results.json`` (``status: diverged``) and the notebook carries on with the other models."""
-        label = label or model
+        label = label or f"{model}_seed{seed}"
         data = data or self.data()
         with self.timer(f"train_{label}"):
             try:
@@ -351,7 +372,7 @@ class Run:
                     self.experiment,
                     model,
                     epochs=self.params["epochs"],
-                    seed=self.params["seed"],
+                    seed=seed,
                     lr=self.params.get("lr", 1e-3),
                     threads=self.threads,
                     data=data,
@@ -365,6 +386,7 @@ class Run:
                 self.problems.append(message)
                 self.models[label] = {
                     "model": model,
+                    "seed": seed,
                     "config": dict(config),
                     "status": "diverged",
                     "diverged_epoch": err.epoch,
@@ -375,20 +397,38 @@ class Run:
         h = trained.history
         self.models[label] = {
             "model": model,
+            "seed": seed,
             "config": trained.model.config(),
             "objective": getattr(trained.model, "objective", "elbo (VAE)"),
             "status": "ok",
             "reused_from_cache": trained.reused,
+            "source": _source(trained),
             "cache_file": None if trained.path is None else str(trained.path),
             "epochs": len(h.epochs) if h else None,
             "final_train_loss": h.train_loss[-1] if h and h.epochs else None,
             "final_test_loss": h.test_loss[-1] if h and h.epochs else None,
+            "final_step_size": h.epochs[-1].step_size if h and h.epochs else None,
+            "max_fixed_point_residual": max((r.fixed_point_residual for r in h.epochs), default=None) if h else None,
+            "kappa": float(trained.model.metric().max_eigenvalue()) if isinstance(trained.model, RHVAE) else None,
             "train_seconds": trained.provenance.get("train_seconds"),
             "trained_with": trained.provenance.get("environment"),
         }
         where = f"reused from cache {trained.path}" if trained.reused else "trained"
         print(f"{label}: {where}; final train loss {self.models[label]['final_train_loss']}")
         return trained
+
+    def train_over_seeds(self, specs: Mapping[str, tuple[str, Mapping]]) -> dict[int, dict[str, VAE]]:
+        """Train (or reuse) every model of ``specs`` (display name → (model kind, config)) for every seed of the
+        run's ``seeds``: ``{seed: {name: model}}``, without the models whose training diverged."""
+        models: dict[int, dict[str, VAE]] = {}
+        for seed in self.params["seeds"]:
+            models[seed] = {}
+            for name, (kind, config) in specs.items():
+                label = f"{name.lower().replace(' ', '').replace('=', '')}_seed{seed}"
+                trained = self.train(kind, config, seed, label=label)
+                if trained is not None:
+                    models[seed][name] = trained.model
+        return models
 
     # ------------------------------------------------------------------------------------------- outputs
     @contextlib.contextmanager
@@ -437,7 +477,7 @@ class Run:
                 "models": self.models,
                 "figures": self.figures,
                 "provenance": {
-                    "seed": params.get("seed"),
+                    "seeds": params.get("seeds"),
                     "data_seed": params.get("data_seed"),
                     "subsets": self.subsets,
                     "threads": self.threads,
@@ -458,23 +498,36 @@ class Run:
         return path
 
     def conclude(self, claim: str, checks: Mapping[str, bool], details: str = "") -> str:
-        """Record and return a short verdict: the paper's ``claim`` and which ``checks`` this run's numbers
-        pass. Quick runs and runs with a diverged model are flagged as not meaningful."""
+        """Record and return the verdict on the paper's ``claim``: which ``checks`` this run's numbers pass, and
+        ``holds`` (all pass), ``partly`` (some) or ``does not hold`` (none). A check that every model trained
+        is added in front and does not count towards the verdict. Quick runs and runs with a diverged model are
+        flagged as not meaningful."""
         passed = sum(bool(v) for v in checks.values())
-        lines = [f"Paper: {claim}", f"This run: {passed}/{len(checks)} checks agree with the paper."]
+        verdict = "holds" if passed == len(checks) else ("does not hold" if passed == 0 else "partly")
+        trained = self.status == "ok"
+        seeds = self.params.get("seeds") or []
+        lines = [
+            f"Paper: {claim}",
+            f"This run ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}): the claim "
+            f"{'holds partly' if verdict == 'partly' else verdict} "
+            f"({passed}/{len(checks)} checks agree with the paper).",
+            f"  [{'yes' if trained else 'NO '}] every model trained (none diverged)",
+        ]
         lines += [f"  [{'yes' if ok else 'NO '}] {name}" for name, ok in checks.items()]
         if details:
             lines.append(details)
         if self.params.get("quick"):
             lines.append("NOTE: quick mode (a few epochs): these numbers test the pipeline, not the paper's claim.")
-        if self.status != "ok":
+        if not trained:
             lines.append("NOTE: a model diverged during training: " + "; ".join(self.problems))
         text = "\n".join(lines)
         self.verdict = {
             "claim": claim,
+            "verdict": verdict,
             "checks": {k: bool(v) for k, v in checks.items()},
             "agree": passed,
             "total": len(checks),
+            "every_model_trained": trained,
             "text": text,
         }
         return text
@@ -482,6 +535,8 @@ class Run:
 
 __all__ = [
     "PARAMETERS",
+    "compare_over_seeds",
+    "over_seeds",
     "evaluation_table",
     "format_table",
     "metric_summary",
@@ -502,8 +557,10 @@ __all__ = [
 # ------------------------------------------------------------------------------------ numbers and figures
 def metric_summary(metric: LearnedMetric, codes, grid_n: int = 80) -> dict:
     """Numbers behind a metric picture, on the grid around ``codes``: the floor (d/2) log λ of
-    log √det G⁻¹ far from the data, its mean at the codes, its mean over the grid box's border, and
-    ``high_fraction``, the share of the box where it is above half-way between the floor and its maximum."""
+    log √det G⁻¹ far from the data, its mean at the codes, its mean over the grid box's border, ``contrast``
+    (the mean at the codes minus the larger of the floor and the border mean: 0 for a metric collapsed to λI),
+    ``high_fraction``, the share of the box where it is above half-way between the floor and its maximum, and
+    ``kappa``, the largest eigenvalue of G⁻¹ at the centroids."""
     from .geometry import latent_grid, metric_magnitude
 
     codes = torch.as_tensor(codes).detach().to(metric.centroids.dtype)
@@ -513,12 +570,15 @@ def metric_summary(metric: LearnedMetric, codes, grid_n: int = 80) -> dict:
     floor = 0.5 * metric.dim * math.log(metric.regularization)
     border = torch.cat([values[0], values[-1], values[:, 0], values[:, -1]])
     peak = float(values.max())
+    at_codes = float(metric.log_sqrt_det_G_inv(codes).mean())
     return {
         "temperature": metric.temperature,
         "floor": floor,
         "max": peak,
-        "mean_at_codes": float(metric.log_sqrt_det_G_inv(codes).mean()),
+        "mean_at_codes": at_codes,
         "mean_on_border": float(border.mean()),
+        "contrast": at_codes - max(floor, float(border.mean())),
+        "kappa": float(metric.max_eigenvalue()),
         "high_fraction": float((values > floor + 0.5 * (peak - floor)).double().mean()),
         "grid_box": list(grid.extent),
     }
@@ -546,16 +606,62 @@ def evaluation_table(models: Mapping[str, VAE], x_test: torch.Tensor, ll_samples
 
 
 def format_table(rows: Mapping[str, Mapping], columns: Mapping[str, str]) -> str:
-    """A plain-text table: one row per key of ``rows``, ``columns`` maps a field to its header."""
+    """A plain-text table: one row per key of ``rows``, ``columns`` maps a field to its header. A field that
+    holds a number over seeds (a dict from ``over_seeds``) is shown as mean ± std."""
     header = ["model"] + list(columns.values())
     body = []
     for name, row in rows.items():
         cells = [name]
         for key in columns:
             v = row.get(key)
-            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+            if isinstance(v, Mapping) and "mean" in v:  # a number over seeds (``over_seeds``)
+                cells.append(f"{v['mean']:.4g}" + ("" if v["std"] is None else f" ± {v['std']:.2g}"))
+            else:
+                cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
         body.append(cells)
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [header] + body]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ numbers over seeds
+def over_seeds(per_seed: Mapping[int, Mapping[str, Mapping]], keys) -> dict:
+    """Mean and sample standard deviation over seeds of the numbers ``keys`` of every row.
+
+    ``per_seed`` is ``{seed: {row: {key: number}}}`` (a row is a model, say); the result is
+    ``{row: {key: {"mean", "std", "values": {seed: number}}}}`` over the seeds that have the row, with ``std``
+    None for a single seed and None-valued numbers (e.g. an undefined entropy) left out."""
+    rows: dict[str, dict] = {}
+    for seed, table in per_seed.items():
+        for row, numbers in table.items():
+            for key in keys:
+                value = numbers.get(key)
+                if value is not None:
+                    rows.setdefault(row, {}).setdefault(key, {})[seed] = float(value)
+    summary = {}
+    for row, by_key in rows.items():
+        summary[row] = {}
+        for key, values in by_key.items():
+            v = torch.tensor(list(values.values()), dtype=torch.float64)
+            std = float(v.std()) if len(v) > 1 else None
+            summary[row][key] = {"mean": float(v.mean()), "std": std, "values": values}
+    return summary
+
+
+def compare_over_seeds(
+    per_seed: Mapping[int, Mapping[str, Mapping]], key: str, row: str, other: str, higher: bool = True
+) -> tuple[bool, str]:
+    """Is ``row`` at least as good as ``other`` on ``key`` (higher or lower is better), on the mean over the seeds
+    that have both? Returns (answer, "k/n seeds") where k counts the seeds in which it also holds."""
+    pairs = [
+        (table[row][key], table[other][key])
+        for table in per_seed.values()
+        if row in table and other in table and table[row].get(key) is not None and table[other].get(key) is not None
+    ]
+    if not pairs:
+        return False, "0/0 seeds"
+    sign = 1.0 if higher else -1.0
+    wins = sum(sign * (a - b) >= 0 for a, b in pairs)
+    mean_diff = sum(sign * (a - b) for a, b in pairs) / len(pairs)
+    return mean_diff >= 0, f"{wins}/{len(pairs)} seeds"

@@ -171,3 +171,9 @@ def test_provenance_records_the_code_version():
     record = environment()
     assert record["git_commit"] is None or len(record["git_commit"]) >= 7
     assert record["torch_threads"] >= 1 and record["torch"]
+
+
+def test_report_refuses_a_folder_without_results(tmp_path):
+    proc = run_cli("report", str(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "no NOTEBOOK/results.json" in proc.stderr

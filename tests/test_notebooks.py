@@ -22,12 +22,17 @@ from rhvae.experiments import PAPER_SETTINGS
 from rhvae.paths import ROOT
 
 NOTEBOOKS = ["metric", "reconstruction", "generation_5", "generation_7_classes"]
-EXPECTED_FIGURES = {
-    "metric": {"metric_by_temperature.png", "frozen_metric_reevaluated.png"},
-    "reconstruction": {"reconstructions.png", "samples.png"},
-    "generation_5": {"samples.png", "rhvae_latent_samples.png"},
-    "generation_7_classes": {"latent_space.png", "samples.png"},
-}
+SEEDS = [0, 1]  # two seeds: the tables over seeds are exercised at two thirds of the cost of the default three
+
+
+def expected_figures(name: str, seeds) -> set[str]:
+    """The figures a run writes: one per seed where the notebook draws every seed, else the first seed's."""
+    return {
+        "metric": {f"metric_by_temperature_seed{s}.png" for s in seeds} | {"frozen_metric_reevaluated.png"},
+        "reconstruction": {"reconstructions.png", "samples.png"},
+        "generation_5": {"samples.png", "rhvae_latent_samples.png"},
+        "generation_7_classes": {f"latent_space_seed{s}.png" for s in seeds} | {"samples.png"},
+    }[name]
 pytestmark = pytest.mark.slow
 
 
@@ -41,18 +46,26 @@ def cache_dir(tmp_path_factory):
 
 
 def quick_parameters(output_dir: Path, cache: Path) -> dict:
-    return {"quick": True, "interactive": False, "output_dir": str(output_dir), "cache_dir": str(cache)}
+    return {
+        "quick": True,
+        "interactive": False,
+        "output_dir": str(output_dir),
+        "cache_dir": str(cache),
+        "seeds": SEEDS,
+    }
 
 
 def check_results(folder: Path, name: str, interactive: bool = False) -> dict:
     results = json.loads((folder / "results.json").read_text())
     assert results["experiment"] == name and results["status"] == "ok", results.get("problems")
     assert results["quick"] is True and results["parameters"]["interactive"] is interactive
-    assert set(results["figures"]) == EXPECTED_FIGURES[name]
+    assert set(results["figures"]) == expected_figures(name, results["parameters"]["seeds"])
     for figure in results["figures"]:
         assert (folder / figure).read_bytes()[:4] == b"\x89PNG"
     assert results["results"] and runs.all_finite(results["results"])
     assert results["verdict"]["total"] >= 1 and "Paper:" in results["verdict"]["text"]
+    assert results["verdict"]["verdict"] in ("holds", "partly", "does not hold")
+    assert {m["seed"] for m in results["models"].values()} == set(results["parameters"]["seeds"])
     provenance = results["provenance"]
     assert provenance["subsets"] and all(s["train_indices"] for s in provenance["subsets"].values())
     assert provenance["threads"] == 1 and provenance["environment"]["torch"]
@@ -179,15 +192,18 @@ def test_run_all_runs_one_notebook_end_to_end(tmp_path, cache_dir):
     out = tmp_path / "all"
     proc = run_all(
         "--quick", "--only", "generation_7_classes", "--out", str(out), "-p", "cache_dir", str(cache_dir),
-        "-p", "seed", "1", cwd=tmp_path,
+        "-p", "seeds", "[1, 2]", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "generation_7_classes" in proc.stdout and "notebook" in proc.stdout and "duration" in proc.stdout
     results = check_results(out / "generation_7_classes", "generation_7_classes")
-    assert results["parameters"]["seed"] == 1
+    assert results["parameters"]["seeds"] == [1, 2]  # a list given on the command line
     executed = nbformat.read(out / "executed" / "generation_7_classes.ipynb", as_version=4)
     assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
     assert (out / "logs" / "generation_7_classes.log").stat().st_size > 0
+    report = (out / "README.md").read_text()  # the results report of the run (python -m rhvae report)
+    assert "| generation_7_classes (quick) |" in report and "**Verdict:" in report
+    assert "(generation_7_classes/latent_space_seed2.png)" in report and "seeds [1, 2]" in report
     assert source("generation_7_classes").read_bytes().count(b'"outputs": []') > 0, "sources untouched"
 
 

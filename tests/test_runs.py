@@ -16,7 +16,7 @@ def defaults(experiment, **overrides):
     """A namespace like a notebook's after its parameters cell (quick settings, batch mode)."""
     ns = {
         "epochs": 500,
-        "seed": 0,
+        "seeds": [0],
         "data_seed": 0,
         "data_source": "bundled",
         "lr": 1e-3,
@@ -66,6 +66,20 @@ def test_int_where_float_is_wanted_is_accepted_and_converted():
     assert params["temperatures"] == [1.0, 0.5] and isinstance(params["temperatures"][0], float)
     assert isinstance(params["lr"], float) and isinstance(params["eps_lf"], float)
     assert runs.validate_parameters("metric", defaults("metric", temperatures=0.6))["temperatures"] == [0.6]
+    assert runs.validate_parameters("metric", defaults("metric", seeds=2))["seeds"] == [2]
+
+
+def test_over_seeds_gives_mean_and_sample_std_and_compares_rows():
+    per_seed = {0: {"A": {"x": 1.0}, "B": {"x": 2.0}}, 1: {"A": {"x": 3.0}, "B": {"x": 1.0}}, 2: {"A": {"x": 5.0}}}
+    summary = runs.over_seeds(per_seed, ("x",))
+    assert summary["A"]["x"]["mean"] == pytest.approx(3.0) and summary["A"]["x"]["std"] == pytest.approx(2.0)
+    assert summary["B"]["x"]["values"] == {0: 2.0, 1: 1.0} and summary["B"]["x"]["std"] == pytest.approx(0.5**0.5)
+    assert runs.over_seeds({0: per_seed[0]}, ("x",))["A"]["x"]["std"] is None
+    # A vs B on the seeds that have both: differences -1 and +2, mean +0.5; A is higher in 1 of 2 seeds
+    assert runs.compare_over_seeds(per_seed, "x", "A", "B") == (True, "1/2 seeds")
+    assert runs.compare_over_seeds(per_seed, "x", "A", "B", higher=False) == (False, "1/2 seeds")
+    assert runs.compare_over_seeds(per_seed, "x", "A", "C") == (False, "0/0 seeds")
+    assert "3 ± 2" in runs.format_table(summary, {"x": "x"})
 
 
 @pytest.mark.parametrize(
@@ -78,6 +92,10 @@ def test_int_where_float_is_wanted_is_accepted_and_converted():
         ("temperatures", [0.6, "hot"], "'temperatures'"),
         ("temperatures", [0.6, -1.0], "> 0"),
         ("temperatures", "0.6", "'temperatures'"),
+        ("seeds", [], "'seeds' must be an integer or a non-empty list of distinct integers"),
+        ("seeds", [0, 0], "'seeds'"),
+        ("seeds", [0, -1], ">= 0"),
+        ("seeds", [0.5], "'seeds'"),
         ("eps_lf", "0.01", "'eps_lf' must be a number > 0"),
         ("beta_zero", 1.5, "'beta_zero' must be a number > 0 and <= 1"),
         ("reuse_cache", 1, "'reuse_cache' must be True or False"),
@@ -148,8 +166,8 @@ def test_run_writes_results_json_with_provenance(tmp_path, tiny_rhvae):
     )
     run = runs.Run("metric", params)
     data = run.data(n_per_class=10)
-    trained = run.train("rhvae", MODEL_CONFIGS["rhvae"], label="rhvae_T1", data=data)
-    again = run.train("rhvae", MODEL_CONFIGS["rhvae"], label="rhvae_T1_again", data=data)
+    trained = run.train("rhvae", MODEL_CONFIGS["rhvae"], 0, label="rhvae_T1", data=data)
+    again = run.train("rhvae", MODEL_CONFIGS["rhvae"], 0, label="rhvae_T1_again", data=data)
     assert not run.models["rhvae_T1"]["reused_from_cache"] and run.models["rhvae_T1_again"]["reused_from_cache"]
     run.record(metric=runs.metric_summary(trained.model.metric(), trained.model.centroids, grid_n=20))
     gen = runs.generate(again.model, n_samples=4, mcmc_steps=2, seed=0)
@@ -158,7 +176,7 @@ def test_run_writes_results_json_with_provenance(tmp_path, tiny_rhvae):
     print(run.conclude("claim", {"a": True, "b": False}))
     path = run.write()
     result = json.loads(path.read_text())
-    assert result["status"] == "ok" and result["verdict"]["agree"] == 1
+    assert result["status"] == "ok" and result["verdict"]["agree"] == 1 and result["verdict"]["verdict"] == "partly"
     assert result["provenance"]["subsets"]["1-2-3x10"]["train_indices"] == data.train.indices.tolist()
     assert result["provenance"]["threads"] == 1 and "torch" in result["provenance"]["environment"]
     assert result["figures"] == ["samples.png"] and (tmp_path / "out" / "samples.png").stat().st_size > 0
@@ -176,7 +194,7 @@ def test_divergence_is_recorded_not_raised(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "train_experiment_model", diverge)
     params = runs.validate_parameters("metric", defaults("metric", output_dir=str(tmp_path)))
     run = runs.Run("metric", params)
-    assert run.train("rhvae", MODEL_CONFIGS["rhvae"]) is None
+    assert run.train("rhvae", MODEL_CONFIGS["rhvae"], 0) is None
     result = json.loads(run.write().read_text())
     assert result["status"] == "diverged" and "DIVERGED" in result["problems"][0]
     assert "diverged" in run.conclude("claim", {"x": True})

@@ -1,0 +1,70 @@
+"""rhvae.report: the Markdown results report built from a run folder's results.json files."""
+
+import json
+
+import pytest
+
+from rhvae import report
+
+
+def results(experiment="generation_5", quick=False):
+    over_seeds = {
+        "VAE": {"in_class_fraction": {"mean": 0.7, "std": 0.1, "values": {"0": 0.6, "1": 0.8}}},
+        "RHVAE": {"in_class_fraction": {"mean": 0.95, "std": None, "values": {"0": 0.95}}},
+    }
+    rhvae = {"eps_lf": 0.1, "n_lf": 10, "beta_zero": 0.3, "regularization": 0.1, "temperature": 1.0}
+    return {
+        "experiment": experiment,
+        "status": "ok",
+        "quick": quick,
+        "problems": [],
+        "parameters": {"epochs": 1000, "seeds": [0, 1], "data_seed": 0},
+        "results": {
+            "quality_over_seeds": over_seeds,
+            "quality_real_test_digits": {"in_class_fraction": 1.0},
+            "generation": {"0": {"RHVAE": {"sampler": "riemannian_hmc", "target": "HMC on sqrt det G^-1"}}},
+        },
+        "verdict": {
+            "claim": "RHVAE samples are better",
+            "verdict": "partly",
+            "checks": {"a": True, "b": False},
+            "agree": 1,
+            "total": 2,
+            "every_model_trained": True,
+        },
+        "models": {
+            "rhvae_seed0": {"model": "rhvae", "seed": 0, "status": "ok", "config": rhvae, "source": "shipped",
+                            "epochs": 1000, "final_train_loss": 120.0, "final_test_loss": 150.0,
+                            "final_step_size": 0.1, "kappa": 0.12, "objective": "elbo"},
+            "rhvae_seed1": {"model": "rhvae", "seed": 1, "status": "ok", "config": rhvae, "source": "trained",
+                            "epochs": 1000, "final_train_loss": 121.0, "final_test_loss": 160.0,
+                            "final_step_size": 2e-5, "kappa": 2650.0, "objective": "elbo"},
+        },  # fmt: skip
+        "figures": ["samples.png"],
+        "provenance": {"threads": 1, "timings_seconds": {"total": 12.0}, "environment": {"torch": "2.14.1"}},
+    }
+
+
+def test_report_has_claim_verdict_tables_regimes_figures_and_command(tmp_path):
+    (tmp_path / "generation_5").mkdir()
+    (tmp_path / "generation_5" / "results.json").write_text(json.dumps(results()))
+    path = report.write_report(tmp_path, latest=tmp_path / "latest" / "README.md")
+    text = path.read_text()
+    assert "| generation_5 | partly | 1/2 | ok |" in text
+    assert "**Paper:** RHVAE samples are better" in text and "- ✅ a" in text and "- ❌ b" in text
+    assert "| VAE | 0.7 ± 0.1 <sub>(0.6, 0.8)</sub> |" in text  # mean ± std with the per-seed values
+    assert "| RHVAE | 0.95 |" in text  # one seed: no std
+    assert "eps_lf cap (metric ≈ λI)" in text and "stability bound" in text  # the two training regimes
+    assert "![samples.png](generation_5/samples.png)" in text
+    assert "`./run_all.sh --only generation_5`" in text and "HMC on sqrt det G^-1" in text
+    assert "1 shipped, 1 trained" in text
+    latest = (tmp_path / "latest" / "README.md").read_text()
+    assert "![samples.png](../generation_5/samples.png)" in latest  # links from the copy's folder into the run
+
+
+def test_quick_runs_are_flagged_and_an_empty_folder_is_refused(tmp_path):
+    (tmp_path / "generation_5").mkdir()
+    (tmp_path / "generation_5" / "results.json").write_text(json.dumps(results(quick=True)))
+    assert "**Quick mode**" in report.build_report(tmp_path)
+    with pytest.raises(FileNotFoundError, match="results.json"):
+        report.build_report(tmp_path / "nothing")
