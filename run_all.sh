@@ -13,6 +13,9 @@
 #                        passed to the notebooks that have it. Values are parsed like papermill's -p, except
 #                        that a list is accepted as such: -p seeds "[0, 1]". Each value is checked by
 #                        rhvae.runs before anything runs.
+#   --jobs N             run up to N notebooks at once (default 1; each uses `threads` torch threads, default 1,
+#                        so --jobs 2 uses both cores of a 2-core machine). With N > 1 the cell outputs go to the
+#                        logs only, and every notebook runs to its end even if another one fails.
 #   --yes                do not ask before --train (never asked when CI=true or without a terminal)
 #   -h, --help           this help
 #
@@ -31,6 +34,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die_usage() { echo "run_all.sh: $*" >&2; echo "run 'run_all.sh --help' for the options" >&2; exit 2; }
 
 quick=0
+jobs=1
 train=0
 yes=0
 only=""
@@ -41,6 +45,9 @@ while [[ $# -gt 0 ]]; do
         --quick) quick=1 ;;
         --train) train=1 ;;
         --yes) yes=1 ;;
+        --jobs)
+            [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || die_usage "--jobs needs a whole number >= 1"
+            jobs="$2"; shift ;;
         --only)
             [[ $# -ge 2 ]] || die_usage "--only needs a value"
             only="$2"; shift ;;
@@ -166,31 +173,38 @@ summary() {
     done
 }
 
-for nb in "${notebooks[@]}"; do
-    user_args=()
+# Run one notebook; its papermill exit status and duration go to logs/NAME.rc. Cell outputs are shown (and
+# logged) when notebooks run one at a time, logged only when they run concurrently.
+run_notebook() {
+    local nb="$1" line user_args=() start rc
     line="$(grep -P "^$nb\t" <<< "$plan" || true)"
     if [[ -n "${line#*$'\t'}" ]]; then eval "user_args=(${line#*$'\t'})"; fi
-    executed="$out/executed/$nb.ipynb"
-    log="$out/logs/$nb.log"
-    folder="$out/$nb"
-    echo
-    echo "=== $nb -> $folder (log: $log)"
     start=$(date +%s)
     set +e
-    "$PYTHON" -m papermill -k python3 --log-output "$ROOT/notebooks/$nb.ipynb" "$executed" \
-        "${common[@]}" -p output_dir "$folder" "${user_args[@]+"${user_args[@]}"}" 2>&1 | tee "$log"
-    rc=${PIPESTATUS[0]}
+    if [[ $jobs -eq 1 ]]; then
+        "$PYTHON" -m papermill -k python3 --log-output "$ROOT/notebooks/$nb.ipynb" "$out/executed/$nb.ipynb" \
+            "${common[@]}" -p output_dir "$out/$nb" "${user_args[@]+"${user_args[@]}"}" 2>&1 | tee "$out/logs/$nb.log"
+        rc=${PIPESTATUS[0]}
+    else
+        "$PYTHON" -m papermill -k python3 --log-output "$ROOT/notebooks/$nb.ipynb" "$out/executed/$nb.ipynb" \
+            "${common[@]}" -p output_dir "$out/$nb" "${user_args[@]+"${user_args[@]}"}" > "$out/logs/$nb.log" 2>&1
+        rc=$?
+    fi
     set -e
-    secs=$(( $(date +%s) - start ))
+    echo "$rc $(( $(date +%s) - start ))" > "$out/logs/$nb.rc"
+}
+
+# Add the summary row of a finished notebook; 1 if it failed.
+collect() {
+    local nb="$1" folder="$out/$1" rc secs status
+    read -r rc secs < "$out/logs/$nb.rc"
     if [[ $rc -ne 0 ]]; then
         rows+=("$nb|FAILED|$secs|$folder")
-        summary
-        echo
         echo "run_all.sh: notebook '$nb' FAILED (papermill exit $rc) after ${secs}s." >&2
-        echo "  partial executed notebook: $executed" >&2
-        echo "  log: $log" >&2
+        echo "  partial executed notebook: $out/executed/$nb.ipynb" >&2
+        echo "  log: $out/logs/$nb.log" >&2
         echo "  run folder (figures written so far): $folder" >&2
-        exit 1
+        return 1
     fi
     status="$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1])).get("status","?"))' "$folder/results.json" 2>/dev/null || echo "no-results")"
     if [[ "$status" != "ok" ]]; then
@@ -198,7 +212,26 @@ for nb in "${notebooks[@]}"; do
         echo "run_all.sh: notebook '$nb' finished with status '$status' (see $folder/results.json)" >&2
     fi
     rows+=("$nb|$status|$secs|$folder")
-done
+}
+
+failed=0
+if [[ $jobs -eq 1 ]]; then
+    for nb in "${notebooks[@]}"; do
+        echo
+        echo "=== $nb -> $out/$nb (log: $out/logs/$nb.log)"
+        run_notebook "$nb"
+        collect "$nb" || { summary; exit 1; }  # stop at the first failure
+    done
+else
+    for nb in "${notebooks[@]}"; do
+        while [[ $(jobs -rp | wc -l) -ge $jobs ]]; do wait -n || true; done
+        echo "=== $nb -> $out/$nb (log: $out/logs/$nb.log), started $(date +%H:%M:%S)"
+        run_notebook "$nb" &
+    done
+    wait
+    for nb in "${notebooks[@]}"; do collect "$nb" || failed=1; done
+    if [[ $failed -ne 0 ]]; then summary; exit 1; fi
+fi
 
 summary
 echo

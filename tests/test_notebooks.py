@@ -33,6 +33,8 @@ def expected_figures(name: str, seeds) -> set[str]:
         "generation_5": {"samples.png", "rhvae_latent_samples.png"},
         "generation_7_classes": {f"latent_space_seed{s}.png" for s in seeds} | {"samples.png"},
     }[name]
+
+
 pytestmark = pytest.mark.slow
 
 
@@ -179,6 +181,8 @@ def run_all(*args, cwd=None, env=None):
         (["--quick", "-p", "interactive", "True"], "managed by run_all.sh"),
         (["--quick", "--only", "mnist"], "unknown notebook 'mnist'"),
         (["--quick", "-p", "epochs"], "needs a NAME and a VALUE"),
+        (["--quick", "--jobs", "0"], "--jobs needs a whole number >= 1"),
+        (["--quick", "-p", "seeds", "[0, 0]"], "'seeds' must be"),
     ],
 )
 def test_run_all_rejects_bad_usage(args, message, tmp_path):
@@ -205,6 +209,19 @@ def test_run_all_runs_one_notebook_end_to_end(tmp_path, cache_dir):
     assert "| generation_7_classes (quick) |" in report and "**Verdict:" in report
     assert "(generation_7_classes/latent_space_seed2.png)" in report and "seeds [1, 2]" in report
     assert source("generation_7_classes").read_bytes().count(b'"outputs": []') > 0, "sources untouched"
+
+
+def test_run_all_jobs_runs_notebooks_concurrently_and_reports_every_failure(tmp_path):
+    # a model cache that cannot be created: each notebook trains its first model, fails to save it and stops
+    out = tmp_path / "all"
+    proc = run_all(
+        "--quick", "--jobs", "2", "--only", "generation_5,generation_7_classes", "--out", str(out),
+        "-p", "seeds", "0", "-p", "cache_dir", "/proc/rhvae_cannot_exist",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "notebook 'generation_5' FAILED" in proc.stderr and "notebook 'generation_7_classes' FAILED" in proc.stderr
+    assert proc.stdout.count("FAILED") == 2  # both rows of the summary: one failure does not stop the other
+    assert (out / "logs" / "generation_5.log").stat().st_size > 0
 
 
 def test_interactive_mode_builds_widgets_without_errors(tmp_path, cache_dir):
