@@ -12,8 +12,11 @@ With ∂wᵢ/∂z = −2 wᵢ (z − cᵢ) / T² the two forces the generalized 
     ∇_z log det G⁻¹(z) = Σᵢ tr(G(z) Mᵢ) ∂wᵢ/∂z,
     ∇_z ρᵀ G⁻¹(z) ρ    = Σᵢ (ρᵀ Mᵢ ρ) ∂wᵢ/∂z          (ρ held fixed).
 
-Both are written as a few dense products over the (batch × centroids) weight matrix, so autograd can
-differentiate through them with a first-order backward (no double backward).
+Both are contractions of the Jacobian ∂vec(G⁻¹)/∂z = Σᵢ vec(Mᵢ) (∂wᵢ/∂z)ᵀ, which one dense product over the
+(batch × centroids) weight matrix gives, so autograd differentiates through them with a first-order backward (no
+double backward). The metric at a point (``at``) and the fixed-point iterations of the implicit leapfrog steps
+(``solve_momentum``, ``solve_position``) are single autograd nodes with a hand-written backward
+(``rhvae.fastforce``).
 
 ``EuclideanMetric`` is the constant metric G = I of the HVAE: the same interface, zero forces.
 """
@@ -23,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
+from .fastforce import MetricEvaluation, MomentumSolve, PositionSolve
 
 
 def spd_inverse_logdet(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,9 +70,9 @@ class MetricAt:
     G_inv: torch.Tensor  # (B, d, d)
     G: torch.Tensor  # (B, d, d)
     log_det_G_inv: torch.Tensor  # (B,)
-    #: Σᵢ wᵢ(z) vec(Mᵢ) (z − cᵢ)ᵀ, (B, d², d): every metric force at z is a contraction of it (see
+    #: ∂vec(G⁻¹)/∂z = Σᵢ vec(Mᵢ) (∂wᵢ/∂z)ᵀ, (B, d², d): every metric force at z is a contraction of it (see
     #: ``LearnedMetric.at``); None for the Euclidean metric.
-    moments: torch.Tensor | None = None
+    jacobian: torch.Tensor | None = None
     #: ∇_z log det G⁻¹(z), computed once and reused by the leapfrog steps that meet at z.
     grad_log_det: torch.Tensor | None = field(default=None, repr=False)
 
@@ -92,13 +97,16 @@ class LearnedMetric:
 
     Speed: everything that depends on the N centroids goes through two dense products per batch of points, the
     squared distances (B, d) × (d, N) and one (B, N) × (N, d² + d³) product of the weights with the fixed table
-    [vec(Mᵢ), vec(Mᵢ) ⊗ cᵢ]. It gives G⁻¹(z) and the moments Σᵢ wᵢ vec(Mᵢ) (z − cᵢ)ᵀ (B, d², d), from which both
-    forces, for any momentum ρ, are contractions of size d³ that do not depend on N:
+    [vec(Mᵢ), (2/T²) vec(Mᵢ) ⊗ cᵢ]. It gives G⁻¹(z) and its Jacobian
 
-        ∇_z log det G⁻¹ = −(2/T²) Σ_jk G_jk moments_jk,    ∇_z ρᵀ G⁻¹ ρ = −(2/T²) Σ_jk ρ_j ρ_k moments_jk.
+        J = ∂vec(G⁻¹)/∂z = Σᵢ vec(Mᵢ) (∂wᵢ/∂z)ᵀ = (2/T²) [Σᵢ wᵢ vec(Mᵢ) cᵢᵀ − (Σᵢ wᵢ vec(Mᵢ)) zᵀ],  (B, d², d),
+
+    from which both forces, for any momentum ρ, are contractions of size d³ that do not depend on N:
+
+        ∇_z log det G⁻¹ = Σ_jk G_jk J_jk,    ∇_z ρᵀ G⁻¹ ρ = Σ_jk ρ_j ρ_k J_jk.
 
     This is the same sum as Σᵢ coeffᵢ ∂wᵢ/∂z regrouped, so the values agree with the term-by-term form to
-    rounding; the fixed-point iterations of the leapfrog then cost O(B d³) each instead of O(B N d²).
+    rounding; the momentum fixed-point iterations of the leapfrog then cost O(B d³) each instead of O(B N d²).
     """
 
     constant = False
@@ -118,7 +126,7 @@ class LearnedMetric:
         # the (N, k) tables are stored transposed, (k, N) contiguous: MKL's (B, N) × (N, k) product is up to 2–3×
         # faster with that layout for large N
         self._M_flat_T = self._M_flat.T.contiguous()
-        self._table = None  # [vec(Mᵢ), vec(Mᵢ) ⊗ cᵢ]ᵀ, (d² + d³, N), built on first use
+        self._table = None  # [vec(Mᵢ), (2/T²) vec(Mᵢ) ⊗ cᵢ]ᵀ, (d² + d³, N), built on first use
         self._sym2 = None  # the sampler's d = 2 table, built on first use
         self._max_eigenvalue = None  # κ, computed on first use
         inv_t2 = 1.0 / self.temperature**2
@@ -126,24 +134,28 @@ class LearnedMetric:
         self._exponent_bias = -(centroids * centroids).sum(-1) * inv_t2  # (N,)
         minus_inv_t2 = torch.full((1, n), -inv_t2, dtype=centroids.dtype, device=centroids.device)
         self._exponent_matrix = torch.cat(((2.0 * inv_t2) * centroids.T, minus_inv_t2), 0)  # (d + 1, N)
-        self._force_scale = -2.0 / self.temperature**2
+        self.jacobian_scale = 2.0 / self.temperature**2  # J = (2/T²)[…] (see the class docstring)
         self._reg_eye = self.regularization * torch.eye(d, dtype=M.dtype, device=M.device)  # λ I
 
-    def _moment_table(self) -> torch.Tensor:
+    def jacobian_table(self) -> torch.Tensor:
+        """[vec(Mᵢ), (2/T²) vec(Mᵢ) ⊗ cᵢ]ᵀ, (d² + d³, N): the weights times it give Σᵢ wᵢ vec(Mᵢ) and the moment part
+        of J (see ``at``)."""
         if self._table is None:
             n, d = self.centroids.shape
-            outer = (self._M_flat[:, :, None] * self.centroids[:, None, :]).reshape(n, d**3)
+            outer = (self._M_flat[:, :, None] * (self.jacobian_scale * self.centroids)[:, None, :]).reshape(n, d**3)
             self._table = torch.cat((self._M_flat, outer), 1).T.contiguous()
         return self._table
 
-    def weights(self, z: torch.Tensor) -> torch.Tensor:
-        """wᵢ(z) = exp(−‖z − cᵢ‖² / T²), shape (B, N).
-
-        The exponent −‖z‖²/T² + 2 z·cᵢ/T² − ‖cᵢ‖²/T² is one (B, d + 1) × (d + 1, N) product plus a bias, clamped
-        at 0 (where rounding makes the squared distance negative): three passes over the (B, N) matrix.
-        """
+    def exponent(self, z: torch.Tensor) -> torch.Tensor:
+        """−‖z − cᵢ‖² / T² = −‖z‖²/T² + 2 z·cᵢ/T² − ‖cᵢ‖²/T², shape (B, N): one (B, d + 1) × (d + 1, N) product plus
+        a bias (rounding can make it slightly positive)."""
         z_aug = torch.cat((z, (z * z).sum(-1, keepdim=True)), 1)
-        exponent = torch.addmm(self._exponent_bias, z_aug, self._exponent_matrix)
+        return torch.addmm(self._exponent_bias, z_aug, self._exponent_matrix)
+
+    def weights(self, z: torch.Tensor) -> torch.Tensor:
+        """wᵢ(z) = exp(−‖z − cᵢ‖² / T²), shape (B, N), with the exponent clamped at 0 (where rounding makes the
+        squared distance negative): three passes over the (B, N) matrix."""
+        exponent = self.exponent(z)
         if exponent.requires_grad:
             return torch.exp(exponent.clamp_max(0.0))
         return exponent.clamp_max_(0.0).exp_()
@@ -153,14 +165,28 @@ class LearnedMetric:
         return (weights @ self._M_flat_T.T).reshape(-1, d, d) + self._reg_eye
 
     def at(self, z: torch.Tensor) -> MetricAt:
+        """G⁻¹, G, log det G⁻¹ and J = ∂vec(G⁻¹)/∂z at z (B, d), as one autograd node (``rhvae.fastforce``)."""
+        G_inv, G, log_det_G_inv, jacobian, weights = MetricEvaluation.apply(z, self.centroids, self.M, self)
+        return MetricAt(z, weights, G_inv, G, log_det_G_inv, jacobian)
+
+    def evaluate(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What ``at`` computes, without the autograd node: the weights, 1(exponent > 0) (where the clamp is
+        active), Σᵢ wᵢ vec(Mᵢ) (B, d²), G⁻¹, G, log det G⁻¹ and J."""
         d = self.dim
-        weights = self.weights(z)
-        sums = weights @ self._moment_table().T  # (B, d² + d³)
-        M_sum = sums[:, : d * d]
+        exponent = self.exponent(z)
+        outside = exponent > 0
+        weights = exponent.clamp_max(0.0).exp_()
+        M_sum, moment = (weights @ self.jacobian_table().T).split((d * d, d**3), 1)
         G_inv = M_sum.reshape(-1, d, d) + self._reg_eye
         G, log_det_G_inv = spd_inverse_logdet(G_inv)
-        moments = M_sum[:, :, None] * z[:, None, :] - sums[:, d * d :].reshape(-1, d * d, d)
-        return MetricAt(z, weights, G_inv, G, log_det_G_inv, moments)
+        return weights, outside, M_sum, G_inv, G, log_det_G_inv, self._jacobian(M_sum, moment, z)
+
+    def _jacobian(self, M_sum: torch.Tensor, moment: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """J = (2/T²)[Σᵢ wᵢ vec(Mᵢ) cᵢᵀ − (Σᵢ wᵢ vec(Mᵢ)) zᵀ] from the sums Σᵢ wᵢ vec(Mᵢ) (B, d²) and
+        (2/T²) Σᵢ wᵢ vec(Mᵢ) ⊗ cᵢ (B, d³) over the table, (B, d², d)."""
+        d = self.dim
+        moment = moment.reshape(-1, d * d, d)
+        return torch.addcmul(moment, M_sum[:, :, None], z[:, None, :], value=-self.jacobian_scale)
 
     def G_inv(self, z: torch.Tensor) -> torch.Tensor:
         """G⁻¹(z) for z (B, d) → (B, d, d)."""
@@ -170,27 +196,39 @@ class LearnedMetric:
         """G(z) = (G⁻¹(z))⁻¹ for z (B, d) → (B, d, d)."""
         return spd_inverse_logdet(self.G_inv(z))[0]
 
-    def _contract(self, coeff: torch.Tensor, at: MetricAt) -> torch.Tensor:
-        """−(2/T²) Σ_jk coeff_jk moments_jk = Σᵢ (Σ_jk coeff_jk (Mᵢ)_jk) ∂wᵢ/∂z for coeff (B, d²), shape (B, d)."""
-        moments = at.moments
-        if moments is None:  # a MetricAt built by hand: the moments from its weights
+    def jacobian(self, at: MetricAt) -> torch.Tensor:
+        """J = ∂vec(G⁻¹)/∂z at ``at.z``, (B, d², d) (from the weights if ``at`` was built by hand without it)."""
+        if at.jacobian is None:
             d = self.dim
-            sums = at.weights @ self._moment_table().T
-            moments = sums[:, : d * d, None] * at.z[:, None, :] - sums[:, d * d :].reshape(-1, d * d, d)
-            at.moments = moments
-        return self._force_scale * (coeff[:, None, :] @ moments)[:, 0]
+            at.jacobian = self._jacobian(*(at.weights @ self.jacobian_table().T).split((d * d, d**3), 1), at.z)
+        return at.jacobian
 
     def grad_log_det_G_inv(self, at: MetricAt) -> torch.Tensor:
-        """∇_z log det G⁻¹(z) = Σᵢ tr(G Mᵢ) ∂wᵢ/∂z, shape (B, d) (computed once per ``MetricAt``)."""
+        """∇_z log det G⁻¹(z) = Σᵢ tr(G Mᵢ) ∂wᵢ/∂z = Σ_jk G_jk J_jk, shape (B, d) (computed once per ``MetricAt``)."""
         if at.grad_log_det is None:
             # tr(G Mᵢ) = Σ_jk G_jk (Mᵢ)_jk (Mᵢ symmetric)
-            at.grad_log_det = self._contract(at.G.reshape(at.G.shape[0], -1), at)
+            at.grad_log_det = torch.bmm(at.G.reshape(at.G.shape[0], 1, -1), self.jacobian(at)).squeeze(1)
         return at.grad_log_det
 
     def grad_quadratic(self, at: MetricAt, rho: torch.Tensor) -> torch.Tensor:
-        """∇_z ρᵀ G⁻¹(z) ρ = Σᵢ (ρᵀ Mᵢ ρ) ∂wᵢ/∂z with ρ (B, d) held fixed, shape (B, d)."""
-        outer = (rho[:, :, None] * rho[:, None, :]).reshape(rho.shape[0], -1)
-        return self._contract(outer, at)
+        """∇_z ρᵀ G⁻¹(z) ρ = Σᵢ (ρᵀ Mᵢ ρ) ∂wᵢ/∂z = Σ_jk ρ_j ρ_k J_jk with ρ (B, d) held fixed, shape (B, d)."""
+        B, d = rho.shape
+        row = rho[:, None, :]
+        inner = torch.bmm(row, self.jacobian(at).reshape(B, d, d * d)).reshape(B, d, d)  # Σ_j ρ_j J_(jk)l: [k, l]
+        return torch.bmm(row, inner).squeeze(1)
+
+    def solve_momentum(self, at: MetricAt, rho, base, scale, n_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 1 of the generalized leapfrog: ρ_{k+1} = base − scale · ∇_z ρ_kᵀ G⁻¹(z) ρ_k for k = 0 … n_iter,
+        from ρ₀ = ``rho``, with ``scale`` a (1, 1) or (B, 1) tensor. Returns ρ_{n_iter + 1} and the change of the
+        last iteration max |ρ_{n_iter + 1} − ρ_{n_iter}| (0 without iterations), as one autograd node."""
+        scaled = self.jacobian(at) * scale[:, :, None]
+        return MomentumSolve.apply(rho, base, scaled, n_iter)
+
+    def solve_position(self, z_start, z_half, u, n_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 2 of the generalized leapfrog: z_{k+1} = z_half + G⁻¹(z_k) u for k = 0 … n_iter − 1, from
+        z₀ = ``z_start``. Returns z_{n_iter} and max |z_{n_iter} − z_{n_iter − 1}| (0 without iterations), as one
+        autograd node that differentiates through the centroids and the matrices Mᵢ too."""
+        return PositionSolve.apply(z_start, z_half, u, self.centroids, self.M, self, n_iter)
 
     def max_eigenvalue(self, chunk: int = 4096) -> torch.Tensor:
         """κ = maxᵢ λmax G⁻¹(cᵢ), the largest inverse metric over the centroids (where G⁻¹ peaks), a scalar
@@ -217,7 +255,7 @@ class LearnedMetric:
         q = torch.stack((c, -2.0 * b, a), 1) / det[:, None]
         first = (q * (sums[:, :3] - bias[:3])).sum(-1, keepdim=True)
         second = (q[:, None, :] @ sums[:, 3:].reshape(-1, 3, 2))[:, 0]
-        return torch.log(det), self._force_scale * (first * z - second)
+        return torch.log(det), -self.jacobian_scale * (first * z - second)
 
     def _sym2_table(self) -> tuple[torch.Tensor, torch.Tensor]:
         """For d = 2: mᵢ = (Mᵢ₀₀, (Mᵢ₀₁ + Mᵢ₁₀)/2, Mᵢ₁₁) and mᵢ ⊗ cᵢ as an (N, 9) table, and the bias (λ, 0, λ, 0…)."""
@@ -260,7 +298,7 @@ class EuclideanMetric:
 
 def apply(matrix: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
     """Batched matrix–vector product (B, d, d) × (B, d) → (B, d)."""
-    return (matrix @ vector[:, :, None])[:, :, 0]
+    return torch.bmm(matrix, vector[:, :, None]).squeeze(2)
 
 
 def quadratic_form(matrix: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:

@@ -144,7 +144,7 @@ def test_leapfrog_step_equals_the_autograd_reference():
     torch.testing.assert_close(at1.log_det_G_inv, at2.log_det_G_inv, rtol=1e-12, atol=1e-12)
 
 
-def test_metric_moments_give_the_term_by_term_forces():
+def test_metric_jacobian_gives_the_term_by_term_forces():
     fast, _, _ = _pair("none")
     metric = fast.metric()
     g = torch.Generator().manual_seed(2)
@@ -158,7 +158,7 @@ def test_metric_moments_give_the_term_by_term_forces():
     torch.testing.assert_close(metric.grad_log_det_G_inv(at), (traces[:, :, None] * dw).sum(1), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(metric.grad_quadratic(at, rho), (quads[:, :, None] * dw).sum(1), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(at.weights, w, rtol=1e-12, atol=1e-14)
-    # a MetricAt built without moments (by hand) gets them from its weights
+    # a MetricAt built without the Jacobian (by hand) gets it from its weights
     bare = MetricAt(z, w, at.G_inv, at.G, at.log_det_G_inv)
     torch.testing.assert_close(metric.grad_quadratic(bare, rho), metric.grad_quadratic(at, rho))
 
@@ -188,3 +188,55 @@ def test_max_eigenvalue_equals_eigvalsh_over_the_centroids():
     assert float(metric.max_eigenvalue()) == pytest.approx(float(expected), rel=1e-12)
     assert math.isfinite(float(metric.max_eigenvalue(chunk=3)))
     assert float(metric.max_eigenvalue(chunk=3)) == pytest.approx(float(expected), rel=1e-12)
+
+
+def _gradcheck(fn, *inputs):
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_decoder_force_node_gradcheck():
+    """DecoderForce's hand-written backward against finite differences, with either output used alone too."""
+    from rhvae.fastforce import DecoderForce
+
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, dtype=torch.float64, generator=g).requires_grad_()
+
+    z, W1, b1, W2, b2 = rand(5, 2), rand(6, 2), rand(6), rand(7, 6), rand(7)
+    x = torch.rand(5, 7, dtype=torch.float64, generator=g)
+    _gradcheck(lambda *p: DecoderForce.apply(p[0], x, *p[1:]), z, W1, b1, W2, b2)
+    _gradcheck(lambda *p: DecoderForce.apply(p[0], x, *p[1:])[0], z, W1, b1, W2, b2)
+    _gradcheck(lambda *p: DecoderForce.apply(p[0], x, *p[1:])[1], z, W1, b1, W2, b2)
+
+
+def test_fixed_point_and_metric_nodes_gradcheck():
+    """MomentumSolve and PositionSolve (the implicit leapfrog iterations) and MetricEvaluation (the metric at z)
+    against finite differences, through the centroids and matrices of the metric too."""
+    from rhvae.fastforce import MetricEvaluation, MomentumSolve, PositionSolve
+    from rhvae.metric import LearnedMetric
+
+    g = torch.Generator().manual_seed(1)
+
+    def rand(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, dtype=torch.float64, generator=g)).requires_grad_()
+
+    rho, base, J = rand(4, 2), rand(4, 2), rand(4, 4, 2, scale=0.3)
+    for n in (0, 3):
+        _gradcheck(lambda *a, n=n: MomentumSolve.apply(*a, n)[0], rho, base, J)
+
+    L = torch.randn(6, 2, 2, dtype=torch.float64, generator=g).tril()
+    M = (L @ L.transpose(1, 2)).requires_grad_()
+    centroids, z_start, z_half, u = rand(6, 2), rand(4, 2), rand(4, 2), rand(4, 2, scale=0.1)
+
+    def position(z_start, z_half, u, centroids, M, n=3):
+        metric = LearnedMetric(centroids, M, temperature=1.3, regularization=0.1)
+        return PositionSolve.apply(z_start, z_half, u, centroids, M, metric, n)[0]
+
+    _gradcheck(position, z_start, z_half, u, centroids, M)
+
+    def evaluation(z, centroids, M):
+        metric = LearnedMetric(centroids, M, temperature=1.3, regularization=0.1)
+        return MetricEvaluation.apply(z, centroids, M, metric)[:4]
+
+    _gradcheck(evaluation, z_start, centroids, M)
