@@ -56,7 +56,8 @@ def _number(value: float) -> str:
 def _cell(stat: Mapping) -> str:
     text = _number(stat["mean"])
     if stat.get("std") is not None:
-        text += f" ± {stat['std']:.2g}"
+        std = stat["std"]
+        text += f" ± {std:.0f}" if abs(std) >= 10 else f" ± {std:.2g}"
         text += " <sub>(" + ", ".join(_number(v) for v in stat["values"].values()) + ")</sub>"
     return text
 
