@@ -180,9 +180,9 @@ class PositionSolve(torch.autograd.Function):
     def forward(ctx, z_start, z_half, u, centroids, M, metric, n):
         states, weights, outside, G_invs = [z_start], [], [], []
         for _ in range(n):
-            exponent = metric.exponent(states[-1])
-            outside.append(exponent > 0)
-            weights.append(exponent.clamp_max_(0.0).exp_())
+            w, clamped = metric.weights_and_clamped(states[-1])
+            weights.append(w)
+            outside.append(clamped)
             G_invs.append(metric.G_inv_from_weights(weights[-1]))
             states.append(torch.baddbmm(z_half[:, :, None], G_invs[-1], u[:, :, None]).squeeze(2))
         residual = (states[-1] - states[-2]).abs().max() if n > 0 else z_start.new_zeros(())

@@ -160,6 +160,13 @@ class LearnedMetric:
             return torch.exp(exponent.clamp_max(0.0))
         return exponent.clamp_max_(0.0).exp_()
 
+    def weights_and_clamped(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weights without autograd and 1(exponent > 0), where the clamp is active (its gradient is zero
+        there): what the hand-written backwards of ``rhvae.fastforce`` need."""
+        exponent = self.exponent(z)
+        clamped = exponent > 0
+        return exponent.clamp_max_(0.0).exp_(), clamped
+
     def G_inv_from_weights(self, weights: torch.Tensor) -> torch.Tensor:
         d = self.dim
         return (weights @ self._M_flat_T.T).reshape(-1, d, d) + self._reg_eye
@@ -173,9 +180,7 @@ class LearnedMetric:
         """What ``at`` computes, without the autograd node: the weights, 1(exponent > 0) (where the clamp is
         active), Σᵢ wᵢ vec(Mᵢ) (B, d²), G⁻¹, G, log det G⁻¹ and J."""
         d = self.dim
-        exponent = self.exponent(z)
-        outside = exponent > 0
-        weights = exponent.clamp_max(0.0).exp_()
+        weights, outside = self.weights_and_clamped(z)
         M_sum, moment = (weights @ self.jacobian_table().T).split((d * d, d**3), 1)
         G_inv = M_sum.reshape(-1, d, d) + self._reg_eye
         G, log_det_G_inv = spd_inverse_logdet(G_inv)
@@ -273,8 +278,8 @@ class LearnedMetric:
         return 0.5 * spd_inverse_logdet(self.G_inv(z))[1]
 
     def grad_log_sqrt_det_G_inv(self, z: torch.Tensor) -> torch.Tensor:
-        """∇_z log √det G⁻¹(z) = ½ Σᵢ tr(G Mᵢ) ∂wᵢ/∂z, shape (B, d)."""
-        return 0.5 * self.grad_log_det_G_inv(self.at(z))
+        """∇_z log √det G⁻¹(z) = ½ Σᵢ tr(G Mᵢ) ∂wᵢ/∂z, shape (B, d): the sampler's force (``log_det_and_grad``)."""
+        return 0.5 * self.log_det_and_grad(z)[1]
 
 
 class EuclideanMetric:

@@ -360,10 +360,13 @@ __all__ = [
     "image_mosaic",
     "plot_geodesic",
     "plot_image_grid",
+    "plot_latent_samples",
     "plot_metric_magnitude",
+    "plot_metric_models",
     "plot_metric_orientation",
     "plot_metric_panels",
     "plot_reconstructions",
+    "plot_samples",
 ]
 
 

@@ -90,8 +90,7 @@ def _how_made(results: Mapping) -> list[str]:
         )
     targets = set()
     for per_seed in results["results"].get("generation", {}).values():
-        infos = per_seed.values() if "target" not in per_seed else [per_seed]
-        targets |= {f"{info.get('sampler')}: {info.get('target')}" for info in infos if isinstance(info, Mapping)}
+        targets |= {f"{info['sampler']}: {info['target']}" for info in per_seed.values()}
     for target in sorted(targets):
         lines.append(f"- Samples — {target}.")
     sources = {}

@@ -430,6 +430,33 @@ class Run:
                     models[seed][name] = trained.model
         return models
 
+    def generate_over_seeds(self, models: Mapping[int, Mapping[str, VAE]], classes) -> tuple[dict, dict]:
+        """Samples of every model of ``train_over_seeds`` (``generate`` with the run's ``n_samples`` and
+        ``mcmc_steps``, seeded with the model's seed) and their quality score against ``classes``, recorded as
+        ``generation`` ({seed: {name: how they were made, quality}}). Returns ({seed: {name: Generated}},
+        {seed: {name: quality score}})."""
+        from .quality import quality_score
+
+        with self.timer("generation"):
+            generated = {
+                seed: {
+                    name: generate(model, self.params["n_samples"], self.params["mcmc_steps"], seed=seed)
+                    for name, model in by_name.items()
+                }
+                for seed, by_name in models.items()
+            }
+        scores = {
+            seed: {name: quality_score(g.images, classes) for name, g in by_name.items()}
+            for seed, by_name in generated.items()
+        }
+        self.record(
+            generation={
+                seed: {name: {**g.info, "quality": scores[seed][name]} for name, g in by_name.items()}
+                for seed, by_name in generated.items()
+            }
+        )
+        return generated, scores
+
     # ------------------------------------------------------------------------------------------- outputs
     @contextlib.contextmanager
     def timer(self, name: str):

@@ -12,7 +12,7 @@ enlarged by ``margin`` = 3 T on every side (T the metric temperature). On B it i
 
 HMC with unit mass: U(z) = −log √det G⁻¹(z), H(z, p) = U(z) + ½‖p‖². Every MCMC step draws a fresh p ~ N(0, I),
 runs ``n_lf`` standard leapfrog steps of size ε with the exact gradient
-∇U = −½ Σᵢ tr(G Mᵢ) ∂wᵢ/∂z (``LearnedMetric.grad_log_sqrt_det_G_inv``), and accepts the end point (z′, p′) with
+∇U = −½ Σᵢ tr(G Mᵢ) ∂wᵢ/∂z (``LearnedMetric.log_det_and_grad``), and accepts the end point (z′, p′) with
 probability min(1, exp(H(z, p) − H(z′, p′))). **Box rule: a proposal whose end point lies outside B is rejected**
 (π(z′) = 0 there). The leapfrog map followed by a momentum flip is a volume-preserving involution whatever the
 path does in between, so this is exactly the Metropolis–Hastings correction for the target π·1_B: detailed balance

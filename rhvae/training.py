@@ -14,7 +14,7 @@ from tqdm import tqdm
 from .evaluation import EvalMode
 from .models import RHVAE, VAE
 from .provenance import set_threads
-from .validation import check_int
+from .validation import check_float, check_int
 
 
 class TrainingDiverged(RuntimeError):
@@ -92,8 +92,7 @@ def train(
     check_int("epochs", epochs, 1)
     if batch_size is not None:
         check_int("batch_size", batch_size, 1)
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    check_float("lr", lr, 0.0)
     x_train = model.check_input(x_train)
     x_test = None if x_test is None or len(x_test) == 0 else model.check_input(x_test)
     threads = set_threads(threads)
