@@ -222,18 +222,37 @@ class LearnedMetric:
         inner = torch.bmm(row, self.jacobian(at).reshape(B, d, d * d)).reshape(B, d, d)  # Σ_j ρ_j J_(jk)l: [k, l]
         return torch.bmm(row, inner).squeeze(1)
 
-    def solve_momentum(self, at: MetricAt, rho, base, scale, n_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def solve_momentum(
+        self, at: MetricAt, rho, base, scale, n_iter: int, exact_gradient: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Step 1 of the generalized leapfrog: ρ_{k+1} = base − scale · ∇_z ρ_kᵀ G⁻¹(z) ρ_k for k = 0 … n_iter,
         from ρ₀ = ``rho``, with ``scale`` a (1, 1) or (B, 1) tensor. Returns ρ_{n_iter + 1} and the change of the
-        last iteration max |ρ_{n_iter + 1} − ρ_{n_iter}| (0 without iterations), as one autograd node."""
-        scaled = self.jacobian(at) * scale[:, :, None]
-        return MomentumSolve.apply(rho, base, scaled, n_iter)
+        last iteration max |ρ_{n_iter + 1} − ρ_{n_iter}| (0 without iterations), as one autograd node.
 
-    def solve_position(self, z_start, z_half, u, n_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ``exact_gradient=False`` is the released code's gradient: the same values, but the iterate ρ_{n_iter} fed
+        to the last iteration is treated as a constant, so only the last force is differentiated."""
+        scaled = self.jacobian(at) * scale[:, :, None]
+        if exact_gradient or n_iter == 0:
+            return MomentumSolve.apply(rho, base, scaled, n_iter)
+        with torch.no_grad():
+            previous, _ = MomentumSolve.apply(rho, base, scaled, n_iter - 1)
+        rho_new, _ = MomentumSolve.apply(previous, base, scaled, 0)
+        return rho_new, (rho_new.detach() - previous).abs().max()
+
+    def solve_position(
+        self, z_start, z_half, u, n_iter: int, exact_gradient: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Step 2 of the generalized leapfrog: z_{k+1} = z_half + G⁻¹(z_k) u for k = 0 … n_iter − 1, from
         z₀ = ``z_start``. Returns z_{n_iter} and max |z_{n_iter} − z_{n_iter − 1}| (0 without iterations), as one
-        autograd node that differentiates through the centroids and the matrices Mᵢ too."""
-        return PositionSolve.apply(z_start, z_half, u, self.centroids, self.M, self, n_iter)
+        autograd node that differentiates through the centroids and the matrices Mᵢ too.
+
+        ``exact_gradient=False``: the released code's gradient (z_{n_iter − 1} treated as a constant)."""
+        if exact_gradient or n_iter <= 1:
+            return PositionSolve.apply(z_start, z_half, u, self.centroids, self.M, self, n_iter)
+        with torch.no_grad():
+            previous, _ = PositionSolve.apply(z_start, z_half, u, self.centroids, self.M, self, n_iter - 1)
+        z_new, _ = PositionSolve.apply(previous, z_half, u, self.centroids, self.M, self, 1)
+        return z_new, (z_new.detach() - previous).abs().max()
 
     def max_eigenvalue(self, chunk: int = 4096) -> torch.Tensor:
         """κ = maxᵢ λmax G⁻¹(cᵢ), the largest inverse metric over the centroids (where G⁻¹ peaks), a scalar

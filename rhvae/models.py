@@ -37,6 +37,8 @@ from .validation import ParameterError, check_float, check_int
 LOG_2PI = math.log(2.0 * math.pi)
 OBJECTIVES = ("elbo", "authors")
 STEP_BOUNDS = ("stability", "none")
+GRADIENTS = ("exact", "release")
+METRIC_SCALES = ("free", "bounded")
 #: Safety factors of the RHVAE's stability-bounded step (see ``RHVAE.step_size``).
 WALL_SAFETY = 0.5
 FREQUENCY_SAFETY = 1.0
@@ -238,6 +240,10 @@ class HVAE(VAE):
     def n_implicit_iterations(self) -> int:
         return 0
 
+    def exact_gradient(self) -> bool:
+        """Whether the implicit leapfrog steps are differentiated through every fixed-point iteration."""
+        return True
+
     def step_size(self, x: torch.Tensor, mu: torch.Tensor, metric):
         """The leapfrog step ε of the flow for this batch (HVAE: ``eps_lf``)."""
         return self.eps_lf
@@ -274,12 +280,13 @@ class HVAE(VAE):
         half = torch.as_tensor(half, dtype=z.dtype).reshape(-1, 1)
         # ρ½ = ρ − (ε/2)(∇U − ½ ∇ log det G⁻¹) − (ε/4) ∇(ρ½ᵀ G⁻¹ ρ½): the first two terms do not change
         base = torch.addcmul(rho, half, grad_U.sub(metric.grad_log_det_G_inv(at_z), alpha=0.5), value=-1.0)
-        rho_half, residual_rho = metric.solve_momentum(at_z, rho, base, 0.5 * half, n_iter)
+        exact = self.exact_gradient()
+        rho_half, residual_rho = metric.solve_momentum(at_z, rho, base, 0.5 * half, n_iter, exact)
         # z′ = [z + (ε/2) G⁻¹(z) ρ½] + G⁻¹(z′) (ε/2) ρ½, from the explicit Euler step z + ε G⁻¹(z) ρ½
         velocity_z = apply(at_z.G_inv, rho_half)
         z_start = torch.addcmul(z, half, velocity_z, value=2.0)
         z_half = torch.addcmul(z, half, velocity_z)
-        z_new, residual_z = metric.solve_position(z_start, z_half, half * rho_half, n_iter)
+        z_new, residual_z = metric.solve_position(z_start, z_half, half * rho_half, n_iter, exact)
         # ρ′ = ρ½ − (ε/2)(∇U(z′) + ½ [∇(ρ½ᵀ G⁻¹ ρ½) − ∇ log det G⁻¹](z′))
         grad_U_new, logits_new = self.potential_grad(z_new, x)
         at_new = metric.at(z_new)
@@ -305,7 +312,8 @@ class HVAE(VAE):
         grad_U, logits = self.potential_grad(z0, x)
         residuals = []
         for k in range(1, self.n_lf + 1):
-            z, rho, grad_U, logits, at, step_residual = self._leapfrog(z, rho, x, grad_U, at, metric, eps)
+            eps_k = self.step_of(k, eps)
+            z, rho, grad_U, logits, at, step_residual = self._leapfrog(z, rho, x, grad_U, at, metric, eps_k)
             rho = rho * math.sqrt(betas[k - 1] / betas[k])
             residuals.append(step_residual)
         residual = float(torch.stack(residuals).max()) if residuals else 0.0
@@ -327,6 +335,10 @@ class HVAE(VAE):
             objective = log_pxz + log_rhoK - log_q_z0
         step = float(eps.detach().median()) if isinstance(eps, torch.Tensor) else float(eps)
         return FlowOutput(mu, log_var, z0, z, rho0, rho, logits, log_weight, objective, residual, step)
+
+    def step_of(self, k: int, eps):
+        """The step of leapfrog step k (1 … K) given the flow's step ε (HVAE: ε itself)."""
+        return eps
 
     def authors_initial_momentum(self, x, generator=None):  # pragma: no cover - overridden by RHVAE
         raise NotImplementedError
@@ -363,6 +375,9 @@ class RHVAE(HVAE):
         objective: str = "elbo",
         n_fixed_point: int = 5,
         step_bound: str = "stability",
+        gradient: str = "exact",
+        metric_scale: str = "free",
+        learn_step: bool = False,
     ):
         super().__init__(latent_dim, input_dim, hidden_dim, n_lf, eps_lf, beta_zero, objective)
         self.temperature = check_float("temperature", temperature, 0.0)
@@ -371,6 +386,22 @@ class RHVAE(HVAE):
         if step_bound not in STEP_BOUNDS:
             raise ConfigError(f"step_bound must be one of {STEP_BOUNDS}, got {step_bound!r}")
         self.step_bound = step_bound
+        if gradient not in GRADIENTS:
+            raise ConfigError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+        self.gradient = gradient
+        if metric_scale not in METRIC_SCALES:
+            raise ConfigError(f"metric_scale must be one of {METRIC_SCALES}, got {metric_scale!r}")
+        self.metric_scale = metric_scale
+        if metric_scale == "bounded" and self.metric_peak() <= self.regularization:
+            raise ConfigError(
+                f"metric_scale='bounded' needs a peak T√(λβ₀)/(2 eps_lf) = {self.metric_peak():.3g} above "
+                f"regularization λ = {self.regularization:g}: lower eps_lf or regularization"
+            )
+        if not isinstance(learn_step, bool):
+            raise ConfigError(f"learn_step must be True or False, got {learn_step!r}")
+        self.learn_step = learn_step
+        # learned multipliers sigmoid(θ_k) ∈ (0, 1) of the step of each leapfrog step, starting at 0.98
+        self.step_logits = nn.Parameter(torch.full((self.n_lf,), 4.0)) if learn_step else None
         self.metric_hidden = nn.Linear(input_dim, hidden_dim)
         self.metric_diag = nn.Linear(hidden_dim, latent_dim)
         self.metric_lower = nn.Linear(hidden_dim, latent_dim * (latent_dim - 1) // 2)
@@ -384,7 +415,28 @@ class RHVAE(HVAE):
             "regularization": self.regularization,
             "n_fixed_point": self.n_fixed_point,
             "step_bound": self.step_bound,
+            # the training-scheme options appear only when set, so that models trained before they existed keep
+            # their cache keys (``rhvae.experiments.model_request``)
+            **{k: v for k, v in self.scheme().items() if v != SCHEME_DEFAULTS[k]},
         }
+
+    def scheme(self) -> dict:
+        """The training-scheme options (README, "Stability"): gradient, metric scale, learned step."""
+        return {"gradient": self.gradient, "metric_scale": self.metric_scale, "learn_step": self.learn_step}
+
+    def exact_gradient(self) -> bool:
+        return self.gradient == "exact"
+
+    def step_of(self, k: int, eps):
+        """ε_k = ε(x) σ(θ_k) with a learned θ_k per leapfrog step (``learn_step``), else ε(x)."""
+        if self.step_logits is None:
+            return eps
+        return eps * torch.sigmoid(self.step_logits[k - 1])
+
+    def metric_peak(self) -> float:
+        """κ_max = T √(λβ₀) / (2 ε_lf): the largest κ at which the wall limit of ``step_size`` still allows the
+        full step ``eps_lf``; the cap of λmax G⁻¹ under ``metric_scale="bounded"``."""
+        return WALL_SAFETY * self.temperature * math.sqrt(self.regularization * self.beta_zero) / self.eps_lf
 
     def n_implicit_iterations(self) -> int:
         return self.n_fixed_point
@@ -425,12 +477,23 @@ class RHVAE(HVAE):
         return L
 
     def metric_matrices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cᵢ, Mᵢ) = (μ(xᵢ), L(xᵢ) L(xᵢ)ᵀ) for a batch x."""
+        """(cᵢ, Mᵢ) = (μ(xᵢ), L(xᵢ) L(xᵢ)ᵀ) for a batch x (for ``metric_scale="bounded"`` see
+        ``_metric_matrices_from_factor``)."""
         return self.encode(x)[0], self._metric_matrices_from_factor(self.lower_factor(x))
 
-    @staticmethod
-    def _metric_matrices_from_factor(L: torch.Tensor) -> torch.Tensor:
-        return L @ L.transpose(-1, -2)
+    def _metric_matrices_from_factor(self, L: torch.Tensor) -> torch.Tensor:
+        """Mᵢ = Lᵢ Lᵢᵀ (the paper's); with ``metric_scale="bounded"``
+
+            Mᵢ = (κ_max − λ)/N · Lᵢ Lᵢᵀ / (1 + λmax(Lᵢ Lᵢᵀ))
+
+        for the N images of the batch (or of the frozen training set): every Mᵢ ⪯ (κ_max − λ)/N · I and
+        G⁻¹(z) = Σᵢ wᵢ(z) Mᵢ + λI ⪯ κ_max I everywhere (wᵢ ≤ 1): a kernel average of bounded matrices, the same family as the paper's (a PSD Mᵢ per centroid) with a scale that cannot run away.
+        κ_max = ``metric_peak()`` is the largest κ at which the stability bound still allows ε_lf."""
+        M = L @ L.transpose(-1, -2)
+        if self.metric_scale == "free":
+            return M
+        scale = (self.metric_peak() - self.regularization) / len(L)
+        return M * (scale / (1.0 + sym2_max_eigenvalue(M)))[:, None, None]
 
     @torch.no_grad()
     def freeze_metric(self, x_train: torch.Tensor) -> None:
@@ -492,3 +555,5 @@ class RHVAE(HVAE):
 
 
 MODELS = {"vae": VAE, "hvae": HVAE, "rhvae": RHVAE}
+#: The training-scheme options of the RHVAE at their defaults (the paper's scheme).
+SCHEME_DEFAULTS = {"gradient": "exact", "metric_scale": "free", "learn_step": False}

@@ -78,6 +78,8 @@ def train(
     progress: bool = True,
     max_latent_norm: float = 1e3,
     desc: str | None = None,
+    warmup_epochs: int = 0,
+    metric_lr: float | None = None,
 ) -> History:
     """Train ``model`` in place with Adam and return its per-epoch ``History``.
 
@@ -85,6 +87,10 @@ def train(
     larger than the training set, which also makes the batch metric equal to the full one). The run is
     deterministic for a given ``seed`` and thread count. At the end of every epoch an RHVAE freezes its metric
     over all of ``x_train``; the test loss uses the frozen metric, in eval mode.
+
+    ``warmup_epochs``: the first epochs train the encoder and decoder alone, with the VAE's ELBO (the flow and
+    the metric switched off), before the flow's objective takes over. ``metric_lr``: the learning rate of the
+    RHVAE's metric network (default ``lr``).
 
     Divergence (a non-finite loss, non-finite parameters, or a latent code of norm above ``max_latent_norm``)
     raises ``TrainingDiverged`` naming the epoch and the settings, after restoring the last good state.
@@ -99,7 +105,8 @@ def train(
     torch.manual_seed(seed)
     n = len(x_train)
     batch = n if batch_size is None else min(batch_size, n)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    check_int("warmup_epochs", warmup_epochs, 0)
+    optimizer = torch.optim.Adam(_parameter_groups(model, lr, metric_lr), lr=lr)
     settings = {
         "model_type": model.model_type,
         "model_config": model.config(),
@@ -111,6 +118,8 @@ def train(
         "n_train": n,
         "n_test": 0 if x_test is None else len(x_test),
         "max_latent_norm": max_latent_norm,
+        "warmup_epochs": warmup_epochs,
+        "metric_lr": metric_lr,
     }
     history = History(settings=settings)
     last_good = copy.deepcopy(model.state_dict())
@@ -131,7 +140,7 @@ def train(
         total, max_norm, residual = 0.0, 0.0, 0.0
         for begin in range(0, n, batch):
             xb = x_train[order[begin : begin + batch]]
-            out = model(xb)
+            out = VAE.forward(model, xb) if epoch <= warmup_epochs else model(xb)
             loss = -out.objective.mean()
             max_norm = max(max_norm, float(out.zK.detach().norm(dim=-1).max()))
             residual = max(residual, out.fixed_point_residual)
@@ -165,6 +174,19 @@ def train(
     history.status = "finished"
     model.eval()
     return history
+
+
+def _parameter_groups(model: VAE, lr: float, metric_lr: float | None) -> list[dict]:
+    """Adam's parameter groups: the metric network (RHVAE) at ``metric_lr`` if given, everything else at ``lr``."""
+    if metric_lr is None or not isinstance(model, RHVAE):
+        return [{"params": list(model.parameters())}]
+    check_float("metric_lr", metric_lr, 0.0)
+    metric_nets = (model.metric_hidden, model.metric_diag, model.metric_lower)
+    metric_params = {id(p) for net in metric_nets for p in net.parameters()}
+    return [
+        {"params": [p for p in model.parameters() if id(p) not in metric_params]},
+        {"params": [p for net in metric_nets for p in net.parameters()], "lr": metric_lr},
+    ]
 
 
 def _problem(loss: torch.Tensor, max_norm: float, max_latent_norm: float) -> str | None:

@@ -1,0 +1,171 @@
+"""Which RHVAE training scheme makes both the learned metric and the flow work? (issue 10, README "Stability")
+
+For every scheme × experiment subset × seed: train at the paper's epochs, then record divergence, the median flow
+displacement ‖(z_K − z₀)/σ(x)‖ on the test images, the flow's ELBO gain over the encoder-only ELBO of the same
+networks, the metric's contrast at the test codes (mean log √det G⁻¹(μ) − (d/2) log λ), κ, the step used and the
+test ELBO; every trained model is saved (``--models``) so that its exact log-likelihood can be added later. One
+JSON line per run goes to ``--out``; runs already there are skipped, so the script can be resumed.
+
+Usage: python benchmarks/ablation.py --schemes bounded_metric plain --experiments metric --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+import rhvae
+from rhvae.evaluation import EvalMode
+from rhvae.experiments import HVAE_CONFIG, PAPER_SETTINGS, RHVAE_CONFIG, build_model, train_experiment_model
+from rhvae.models import RHVAE, VAE
+from rhvae.persistence import save_model
+from rhvae.training import TrainingDiverged, train
+
+#: scheme name → (model, model config overrides of the paper-mode RHVAE, training options, what it is)
+SCHEMES = {
+    "hvae": ("hvae", {}, {}, "HVAE, the reference flow (eps 0.01)"),
+    "bounded_step": ("rhvae", {}, {}, "today's default: stability-bounded step, free metric"),
+    "plain": ("rhvae", {"step_bound": "none"}, {}, "the paper's plain step, true ELBO"),
+    "release": (
+        "rhvae",
+        {"step_bound": "none", "objective": "authors", "gradient": "release"},
+        {},
+        "plain step, the release's objective and gradient",
+    ),
+    "release_bounded_step": (
+        "rhvae",
+        {"objective": "authors", "gradient": "release"},
+        {},
+        "the release's objective and gradient under the stability-bounded step",
+    ),
+    "dali": (
+        "rhvae",
+        {"step_bound": "none", "n_lf": 3, "eps_lf": 0.01, "temperature": 0.8, "regularization": 1e-3},
+        {},
+        "the authors' later settings (n_lf 3, eps 0.01, T 0.8, λ 1e-3), plain step",
+    ),
+    "learned_step": ("rhvae", {"learn_step": True}, {}, "a learned step per leapfrog step inside the bound"),
+    "warmup_metric_lr": (
+        "rhvae",
+        {},
+        {"warmup_epochs": 100, "metric_lr": 1e-4},
+        "100 VAE epochs first, metric network at lr 1e-4",
+    ),
+    "bounded_metric": ("rhvae", {"metric_scale": "bounded"}, {}, "metric scale capped at κ_max, bounded step"),
+    "bounded_metric_learned_step": (
+        "rhvae",
+        {"metric_scale": "bounded", "learn_step": True},
+        {},
+        "metric scale capped at κ_max, learned step inside the bound",
+    ),
+}
+#: schemes whose models are the default ones: reused from data/models when shipped
+SHIPPED_SCHEMES = ("hvae", "bounded_step")
+EXPERIMENT_TEMPERATURE = {"metric": 1.0, "reconstruction": 1.0, "generation_5": 1.0}
+
+
+@torch.no_grad()
+def flow_diagnostics(model: VAE, x: torch.Tensor, seed: int = 0, draws: int = 20) -> dict:
+    """Median displacement ‖(z_K − z₀)/σ(x)‖ over images and draws, flow gain (mean true-ELBO integrand minus the
+    encoder-only ELBO integrand of the same networks), test ELBO, median step, κ and contrast at the codes."""
+    gen = torch.Generator().manual_seed(seed)
+    with EvalMode(model):
+        disp, flow, enc, steps = [], [], [], []
+        for _ in range(draws):
+            out = model(x, gen)
+            disp.append(((out.zK - out.z0) / torch.exp(0.5 * out.log_var)).norm(dim=-1))
+            flow.append(out.log_weight)
+            enc.append(VAE.forward(model, x, gen).log_weight)
+            steps.append(out.step_size)
+        result = {
+            "displacement": float(torch.cat(disp).median()),
+            "flow_gain": float(torch.stack(flow).mean() - torch.stack(enc).mean()),
+            "test_elbo": float(torch.stack(flow).mean()),
+            "step": float(torch.tensor(steps).median()),
+        }
+        if isinstance(model, RHVAE):
+            metric = model.metric()
+            mu = model.encode(x)[0]
+            log_det = metric.log_sqrt_det_G_inv(mu)
+            result["kappa"] = float(metric.max_eigenvalue())
+            result["contrast"] = float(log_det.mean()) - 0.5 * model.latent_dim * math.log(model.regularization)
+            if model.step_logits is not None:
+                result["step_multipliers"] = torch.sigmoid(model.step_logits).tolist()
+    return result
+
+
+def run_one(scheme: str, experiment: str, seed: int, models_dir: Path, threads: int, epochs: int | None) -> dict:
+    model_name, overrides, training, _ = SCHEMES[scheme]
+    data = rhvae.experiment_data(experiment)
+    epochs = epochs or PAPER_SETTINGS[experiment]["epochs"]
+    config = dict(HVAE_CONFIG) if model_name == "hvae" else {**RHVAE_CONFIG, **overrides}
+    if model_name == "rhvae" and "temperature" not in overrides:
+        config["temperature"] = EXPERIMENT_TEMPERATURE[experiment]
+    model = build_model(model_name, seed=seed, **config)
+    start = time.perf_counter()
+    record = {"scheme": scheme, "experiment": experiment, "seed": seed, "epochs": epochs, "config": model.config()}
+    try:
+        if scheme in SHIPPED_SCHEMES:  # the shipped model when its settings match, else trained and cached
+            run = train_experiment_model(
+                experiment, model_name, epochs, seed, threads=threads, progress=False, **config
+            )
+            model, history = run.model, run.history
+            record["reused"] = run.reused
+        else:
+            history = train(
+                model, data.train.x, data.test.x, epochs=epochs, seed=seed, threads=threads, progress=False, **training
+            )
+        record.update(status="finished", epoch=epochs)
+    except TrainingDiverged as err:
+        history = err.history
+        record.update(status="diverged", epoch=err.epoch)
+    record["train_seconds"] = time.perf_counter() - start
+    record["max_fixed_point_residual"] = max((r.fixed_point_residual for r in history.epochs), default=None)
+    if record["status"] == "finished":
+        record["test_loss_last_epoch"] = history.test_loss[-1]
+        record.update(flow_diagnostics(model, data.test.x, seed=seed))
+        path = models_dir / f"{scheme}_{experiment}_{seed}.pt"
+        save_model(model, path, history, {"scheme": scheme, "experiment": experiment, "seed": seed})
+        record["model_file"] = str(path)
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=tuple(SCHEMES))
+    parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENT_TEMPERATURE))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=None, help="default: the paper's epochs of each experiment")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="figures/ablation/ablation.jsonl")
+    parser.add_argument("--models", default="data/cache/ablation")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if out.exists():
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["scheme"], r["experiment"], r["seed"], r["epochs"]))
+    torch.set_num_threads(args.threads)
+    for scheme in args.schemes:
+        for experiment in args.experiments:
+            for seed in args.seeds:
+                epochs = args.epochs or PAPER_SETTINGS[experiment]["epochs"]
+                if (scheme, experiment, seed, epochs) in done:
+                    continue
+                record = run_one(scheme, experiment, seed, Path(args.models), args.threads, args.epochs)
+                with out.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                keys = ("status", "epoch", "displacement", "flow_gain", "contrast", "kappa", "step", "test_elbo")
+                print(scheme, experiment, seed, {k: record.get(k) for k in keys},
+                      f"{record['train_seconds']:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
