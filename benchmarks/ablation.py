@@ -163,8 +163,14 @@ def main() -> None:
                 with out.open("a") as f:
                     f.write(json.dumps(record) + "\n")
                 keys = ("status", "epoch", "displacement", "flow_gain", "contrast", "kappa", "step", "test_elbo")
-                print(scheme, experiment, seed, {k: record.get(k) for k in keys},
-                      f"{record['train_seconds']:.0f} s", flush=True)
+                print(
+                    scheme,
+                    experiment,
+                    seed,
+                    {k: record.get(k) for k in keys},
+                    f"{record['train_seconds']:.0f} s",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -487,7 +487,8 @@ class RHVAE(HVAE):
             Mᵢ = (κ_max − λ)/N · Lᵢ Lᵢᵀ / (1 + λmax(Lᵢ Lᵢᵀ))
 
         for the N images of the batch (or of the frozen training set): every Mᵢ ⪯ (κ_max − λ)/N · I and
-        G⁻¹(z) = Σᵢ wᵢ(z) Mᵢ + λI ⪯ κ_max I everywhere (wᵢ ≤ 1): a kernel average of bounded matrices, the same family as the paper's (a PSD Mᵢ per centroid) with a scale that cannot run away.
+        G⁻¹(z) = Σᵢ wᵢ(z) Mᵢ + λI ⪯ κ_max I everywhere (wᵢ ≤ 1): a kernel average of bounded matrices,
+        the same family as the paper's (a PSD Mᵢ per centroid) with a scale that cannot run away.
         κ_max = ``metric_peak()`` is the largest κ at which the stability bound still allows ε_lf."""
         M = L @ L.transpose(-1, -2)
         if self.metric_scale == "free":
