@@ -38,7 +38,7 @@ LOG_2PI = math.log(2.0 * math.pi)
 OBJECTIVES = ("elbo", "authors")
 STEP_BOUNDS = ("stability", "none")
 GRADIENTS = ("exact", "release")
-METRIC_SCALES = ("free", "bounded")
+METRIC_SCALES = ("free", "bounded", "normalized")
 #: Safety factors of the RHVAE's stability-bounded step (see ``RHVAE.step_size``).
 WALL_SAFETY = 0.5
 FREQUENCY_SAFETY = 1.0
@@ -392,9 +392,9 @@ class RHVAE(HVAE):
         if metric_scale not in METRIC_SCALES:
             raise ConfigError(f"metric_scale must be one of {METRIC_SCALES}, got {metric_scale!r}")
         self.metric_scale = metric_scale
-        if metric_scale == "bounded" and self.metric_peak() <= self.regularization:
+        if metric_scale != "free" and self.metric_peak() <= self.regularization:
             raise ConfigError(
-                f"metric_scale='bounded' needs a peak T√(λβ₀)/(2 eps_lf) = {self.metric_peak():.3g} above "
+                f"metric_scale={metric_scale!r} needs a peak T√(λβ₀)/(2 eps_lf) = {self.metric_peak():.3g} above "
                 f"regularization λ = {self.regularization:g}: lower eps_lf or regularization"
             )
         if not isinstance(learn_step, bool):
@@ -488,13 +488,21 @@ class RHVAE(HVAE):
 
         for the N images of the batch (or of the frozen training set): every Mᵢ ⪯ (κ_max − λ)/N · I and
         G⁻¹(z) = Σᵢ wᵢ(z) Mᵢ + λI ⪯ κ_max I everywhere (wᵢ ≤ 1): a kernel average of bounded matrices,
-        the same family as the paper's (a PSD Mᵢ per centroid) with a scale that cannot run away.
+        the same family as the paper's (a PSD Mᵢ per centroid) with a scale that cannot run away. With
+        ``metric_scale="normalized"``
+
+            Mᵢ = (κ_max − λ)/N · Lᵢ Lᵢᵀ / λmax(Lᵢ Lᵢᵀ)
+
+        every Mᵢ has the same largest eigenvalue (κ_max − λ)/N: the metric network learns the shape of each Mᵢ
+        (its orientation and anisotropy) but not its scale, so G⁻¹ − λI is large exactly where the training codes
+        are dense (the kernel average Σᵢ wᵢ(z)/N) and can neither collapse to λI nor run away.
         κ_max = ``metric_peak()`` is the largest κ at which the stability bound still allows ε_lf."""
         M = L @ L.transpose(-1, -2)
         if self.metric_scale == "free":
             return M
         scale = (self.metric_peak() - self.regularization) / len(L)
-        return M * (scale / (1.0 + sym2_max_eigenvalue(M)))[:, None, None]
+        peak = sym2_max_eigenvalue(M)
+        return M * (scale / (peak if self.metric_scale == "normalized" else 1.0 + peak))[:, None, None]
 
     @torch.no_grad()
     def freeze_metric(self, x_train: torch.Tensor) -> None:

@@ -126,3 +126,20 @@ def test_warmup_trains_the_vae_part_only_and_metric_lr_sets_the_metric_networks_
     history = train(model, data.train.x, epochs=2, metric_lr=0.0 + 1e-12, progress=False)
     assert history.settings["metric_lr"] == 1e-12
     assert (model.metric_diag.weight - metric_before).abs().max() < 1e-9  # the metric network barely moves
+
+
+def test_normalized_metric_has_a_fixed_scale_whatever_the_network_outputs():
+    """Every Mᵢ has λmax = (κ_max − λ)/N, tiny or huge factors alike: the metric can neither collapse nor run away."""
+    x = rhvae.experiment_data("metric", n_per_class=10).train.x.double()
+    for diag_bias in (-20.0, 0.0, 20.0):
+        torch.manual_seed(0)
+        model = rhvae.RHVAE(hidden_dim=16, metric_scale="normalized").double()
+        with torch.no_grad():
+            model.metric_diag.bias.fill_(diag_bias)
+        model.freeze_metric(x)
+        expected = (model.metric_peak() - model.regularization) / len(x)
+        torch.testing.assert_close(sym2_max_eigenvalue(model.M), torch.full((len(x),), expected, dtype=torch.float64))
+        metric = model.metric()
+        assert float(metric.max_eigenvalue()) <= model.metric_peak() + 1e-12
+        # at the codes G⁻¹ − λI is the kernel average of the Mᵢ: never flat where codes are
+        assert float((sym2_max_eigenvalue(metric.G_inv(model.centroids)) - model.regularization).min()) > expected
