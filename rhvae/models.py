@@ -302,11 +302,18 @@ class HVAE(VAE):
         metric = self.flow_metric(x, mu)
         eps = self.step_size(x, mu, metric)
         at = metric.at(z0)
+        d = self.latent_dim
         if self.objective == "authors" and not metric.constant:
-            rho0 = self.authors_initial_momentum(x, generator)
+            rho0, log_rho0 = self.authors_initial_momentum(x, generator)
         else:
             rho0 = self.initial_momentum(at, x, metric, generator)
-        at0 = at
+            # log N(ρ; 0, G/β) = −(d/2) log 2π + ½ log det G⁻¹ + (d/2) log β − (β/2) ρᵀ G⁻¹ ρ
+            log_rho0 = (
+                -0.5 * d * LOG_2PI
+                + 0.5 * at.log_det_G_inv
+                + 0.5 * d * math.log(self.beta_zero)
+                - 0.5 * self.beta_zero * quadratic_form(at.G_inv, rho0)
+            )
         betas = self.tempering_schedule()
         z, rho = z0, rho0
         grad_U, logits = self.potential_grad(z0, x)
@@ -317,17 +324,11 @@ class HVAE(VAE):
             rho = rho * math.sqrt(betas[k - 1] / betas[k])
             residuals.append(step_residual)
         residual = float(torch.stack(residuals).max()) if residuals else 0.0
-        d = self.latent_dim
         log_pxz = bernoulli_log_likelihood(logits, x) + standard_normal_log_density(z)
         log_q_z0 = self.posterior_log_density(z0, mu, log_var)
-        # log N(ρ; 0, G/β) = −(d/2) log 2π + ½ log det G⁻¹ + (d/2) log β − (β/2) ρᵀ G⁻¹ ρ
         log_rhoK = -0.5 * d * LOG_2PI + 0.5 * at.log_det_G_inv - 0.5 * quadratic_form(at.G_inv, rho)
-        log_rho0 = (
-            -0.5 * d * LOG_2PI
-            + 0.5 * at0.log_det_G_inv
-            + 0.5 * d * math.log(self.beta_zero)
-            - 0.5 * self.beta_zero * quadratic_form(at0.G_inv, rho0)
-        )
+        # the importance weight divides by the density ρ₀ was drawn from, so it is a valid weight (and the true
+        # ELBO a bound) under either objective's momentum
         log_weight = log_pxz + log_rhoK - log_q_z0 - log_rho0 + 0.5 * d * math.log(self.beta_zero)
         if self.objective == "elbo":
             objective = log_weight
@@ -557,10 +558,18 @@ class RHVAE(HVAE):
             return LearnedMetric(mu, M, self.temperature, self.regularization)
         return self.metric()
 
-    def authors_initial_momentum(self, x, generator=None) -> torch.Tensor:
-        """The release's ρ₀ = L(x) γ / √β₀ (covariance M(x)/β₀ instead of G(z₀)/β₀)."""
-        gamma = torch.randn(len(x), self.latent_dim, dtype=x.dtype, device=x.device, generator=generator)
-        return apply(self.lower_factor(x), gamma) / math.sqrt(self.beta_zero)
+    def authors_initial_momentum(self, x, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The release's ρ₀ = L(x) γ / √β₀, γ ~ N(0, I) (covariance L Lᵀ/β₀ instead of G(z₀)/β₀), and its log
+        density log N(ρ₀; 0, L Lᵀ/β₀) = −(d/2) log 2π − Σⱼ log Lⱼⱼ + (d/2) log β₀ − ½ ‖γ‖²."""
+        d = self.latent_dim
+        gamma = torch.randn(len(x), d, dtype=x.dtype, device=x.device, generator=generator)
+        h = F.relu(self.metric_hidden(x))
+        log_diag = self.metric_diag(h)  # log Lⱼⱼ
+        rho0 = apply(self.lower_factor(x), gamma) / math.sqrt(self.beta_zero)
+        log_density = (
+            -0.5 * d * LOG_2PI - log_diag.sum(-1) + 0.5 * d * math.log(self.beta_zero) - 0.5 * (gamma * gamma).sum(-1)
+        )
+        return rho0, log_density
 
 
 MODELS = {"vae": VAE, "hvae": HVAE, "rhvae": RHVAE}

@@ -143,3 +143,16 @@ def test_normalized_metric_has_a_fixed_scale_whatever_the_network_outputs():
         assert float(metric.max_eigenvalue()) <= model.metric_peak() + 1e-12
         # at the codes G⁻¹ − λI is the kernel average of the Mᵢ: never flat where codes are
         assert float((sym2_max_eigenvalue(metric.G_inv(model.centroids)) - model.regularization).min()) > expected
+
+
+def test_authors_momentum_density_is_the_density_it_is_drawn_from():
+    """With the release's ρ₀ = L(x)γ/√β₀ the importance weight divides by N(ρ₀; 0, L Lᵀ/β₀), so the true ELBO of
+    a model trained with the release's objective is still a bound."""
+    x = rhvae.experiment_data("metric", n_per_class=3).train.x.double()
+    torch.manual_seed(0)
+    model = rhvae.RHVAE(hidden_dim=16, objective="authors", beta_zero=0.3).double()
+    rho0, log_density = model.authors_initial_momentum(x, torch.Generator().manual_seed(0))
+    reference = torch.distributions.MultivariateNormal(
+        torch.zeros(2, dtype=torch.float64), scale_tril=model.lower_factor(x) / math.sqrt(0.3)
+    ).log_prob(rho0)
+    torch.testing.assert_close(log_density, reference)
