@@ -23,7 +23,7 @@ import rhvae
 from rhvae.evaluation import EvalMode
 from rhvae.experiments import HVAE_CONFIG, PAPER_SETTINGS, RHVAE_CONFIG, build_model, train_experiment_model
 from rhvae.models import RHVAE, VAE
-from rhvae.persistence import save_model
+from rhvae.persistence import load_model, save_model
 from rhvae.training import TrainingDiverged, train
 
 #: scheme name → (model, model config overrides of the paper-mode RHVAE, training options, what it is)
@@ -92,7 +92,7 @@ TARGETS = {
 
 
 @torch.no_grad()
-def flow_diagnostics(model: VAE, x: torch.Tensor, seed: int = 0, draws: int = 20) -> dict:
+def flow_diagnostics(model: VAE, x: torch.Tensor, seed: int = 0, draws: int = 100) -> dict:
     """Median displacement ‖(z_K − z₀)/σ(x)‖ over images and draws, flow gain (mean true-ELBO integrand minus the
     encoder-only ELBO integrand of the same networks), test ELBO, median step, κ and contrast at the codes."""
     gen = torch.Generator().manual_seed(seed)
@@ -158,6 +158,17 @@ def run_one(scheme: str, target: str, seed: int, models_dir: Path, threads: int,
     return record
 
 
+def rediagnose(path: Path) -> None:
+    """Recompute the diagnostics of every saved model listed in ``path`` (after a fix to the evaluation)."""
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in records:
+        if r.get("model_file"):
+            model = load_model(r["model_file"])
+            data = rhvae.experiment_data(TARGETS[r["target"]][0])
+            r.update(flow_diagnostics(model, data.test.x, seed=r["seed"]))
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=tuple(SCHEMES))
@@ -167,8 +178,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="figures/ablation/ablation.jsonl")
     parser.add_argument("--models", default="data/cache/ablation")
+    parser.add_argument(
+        "--rediagnose", action="store_true", help="recompute the diagnostics of the saved models in --out, then stop"
+    )
     args = parser.parse_args()
     out = Path(args.out)
+    if args.rediagnose:
+        rediagnose(out)
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if out.exists():
