@@ -75,6 +75,18 @@ SCHEMES = {
         {},
         "metric scale fixed at κ_max (the network learns each Mᵢ's shape), bounded step",
     ),
+    "authors_momentum_bound": (
+        "rhvae",
+        {"objective": "authors"},
+        {},
+        "the release's objective, exact gradient, stability bound with the release momentum's scale in the wall",
+    ),
+    "authors_bounded_metric": (
+        "rhvae",
+        {"objective": "authors", "metric_scale": "bounded"},
+        {},
+        "the release's objective, metric scale capped at κ_max, stability-bounded step",
+    ),
     "bounded_metric_learned_step": (
         "rhvae",
         {"metric_scale": "bounded", "learn_step": True},

@@ -443,7 +443,8 @@ class RHVAE(HVAE):
         return self.n_fixed_point
 
     def step_size(self, x: torch.Tensor, mu: torch.Tensor, metric):
-        """Per-image leapfrog step ε(x) = min(ε_lf, s_w T √(λβ₀) / κ, s_ω / √(κ H(x))), shape (B, 1).
+        """Per-image leapfrog step ε(x) = min(ε_lf, s_w T / (κ p(x)), s_ω / √(κ H(x))), shape (B, 1), with p(x) the
+        momentum scale (``momentum_scale``: 1/√(λβ₀) for the true ELBO's ρ₀).
 
         κ = maxᵢ λmax G⁻¹(cᵢ) is the largest inverse metric (at the centroids) and H(x) = λmax ∇²U(μ(x)) the
         decoder's curvature at the encoder mean. Two stability limits of the generalized leapfrog:
@@ -463,8 +464,21 @@ class RHVAE(HVAE):
         kappa = metric.max_eigenvalue()
         curvature = self.potential_curvature(mu)
         wall = WALL_SAFETY * self.temperature * math.sqrt(self.regularization * self.beta_zero) / kappa
+        if self.objective == "authors":  # p(x) ≥ 1/√(λβ₀): the release's momentum can be larger
+            wall = wall / (self.momentum_scale(x) * math.sqrt(self.regularization * self.beta_zero))
         frequency = FREQUENCY_SAFETY / torch.sqrt(kappa * curvature)
         return torch.clamp(torch.minimum(wall, frequency), max=self.eps_lf)[:, None]
+
+    def momentum_scale(self, x: torch.Tensor) -> torch.Tensor | float:
+        """The largest typical size of ρ₀ that the wall limit of ``step_size`` must allow, per image: 1/√(λβ₀) for
+        ρ₀ ~ N(0, G(z₀)/β₀) (G ⪯ I/λ), and max(1/√λ, √λmax(L(x) L(x)ᵀ))/√β₀ for the release's ρ₀ = L(x)γ/√β₀,
+        whose size is set by the metric network rather than by G (without it, a growing L(x) outruns the bound)."""
+        flat = 1.0 / math.sqrt(self.regularization * self.beta_zero)
+        if self.objective != "authors":
+            return flat
+        L = self.lower_factor(x)
+        factor = torch.sqrt(sym2_max_eigenvalue(L @ L.transpose(-1, -2)) / self.beta_zero)
+        return torch.clamp(factor, min=flat)
 
     # ---------------------------------------------------------------------------------------- the metric
     def lower_factor(self, x: torch.Tensor) -> torch.Tensor:
