@@ -156,3 +156,42 @@ def test_authors_momentum_density_is_the_density_it_is_drawn_from():
         torch.zeros(2, dtype=torch.float64), scale_tril=model.lower_factor(x) / math.sqrt(0.3)
     ).log_prob(rho0)
     torch.testing.assert_close(log_density, reference)
+
+
+def test_wall_limit_shrinks_with_the_release_momentum_scale():
+    """ε κ p(x) ≤ s_w T: a metric network whose L(x) grows cannot buy a larger step for the release's momentum."""
+    x = rhvae.experiment_data("metric", n_per_class=4).train.x
+    torch.manual_seed(0)
+    model = rhvae.RHVAE(hidden_dim=16, objective="authors", eps_lf=10.0)  # eps_lf high: only the bound acts
+    model.freeze_metric(x)
+    model.eval()
+    mu = model.encode(x)[0]
+    metric = model.metric()
+    small = model.step_size(x, mu, metric)
+    with torch.no_grad():
+        model.metric_diag.bias += 3.0  # L(x) × e³: the momentum 20× larger (the frozen metric is unchanged)
+    large = model.step_size(x, mu, metric)
+    flat = 1.0 / math.sqrt(model.regularization * model.beta_zero)
+    scale = model.momentum_scale(x)
+    assert float(scale.min()) > flat  # the release's momentum outgrew the flat-metric scale
+    kappa = float(metric.max_eigenvalue())
+    wall = 0.5 * model.temperature / (kappa * scale)
+    # the frequency limit does not depend on L(x): where the wall is the smaller limit, ε(x) is the wall
+    wall_binds = wall < large[:, 0] * (1 + 1e-5)
+    assert bool(wall_binds.any())
+    torch.testing.assert_close(large[wall_binds, 0], wall[wall_binds], rtol=1e-5, atol=0)
+    assert float(large.max()) < float(small.max())
+
+
+def test_release_objective_with_the_stability_bound_trains_at_the_seeds_settings():
+    """The seed's RHVAE setting (eps_lf 0.1, n_lf 10, β₀ 0.3, T 1, λ 0.1, full batch) on real digits: 40 epochs
+    without divergence, and the flow moves (the plain step diverges in epoch 1 here)."""
+    data = rhvae.experiment_data("metric")
+    torch.manual_seed(0)
+    model = rhvae.RHVAE(objective="authors")
+    history = train(model, data.train.x, data.test.x, epochs=40, seed=0, threads=1, progress=False)
+    assert history.status == "finished" and all(math.isfinite(r.train_loss) for r in history.epochs)
+    assert max(r.fixed_point_residual for r in history.epochs) < 1.0
+    torch.manual_seed(0)
+    with pytest.raises(rhvae.training.TrainingDiverged):
+        train(rhvae.RHVAE(objective="authors", step_bound="none"), data.train.x, epochs=2, progress=False)
