@@ -306,7 +306,7 @@ def test_exact_log_likelihood_flags_a_too_coarse_refinement(trained_vae, images)
     from rhvae.evaluation import NotConverged, exact_log_likelihood
 
     with pytest.warns(NotConverged, match="not converged"):
-        rough = exact_log_likelihood(trained_vae, images, coarse_step=1.0, refine=2, tolerance=1e-3)
+        rough = exact_log_likelihood(trained_vae, images, coarse_step=1.0, max_refine=2, tolerance=1e-3)
     assert not rough.converged.all() and float(rough.error.max()) > 1e-3
     assert float((rough.log_px - rough.log_px_half).abs().max()) == float(rough.error.max())
 
@@ -315,7 +315,7 @@ def test_exact_log_likelihood_flags_a_too_coarse_refinement(trained_vae, images)
     "kwargs,match",
     [
         ({"box": 5.0}, "box must leave less than e\\^-50"),
-        ({"refine": 3}, "refine must be an even integer"),
+        ({"max_refine": 6}, "max_refine must be a power of 2"),
         ({"coarse_step": 0.0}, "coarse_step must be"),
         ({"window": -1.0}, "window must be"),
     ],
