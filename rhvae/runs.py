@@ -423,6 +423,12 @@ class Run:
         }
         where = f"reused from cache {trained.path}" if trained.reused else "trained"
         print(f"{label}: {where}; final train loss {self.models[label]['final_train_loss']}")
+        if diagnostics:
+            flags = "; ".join(diagnostics["flags"]) or "the flow moves"
+            print(
+                f"{label}: flow displacement {diagnostics['displacement']:.2g} posterior σ, ELBO gain "
+                f"{diagnostics['flow_gain']:+.2g} nats, step {diagnostics['step']:.2g}: {flags}"
+            )
         return trained
 
     def train_over_seeds(self, specs: Mapping[str, tuple[str, Mapping]]) -> dict[int, dict[str, VAE]]:
