@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate a trained model on its test split and generate samples",
         description="Load a model written by 'train' (or the model cache), redraw the test split it was trained "
         "with, and write eval.json (test log-likelihood: exact for a 2-D latent space, with the importance-sampling "
-        "estimate and its bias beside it; ELBO, reconstruction error, generation quality), "
+        "estimate and its bias beside it; ELBO, reconstruction error, generation quality, flow diagnostics), "
         "samples.png and reconstructions.png into --out.",
         allow_abbrev=False,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -322,6 +322,12 @@ def run_eval(args) -> int:
         f"{args.n_samples} samples: confidence {quality['mean_confidence']:.3f}, coverage {quality['coverage']:.2f}; "
         f"wrote {args.out / 'eval.json'}"
     )
+    if results["diagnostics"]:
+        d = results["diagnostics"]
+        print(
+            f"flow: displacement {d['displacement']:.2g} posterior σ, ELBO gain {d['flow_gain']:+.2g} nats, step "
+            f"{d['step']:.2g}" + "".join(f"; {flag}" for flag in d["flags"])
+        )
     return 0
 
 
