@@ -8,7 +8,8 @@ steps of the flow, G⁻¹(z) = Σᵢ Mᵢ exp(−‖z − cᵢ‖²/T²) + λI t
   images. Below 1 the flow barely leaves the encoder's Gaussian: the model behaves like a VAE.
 * ``flow_gain``: the mean one-sample true ELBO through the flow, log p(x, z_K) + log N(ρ_K; 0, G(z_K))
   − log q(z₀|x) − log N(ρ₀; 0, G(z₀)/β₀) + (d/2) log β₀, minus the encoder-only ELBO log p(x, z₀) − log q(z₀|x)
-  of the same networks (``VAE.forward`` on the model), both on the same draws z₀ (nats per image).
+  of the same networks (``VAE.forward`` on the model), both on the same draws z₀ (nats per image), and
+  ``flow_gain_sem``, its standard error over the images.
 * ``step``: the leapfrog step actually used, the median over the images of ε(x) (RHVAE with the stability bound:
   the bounded step; otherwise eps_lf).
 * ``kappa`` (RHVAE): κ = maxᵢ λmax G⁻¹(cᵢ), the largest eigenvalue of G⁻¹ at the centroids.
@@ -53,7 +54,7 @@ class FlowDiagnostics:
 
     def flags(self) -> list[str]:
         """One plain sentence per failure: a flow that does not move, a metric that is flat, a flow that costs
-        ELBO; empty when none applies."""
+        ELBO (a gain below zero by more than twice its standard error over the images); empty when none applies."""
         flags = []
         if self.displacement < MIN_DISPLACEMENT:
             flags.append(
@@ -65,7 +66,7 @@ class FlowDiagnostics:
                 f"the metric is flat (≈ λI: contrast {self.contrast:.2g} < {MIN_CONTRAST:g} at the codes): this "
                 f"{self.model_type} behaves like an HVAE"
             )
-        if self.flow_gain < 0.0:
+        if self.flow_gain < -2.0 * self.flow_gain_sem:  # below zero by more than twice its standard error
             flags.append(f"the flow lowers the ELBO ({self.flow_gain:.2g} nats against the encoder alone)")
         return flags
 

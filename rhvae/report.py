@@ -166,7 +166,8 @@ DIAGNOSTICS_NOTE = (
     "encoder's posterior std; flow gain: mean one-sample true ELBO through the flow minus the encoder-only ELBO of "
     "the same networks; step: median leapfrog step over the test images; κ: largest eigenvalue of G⁻¹ at the "
     "centroids; contrast: mean over the test codes of log √det G⁻¹(μ(x)) − (d/2) log λ (0 for a metric equal to λI). "
-    "Flags: displacement < 1 σ (the flow barely moves), contrast < 0.5 (the metric is flat), gain < 0."
+    "Flags: displacement < 1 σ (the flow barely moves), contrast < 0.5 (the metric is flat), gain below 0 by more "
+    "than twice its standard error over the images (the flow costs ELBO)."
 )
 
 

@@ -95,6 +95,7 @@ def test_flags_in_plain_words():
     assert flat == ["the metric is flat (≈ λI: contrast 0.03 < 0.5 at the codes): this RHVAE behaves like an HVAE"]
     assert make(MIN_DISPLACEMENT, 0.0, MIN_CONTRAST).flags() == []  # the thresholds themselves pass
     assert make(0.5, 1.0, 0.1).to_dict()["flags"] == make(0.5, 1.0, 0.1).flags()
+    assert make(3.0, -0.15, 2.0).flags() == []  # a loss within twice its standard error (0.1) is noise
 
 
 def test_diagnostics_refuse_a_model_without_a_flow(data):
