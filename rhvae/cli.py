@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         help="evaluate a trained model on its test split and generate samples",
         description="Load a model written by 'train' (or the model cache), redraw the test split it was trained "
-        "with, and write eval.json (test log-likelihood, ELBO, reconstruction error, generation quality), "
+        "with, and write eval.json (test log-likelihood: exact for a 2-D latent space, with the importance-sampling "
+        "estimate and its bias beside it; ELBO, reconstruction error, generation quality, flow diagnostics), "
         "samples.png and reconstructions.png into --out.",
         allow_abbrev=False,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="ll_samples",
         type=_int_at_least(1),
         default=1000,
-        help="importance samples S per test image for the log-likelihood",
+        help="importance samples S per test image of the log-likelihood estimate (reported beside the exact value)",
     )
     e.add_argument("--n-samples", dest="n_samples", type=_int_at_least(1), default=100, help="images to generate")
     e.add_argument(
@@ -307,12 +308,26 @@ def run_eval(args) -> int:
         args.out / "reconstructions.png", dpi=120
     )
     ll, rec, quality = results["log_likelihood"], results["reconstruction"], results["generation"]["quality"]
+    is_text = f"importance sampling (S={ll['ll_samples']}) {ll['log_likelihood_is']:.2f}"
+    if ll["log_likelihood"] is None:
+        ll_text = f"log p(x) by {is_text} (no exact value for latent_dim {model.latent_dim})"
+    else:
+        ll_text = (
+            f"log p(x) {ll['log_likelihood']:.2f} (exact; {ll['exact_converged']}/{len(data.test)} images "
+            f"converged), {is_text}, bias {ll['is_bias']:.2f}"
+        )
     print(
-        f"{model.model_type} on {data.experiment} test ({len(data.test)} images): log p(x) {ll['mean']:.2f} "
-        f"(S={ll['n_samples']}), ELBO {results['elbo']['mean']:.2f}, BCE {rec['bce']:.2f}, MSE {rec['mse']:.4f}; "
+        f"{model.model_type} on {data.experiment} test ({len(data.test)} images): {ll_text}, "
+        f"ELBO {results['elbo']['mean']:.2f}, BCE {rec['bce']:.2f}, MSE {rec['mse']:.4f}; "
         f"{args.n_samples} samples: confidence {quality['mean_confidence']:.3f}, coverage {quality['coverage']:.2f}; "
         f"wrote {args.out / 'eval.json'}"
     )
+    if results["diagnostics"]:
+        d = results["diagnostics"]
+        print(
+            f"flow: displacement {d['displacement']:.2g} posterior σ, ELBO gain {d['flow_gain']:+.2g} nats, step "
+            f"{d['step']:.2g}" + "".join(f"; {flag}" for flag in d["flags"])
+        )
     return 0
 
 

@@ -12,7 +12,9 @@ Every path is resolved from the repository root (``rhvae.paths``), never from th
 runs the kernel in the caller's folder and nbconvert in the notebook's folder.
 
 ``results.json`` holds the parameters (as given and as in force after ``quick``), the numbers, the figures,
-the status (``ok``, or ``diverged`` when a model's training diverged), and the provenance: seed, subset indices,
+the status (``ok``, or ``diverged`` when a model's training diverged), the flow diagnostics of every HVAE/RHVAE
+on the test split (``rhvae.diagnostics``: displacement, flow gain, step, κ, metric contrast and their plain-word
+flags, under ``models.LABEL.diagnostics``), and the provenance: seed, subset indices,
 versions, thread count, timings, objective and sampler target of every number, and whether each model was
 reused from the cache.
 """
@@ -33,9 +35,10 @@ from pathlib import Path
 import torch
 
 from .data import SOURCES, ExperimentData, experiment_data
+from .diagnostics import flow_diagnostics
 from .experiments import MODEL_CONFIGS, PAPER_SETTINGS, QUICK_SETTINGS, Generated, generate, train_experiment_model
 from .metric import LearnedMetric
-from .models import RHVAE, VAE
+from .models import HVAE, RHVAE, VAE
 from .paths import CACHE_DIR, FIGURES_DIR, ROOT, SHIPPED_DIR
 from .persistence import atomic_write, atomic_write_text
 from .provenance import environment, set_threads
@@ -395,6 +398,10 @@ class Run:
                 }
                 return None
         h = trained.history
+        diagnostics = None
+        if isinstance(trained.model, HVAE) and len(data.test):
+            with self.timer("diagnostics"):
+                diagnostics = flow_diagnostics(trained.model, data.test.x, seed=seed).to_dict()
         self.models[label] = {
             "model": model,
             "seed": seed,
@@ -410,11 +417,18 @@ class Run:
             "final_step_size": h.epochs[-1].step_size if h and h.epochs else None,
             "max_fixed_point_residual": max((r.fixed_point_residual for r in h.epochs), default=None) if h else None,
             "kappa": float(trained.model.metric().max_eigenvalue()) if isinstance(trained.model, RHVAE) else None,
+            "diagnostics": diagnostics,
             "train_seconds": trained.provenance.get("train_seconds"),
             "trained_with": trained.provenance.get("environment"),
         }
         where = f"reused from cache {trained.path}" if trained.reused else "trained"
         print(f"{label}: {where}; final train loss {self.models[label]['final_train_loss']}")
+        if diagnostics:
+            flags = "; ".join(diagnostics["flags"]) or "the flow moves"
+            print(
+                f"{label}: flow displacement {diagnostics['displacement']:.2g} posterior σ, ELBO gain "
+                f"{diagnostics['flow_gain']:+.2g} nats, step {diagnostics['step']:.2g}: {flags}"
+            )
         return trained
 
     def train_over_seeds(self, specs: Mapping[str, tuple[str, Mapping]]) -> dict[int, dict[str, VAE]]:
@@ -612,20 +626,17 @@ def metric_summary(metric: LearnedMetric, codes, grid_n: int = 80) -> dict:
 
 
 def evaluation_table(models: Mapping[str, VAE], x_test: torch.Tensor, ll_samples: int, seed: int = 0) -> dict:
-    """Per model: mean test reconstruction error (BCE summed over pixels, MSE mean over pixels, BCE floor)
-    and the importance-sampled log-likelihood with S = ``ll_samples`` (mean and standard error over images)."""
-    from .evaluation import log_likelihood, reconstruction_error
+    """Per model: mean test reconstruction error (BCE summed over pixels, MSE mean over pixels, BCE floor) and the
+    log-likelihood of ``rhvae.evaluation.log_likelihood_table``: the exact log p(x) (d = 2) as ``log_likelihood``,
+    the importance-sampling estimate with S = ``ll_samples`` and its bias beside it."""
+    from .evaluation import log_likelihood_table, reconstruction_error
 
     table = {}
     for name, model in models.items():
         start = time.perf_counter()
-        rec = reconstruction_error(model, x_test).summary()
-        ll = log_likelihood(model, x_test, n_samples=ll_samples, seed=seed).double()
         table[name] = {
-            **rec,
-            "log_likelihood": float(ll.mean()),
-            "log_likelihood_sem": float(ll.std() / math.sqrt(len(ll))) if len(ll) > 1 else float("nan"),
-            "ll_samples": ll_samples,
+            **reconstruction_error(model, x_test).summary(),
+            **log_likelihood_table(model, x_test, n_samples=ll_samples, seed=seed),
             "n_test": len(x_test),
             "seconds": time.perf_counter() - start,
         }

@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm import tqdm
 
+from .diagnostics import flow_diagnostics
 from .evaluation import EvalMode
-from .models import RHVAE, VAE
+from .models import HVAE, RHVAE, VAE
 from .provenance import set_threads
 from .validation import check_float, check_int
 
@@ -36,6 +37,13 @@ class EpochRecord:
     max_latent_norm: float
     fixed_point_residual: float
     step_size: float = 0.0  # median leapfrog step of the epoch's last batch (RHVAE: the stability-bounded ε)
+    diagnostics: dict | None = None  # HVAE/RHVAE, every DIAGNOSTICS_EVERY epochs and the last: rhvae.diagnostics
+
+
+#: Epochs between two flow diagnostics (``rhvae.diagnostics``, on the test images, DIAGNOSTICS_DRAWS draws each)
+#: in the history of an HVAE/RHVAE; the last epoch always has them. About 0.3 s each, a few % of training.
+DIAGNOSTICS_EVERY = 50
+DIAGNOSTICS_DRAWS = 10
 
 
 @dataclass
@@ -53,6 +61,11 @@ class History:
     @property
     def test_loss(self) -> list[float | None]:
         return [r.test_loss for r in self.epochs]
+
+    @property
+    def diagnostics(self) -> dict | None:
+        """The flow diagnostics of the last epoch that has them (HVAE/RHVAE trained with test images), or None."""
+        return next((r.diagnostics for r in reversed(self.epochs) if r.diagnostics is not None), None)
 
     @property
     def total_seconds(self) -> float:
@@ -167,7 +180,10 @@ def train(
             model.freeze_metric(x_train)
         test_loss = evaluate_loss(model, x_test) if x_test is not None else None
         seconds = time.perf_counter() - start
-        record = EpochRecord(epoch, total / n, test_loss, seconds, max_norm, residual, out.step_size)
+        diagnostics = None
+        if isinstance(model, HVAE) and x_test is not None and (epoch % DIAGNOSTICS_EVERY == 0 or epoch == epochs):
+            diagnostics = flow_diagnostics(model, x_test, n_draws=DIAGNOSTICS_DRAWS, seed=seed).to_dict()
+        record = EpochRecord(epoch, total / n, test_loss, seconds, max_norm, residual, out.step_size, diagnostics)
         history.epochs.append(record)
         last_good = copy.deepcopy(model.state_dict())
         bar.set_postfix(train=f"{record.train_loss:.2f}", test=f"{test_loss:.2f}" if test_loss else "-")

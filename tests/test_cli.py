@@ -153,8 +153,12 @@ def test_eval_reports_the_papers_numbers_for_a_trained_model(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "eval.json").read_text())
-    assert report["n_test"] == 30 and report["log_likelihood"]["n_samples"] == 20
-    assert report["log_likelihood"]["mean"] >= report["elbo"]["mean"] - 5.0
+    ll = report["log_likelihood"]
+    assert report["n_test"] == 30 and ll["ll_samples"] == 20
+    assert ll["log_likelihood"] >= report["elbo"]["mean"] and ll["log_likelihood_is"] >= report["elbo"]["mean"] - 5.0
+    assert ll["is_bias"] == pytest.approx(ll["log_likelihood_is"] - ll["log_likelihood"])
+    assert "(exact;" in result.stdout and "bias" in result.stdout
+    assert report["diagnostics"]["model_type"] == "RHVAE" and "flow: displacement" in result.stdout
     assert report["generation"]["sampler"] == "riemannian_hmc" and 0 <= report["generation"]["acceptance_rate"] <= 1
     assert report["generation"]["quality"]["n"] == 12 and report["subset"]["test_indices"]
     assert (out / "samples.png").stat().st_size > 1000 and (out / "reconstructions.png").stat().st_size > 1000

@@ -72,6 +72,10 @@ def check_results(folder: Path, name: str, interactive: bool = False) -> dict:
     assert provenance["subsets"] and all(s["train_indices"] for s in provenance["subsets"].values())
     assert provenance["threads"] == 1 and provenance["environment"]["torch"]
     assert all(m["status"] == "ok" for m in results["models"].values())
+    for m in results["models"].values():  # every flow model records what its flow and metric do
+        if m["model"] in ("hvae", "rhvae"):
+            assert runs.all_finite(m["diagnostics"]) and m["diagnostics"]["n_images"] > 0
+            assert (m["diagnostics"]["contrast"] is None) == (m["model"] == "hvae")
     return results
 
 

@@ -88,3 +88,34 @@ def test_quick_runs_are_flagged_and_an_empty_folder_is_refused(tmp_path):
     assert "**Quick mode**" in report.build_report(tmp_path)
     with pytest.raises(FileNotFoundError, match="results.json"):
         report.build_report(tmp_path / "nothing")
+
+
+def diagnostics(displacement, gain, step, kappa, contrast, flags):
+    return {"displacement": displacement, "flow_gain": gain, "step": step, "kappa": kappa, "contrast": contrast,
+            "flags": flags}  # fmt: skip
+
+
+def test_report_states_what_the_flow_and_the_metric_do(tmp_path):
+    from rhvae.diagnostics import FlowDiagnostics
+
+    data = results()
+    frozen = FlowDiagnostics("RHVAE", 0.05, -0.3, 0.01, 2e-5, 2650.0, 3.1, 30, 20).to_dict()
+    flat = FlowDiagnostics("RHVAE", 4.2, 9.5, 0.1, 0.1, 0.12, 0.03, 30, 20).to_dict()
+    data["models"]["rhvae_seed1"]["diagnostics"] = frozen
+    data["models"]["rhvae_seed0"]["diagnostics"] = flat
+    data["models"]["hvae_seed0"] = {
+        "model": "hvae", "seed": 0, "status": "ok", "config": {"eps_lf": 0.01}, "source": "shipped",
+        "diagnostics": diagnostics(1.5, 4.0, 0.01, None, None, []),
+    }  # fmt: skip
+    (tmp_path / "generation_5").mkdir()
+    (tmp_path / "generation_5" / "results.json").write_text(json.dumps(data))
+    text = report.build_report(tmp_path)
+    assert "**What the flow and the metric do**" in text
+    assert "| RHVAE | 1 | 1 | 0.05 | -0.3 | 2e-05 | 2.65e+03 | 3.1 | the flow barely moves" in text
+    assert "this RHVAE behaves like a VAE; the flow lowers the ELBO" in text
+    assert "| RHVAE | 0 | 1 | 4.2 | +9.5 | 0.1 | 0.12 | 0.03 | the metric is flat (≈ λI" in text
+    assert "this RHVAE behaves like an HVAE |" in text
+    assert "| HVAE | 0 | – | 1.5 | +4 | 0.01 | – | – | the flow moves |" in text
+    table = report.diagnostics_table(data["models"])
+    assert table.count("\n") == 4  # header, rule and the three models with diagnostics
+    assert report.diagnostics_table(results()["models"]) is None  # nothing recorded: no table
