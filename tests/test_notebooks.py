@@ -1,9 +1,9 @@
 """The experiment notebooks: committed clean, and executed headless (papermill and nbconvert) in quick mode.
 
-Every notebook runs twice on real MNIST digits with QUICK_SETTINGS, interactive=False, its run folder and the
-model cache in tmp (so nothing depends on leftover state): once through papermill's Python API (the kernel in an
-unrelated working directory), once through ``jupyter nbconvert --execute`` on a copy prepared by papermill
-(``prepare_only``; the kernel in the copy's folder). The second run reuses the models the first one cached.
+Every notebook runs twice on real MNIST digits with its quick settings (rhvae.registry), interactive=False, its
+run folder and the model cache in tmp (so nothing depends on leftover state): once through papermill's Python API
+(the kernel in an unrelated working directory), once through ``jupyter nbconvert --execute`` on a copy prepared by
+papermill (``prepare_only``; the kernel in the copy's folder). The second run reuses the models the first one cached.
 An error in any cell fails the test.
 """
 
@@ -18,8 +18,8 @@ import papermill as pm
 import pytest
 
 from rhvae import runs
-from rhvae.experiments import PAPER_SETTINGS
 from rhvae.paths import ROOT
+from rhvae.registry import PAPER_SETTINGS, PARAMETERS
 
 NOTEBOOKS = ["metric", "reconstruction", "generation_5", "generation_7_classes"]
 SEEDS = [0, 1]  # two seeds: the tables over seeds are exercised at two thirds of the cost of the default three
@@ -94,7 +94,7 @@ def test_committed_notebook_is_clean(name):
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_parameters_cell_matches_the_checks(name):
     declared = pm.inspect_notebook(str(source(name)))
-    assert set(declared) == set(runs.PARAMETERS[name])
+    assert set(declared) == set(PARAMETERS[name])
     assert all(p["help"] for p in declared.values()), "every parameter carries a comment"
     assert declared["interactive"]["default"] == "True" and declared["output_dir"]["default"] == "None"
     paper = PAPER_SETTINGS[name]

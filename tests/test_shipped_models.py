@@ -13,10 +13,11 @@ import pytest
 
 from rhvae import runs
 from rhvae.data import experiment_data
-from rhvae.experiments import PAPER_SETTINGS, model_request
+from rhvae.experiments import model_request
 from rhvae.models import RHVAE
 from rhvae.paths import ROOT, SHIPPED_DIR
 from rhvae.persistence import cache_key, load_model, read_model_file
+from rhvae.registry import PAPER_SETTINGS
 
 SUMS = SHIPPED_DIR / "SHA256SUMS"
 
