@@ -21,6 +21,7 @@ the generative model was trained on (coverage, entropy, total-variation distance
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -67,9 +68,11 @@ def excluded_indices(data_seed: int = 0) -> np.ndarray:
     return np.unique(np.concatenate(parts))
 
 
+@functools.lru_cache(maxsize=4)
 def classifier_split(seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, held-out test indices) into the bundled digits: all digits outside the experiment
-    subsets, split per class with ``TEST_FRACTION`` held out (``seed``)."""
+    subsets, split per class with ``TEST_FRACTION`` held out (``seed``). Computed once per seed (read-only
+    arrays: the augmentation experiment asks for it at every class subset)."""
     _, labels = load_mnist()
     excluded = np.zeros(len(labels), dtype=bool)
     excluded[excluded_indices()] = True
@@ -80,7 +83,10 @@ def classifier_split(seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
         n_test = int(round(TEST_FRACTION * len(candidates)))
         test.append(candidates[:n_test])
         train.append(candidates[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    split = np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    for part in split:
+        part.flags.writeable = False
+    return split
 
 
 def _hash(indices: np.ndarray) -> str:
