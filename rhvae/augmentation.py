@@ -53,6 +53,13 @@ ARMS = {
 }
 #: The generative model and sampler behind each generated arm: (model kind, "hmc" or "prior").
 GENERATED = {"vae": ("vae", "prior"), "rhvae": ("rhvae", "hmc"), "rhvae_prior": ("rhvae", "prior")}
+#: The extra images of each arm, as figures title them.
+ADDED = {
+    "classic": "shifts/rotations",
+    "vae": "VAE prior samples",
+    "rhvae": "RHVAE samples (HMC)",
+    "rhvae_prior": "RHVAE prior samples",
+}
 CLASSIFIERS = ("mlp", "cnn")
 
 DEGREES = 10.0
@@ -313,7 +320,7 @@ def run_arms(run, configs: Mapping[str, Mapping]) -> Outcome:
                         extra[arm] = (x, y)
                         generation.setdefault(seed, {})[f"{ARMS[arm]}, {size}/class"] = info
             if seed == p["seeds"][0]:
-                images[size] = {"real": (fit.x, fit.y), **{ARMS[a]: extra[a] for a in extra}}
+                images[size] = {"real": (fit.x, fit.y), **{ADDED[a]: extra[a] for a in extra}}
             for clf in CLASSIFIERS:
                 row = row_name(clf, size)
                 scores[seed][row] = {}
