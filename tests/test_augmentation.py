@@ -175,3 +175,17 @@ def test_half_precision_shipping_loads_into_float32(tmp_path, small):
             assert torch.equal(value, original)
         else:
             assert torch.equal(value, original.half().float())
+
+
+def test_augmentation_widget_trains_and_plots(class_models, small, test_set):
+    from rhvae import widgets as rw
+
+    explorer = rw.AugmentationExplorer(class_models["rhvae"], small.train, small.test, test_set, 3, 0, steps=30)
+    explorer.n_generated.value = 0
+    assert explorer.on_click(), explorer.error
+    explorer.n_generated.value = 50
+    assert explorer.on_click(), explorer.error
+    assert set(explorer.accuracies) == {0, 50} and all(0 <= a <= 1 for a in explorer.accuracies.values())
+    assert explorer.image.value[:4] == b"\x89PNG" and "test accuracy" in explorer.message.value
+    with pytest.raises(ValueError, match="needs the trained per-class models"):
+        rw.AugmentationExplorer({}, small.train, small.test, test_set)
