@@ -167,6 +167,8 @@ def test_half_precision_shipping_loads_into_float32(tmp_path, small):
     source = save_model(net, tmp_path / "full.pt", history, {"spec": {}})
     target = publish.write_half_precision(source, tmp_path / "half.pt")
     assert target.stat().st_size < 0.6 * source.stat().st_size
+    again = publish.write_half_precision(source, tmp_path / "again.pt")
+    assert again.read_bytes() == target.read_bytes(), "republishing a model gives the same bytes (no git churn)"
     loaded = load_model(target, expected_type="rhvae")
     for name, value in loaded.state_dict().items():
         assert value.dtype == torch.float32

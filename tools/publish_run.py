@@ -23,6 +23,7 @@ Refuses quick-mode runs and runs with a diverged model. A maintainer's tool: run
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import sys
@@ -44,12 +45,15 @@ def sha256(path: Path) -> str:
 
 
 def write_half_precision(source: Path, target: Path) -> Path:
-    """A copy of the model file ``source`` at ``target`` whose network weights are float16."""
+    """A copy of the model file ``source`` at ``target`` whose network weights are float16. Serialised in memory,
+    so that the same source always gives the same bytes (``torch.save`` to a path names the archive after it)."""
     payload = read_model_file(source)
     payload["state_dict"] = {
         k: v.half() if v.is_floating_point() and k not in FROZEN_METRIC else v for k, v in payload["state_dict"].items()
     }
-    return atomic_write(target, lambda tmp: torch.save(payload, tmp))
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return atomic_write(target, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
 
 
 def ship_models(folder: Path, half: bool) -> list[Path]:
