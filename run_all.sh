@@ -3,10 +3,11 @@
 #
 #   ./run_all.sh            reuse cached (or shipped) models whose settings match, train the others
 #   ./run_all.sh --train    retrain every model (reuse_cache=False)
-#   ./run_all.sh --quick    rhvae.experiments.QUICK_SETTINGS: the whole pipeline in a few minutes
+#   ./run_all.sh --quick    the quick settings of rhvae.registry: the whole pipeline in a few minutes
 #
 # Options:
-#   --only NAME[,NAME]   run only these notebooks (metric, reconstruction, generation_5, generation_7_classes)
+#   --only NAME[,NAME]   run only these notebooks (metric, reconstruction, generation_5, generation_7_classes,
+#                        augmentation: the experiments of rhvae/registry.py)
 #   --out DIR            output folder (default: figures/run_all_MM_DD_YYYY_hh_mm_ss under the repository root)
 #   -p NAME VALUE        set a notebook parameter (repeatable). The name must be a parameter of at least one
 #                        selected notebook (checked before anything runs; papermill itself only warns); it is
@@ -27,8 +28,10 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ALL_NOTEBOOKS=(metric reconstruction generation_5 generation_7_classes)
 PYTHON="${PYTHON:-python}"
+# The experiments in report order, from the one registry (rhvae/registry.py).
+mapfile -t ALL_NOTEBOOKS < <("$PYTHON" -c 'from rhvae.registry import REGISTRY; print("\n".join(REGISTRY))')
+[[ ${#ALL_NOTEBOOKS[@]} -gt 0 ]] || { echo "run_all.sh: cannot read the experiments from rhvae.registry" >&2; exit 1; }
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die_usage() { echo "run_all.sh: $*" >&2; echo "run 'run_all.sh --help' for the options" >&2; exit 2; }
@@ -89,7 +92,8 @@ import yaml
 from papermill.cli import _resolve_type
 
 from rhvae.paths import ROOT
-from rhvae.runs import PARAMETERS, check_parameter
+from rhvae.parameters import check_parameter
+from rhvae.registry import PARAMETERS
 
 def value_of(raw):
     """papermill's -p parsing, and a YAML list for a value that starts with '[' (e.g. seeds "[0, 1]")."""

@@ -1,4 +1,4 @@
-"""Real MNIST digits and the exact subsets of the paper's four experiments.
+"""Real MNIST digits and the exact subsets of the experiments (``rhvae.registry``).
 
 Two sources of real digits:
 
@@ -9,7 +9,8 @@ Two sources of real digits:
 
 Every experiment subset is drawn with a fixed seed: ``n_per_class`` images of each requested class, then an
 80 % / 20 % train / test split (stratified per class). The chosen indices into the source are returned so that
-every run can record exactly which images it used.
+every run can record exactly which images it used. A subset whose pool is ``quality_train`` (the augmentation
+experiment) is drawn class by class from the digits the quality classifier was trained on (``rhvae.quality``).
 """
 
 from __future__ import annotations
@@ -20,15 +21,12 @@ import numpy as np
 import torch
 
 from .paths import DATA_DIR
+from .registry import REGISTRY, SOURCES
 
-SOURCES = ("bundled", "torchvision")
-
-#: Default subset of each experiment of the paper (DESIGN §4): classes, images per class.
+#: Default subset of each experiment (DESIGN §4; ``rhvae.registry``): classes, images per class, pool.
 EXPERIMENTS: dict[str, dict] = {
-    "metric": {"classes": (1, 2, 3), "n_per_class": 50},
-    "reconstruction": {"classes": (1, 2, 3), "n_per_class": 50},
-    "generation_5": {"classes": (5,), "n_per_class": 200},
-    "generation_7_classes": {"classes": (0, 1, 2, 3, 4, 5, 6), "n_per_class": 50},
+    name: {"classes": e.subset.classes, "n_per_class": e.subset.n_per_class, "pool": e.subset.pool}
+    for name, e in REGISTRY.items()
 }
 
 TRAIN_FRACTION = 0.8
@@ -138,8 +136,27 @@ def experiment_data(
     defaults = EXPERIMENTS[experiment]
     classes = tuple(defaults["classes"] if classes is None else classes)
     n_per_class = defaults["n_per_class"] if n_per_class is None else n_per_class
-    train, test = draw_subset(classes, n_per_class, seed=seed, source=source, download=download)
+    if defaults["pool"] == "all":
+        train, test = draw_subset(classes, n_per_class, seed=seed, source=source, download=download)
+    else:
+        train, test = draw_from_quality_train(classes, n_per_class, seed=seed, source=source)
     return ExperimentData(experiment, source, classes, n_per_class, seed, train, test)
+
+
+def draw_from_quality_train(classes, n_per_class: int, seed: int = 0, source: str = "bundled") -> tuple[Split, Split]:
+    """``draw_subset`` restricted to the bundled digits the quality classifier was trained on, class by class
+    (each class with ``seed``): the images of a class do not depend on the other classes requested, so one
+    generative model per class sees exactly the class's images of the 10-class subset."""
+    if source != "bundled":
+        raise DataError(f"this subset is drawn from the bundled digits only (source='bundled'), got {source!r}")
+    from .quality import classifier_split  # quality builds on this module: imported when needed
+
+    images, labels = load_mnist(source)
+    outside = np.setdiff1d(np.arange(len(labels)), classifier_split()[0])
+    parts = [draw_subset((c,), n_per_class, seed=seed, source=source, exclude=outside) for c in classes]
+    train = np.concatenate([train.indices for train, _ in parts])
+    test = np.concatenate([test.indices for _, test in parts])
+    return _split(images, labels, train), _split(images, labels, test)
 
 
 def draw_subset(
@@ -185,6 +202,12 @@ def draw_subset(
         train_idx.append(chosen[:n_train])
         test_idx.append(chosen[n_train:])
     return _split(images, labels, np.concatenate(train_idx)), _split(images, labels, np.concatenate(test_idx))
+
+
+def images_at(indices, source: str = "bundled", download: bool = False) -> Split:
+    """The images of ``source`` at ``indices`` (e.g. a test set defined by indices)."""
+    images, labels = load_mnist(source, download)
+    return _split(images, labels, np.asarray(indices, dtype=np.int64))
 
 
 def _split(images: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> Split:

@@ -415,3 +415,19 @@ def plot_latent_samples(model: RHVAE, labels, generated: Generated, grid_n: int 
     ax.scatter(z[:, 0], z[:, 1], marker="x", s=14, color="red", linewidths=0.8, label="generated")
     ax.legend(loc="upper right", fontsize="small")
     return fig
+
+
+def plot_images_per_class(sets: Mapping[str, tuple], per_class: int = 6):
+    """One panel per image set (``sets``: title → (images, labels)), one row per class with its first
+    ``per_class`` images: real and generated digits of every class side by side."""
+    fig = _new_figure((0.5 * per_class * len(sets) + 0.5, 0.5 * 10 + 1.0))
+    axes = fig.subplots(1, len(sets), squeeze=False)[0]
+    for ax, (title, (images, labels)) in zip(axes, sets.items(), strict=True):
+        images, labels = _numpy(images), _numpy(labels)
+        rows = []
+        for c in np.unique(labels):
+            chosen = images[labels == c][:per_class]
+            blank = np.zeros((per_class - len(chosen), chosen.shape[1]), dtype=chosen.dtype)
+            rows.append(np.concatenate([chosen, blank]))
+        _show_mosaic(ax, np.concatenate(rows), per_class, title)
+    return fig

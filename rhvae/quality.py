@@ -1,11 +1,12 @@
 """A quality score for generated digits, from a small MNIST classifier trained on held-out real digits.
 
 The classifier (MLP 784–256–10, ReLU, dropout 0.2, with ±2-pixel random shifts as augmentation) is trained
-once on the bundled real digits (``rhvae.load_mnist()``) that are in **none** of the four experiments'
-default subsets (``rhvae.EXPERIMENTS`` with data seed 0, train and test images), so that it has never seen the
-images the generative models are trained or evaluated on. Of those remaining digits a stratified 20 % is held
-out (split seed ``SEED``); the accuracy on that held-out split is stored with the weights and is
-``classifier_accuracy()``.
+once on the bundled real digits (``rhvae.load_mnist()``) that are in **none** of the four paper experiments'
+default subsets (``rhvae.EXPERIMENTS`` of pool ``all`` with data seed 0, train and test images), so that it has
+never seen the images their generative models are trained or evaluated on (the augmentation experiment draws its
+few training digits from this classifier's training digits, and tests on every other digit). Of those
+remaining digits a stratified 20 % is held out (split seed ``SEED``); the accuracy on that held-out split is
+stored with the weights and is ``classifier_accuracy()``.
 
 Weights are cached in ``data/quality_classifier.pt``: a ``torch.save`` of a plain dict (format tag, the spec —
 architecture, seed, training settings, count and SHA-256 of the training and test indices —, held-out
@@ -20,6 +21,7 @@ the generative model was trained on (coverage, entropy, total-variation distance
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -57,17 +59,20 @@ def make_network() -> nn.Module:
 
 
 def excluded_indices(data_seed: int = 0) -> np.ndarray:
-    """Sorted source indices of every image (train and test) of the four experiments' default subsets."""
+    """Sorted source indices of every image (train and test) of the default subsets of the four paper
+    experiments (pool ``all``; the augmentation experiment draws from this classifier's own training digits)."""
     parts = []
-    for name in EXPERIMENTS:
+    for name in (n for n, subset in EXPERIMENTS.items() if subset["pool"] == "all"):
         data = experiment_data(name, seed=data_seed)
         parts += [data.train.indices, data.test.indices]
     return np.unique(np.concatenate(parts))
 
 
+@functools.lru_cache(maxsize=4)
 def classifier_split(seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, held-out test indices) into the bundled digits: all digits outside the experiment
-    subsets, split per class with ``TEST_FRACTION`` held out (``seed``)."""
+    subsets, split per class with ``TEST_FRACTION`` held out (``seed``). Computed once per seed (read-only
+    arrays: the augmentation experiment asks for it at every class subset)."""
     _, labels = load_mnist()
     excluded = np.zeros(len(labels), dtype=bool)
     excluded[excluded_indices()] = True
@@ -78,7 +83,10 @@ def classifier_split(seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
         n_test = int(round(TEST_FRACTION * len(candidates)))
         test.append(candidates[:n_test])
         train.append(candidates[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    split = np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    for part in split:
+        part.flags.writeable = False
+    return split
 
 
 def _hash(indices: np.ndarray) -> str:

@@ -14,9 +14,8 @@ runs the kernel in the caller's folder and nbconvert in the notebook's folder.
 ``results.json`` holds the parameters (as given and as in force after ``quick``), the numbers, the figures,
 the status (``ok``, or ``diverged`` when a model's training diverged), the flow diagnostics of every HVAE/RHVAE
 on the test split (``rhvae.diagnostics``: displacement, flow gain, step, κ, metric contrast and their plain-word
-flags, under ``models.LABEL.diagnostics``), and the provenance: seed, subset indices,
-versions, thread count, timings, objective and sampler target of every number, and whether each model was
-reused from the cache.
+flags, under ``models.LABEL.diagnostics``), and the provenance: seed, subset indices, versions, thread count,
+timings, objective and sampler target of every number, and whether each model was reused from the cache.
 """
 
 from __future__ import annotations
@@ -29,196 +28,44 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .data import SOURCES, ExperimentData, experiment_data
+from .data import ExperimentData, experiment_data
 from .diagnostics import flow_diagnostics
-from .experiments import MODEL_CONFIGS, PAPER_SETTINGS, QUICK_SETTINGS, Generated, generate, train_experiment_model
-from .metric import LearnedMetric
+from .experiments import MODEL_CONFIGS, generate, train_experiment_model
 from .models import HVAE, RHVAE, VAE
+from .parameters import check_parameter
 from .paths import CACHE_DIR, FIGURES_DIR, ROOT, SHIPPED_DIR
 from .persistence import atomic_write, atomic_write_text
 from .provenance import environment, set_threads
+from .registry import PAPER_SETTINGS
+from .registry import experiment as experiment_entry
 from .training import TrainingDiverged
 
 CACHE_ENV = "RHVAE_CACHE_DIR"
 """Environment variable that overrides the model cache folder when a notebook's ``cache_dir`` is None."""
 
-OBJECTIVES = ("elbo", "authors")
-
 
 # ------------------------------------------------------------------------------------------- parameter checks
-@dataclass(frozen=True)
-class Param:
-    """What one notebook parameter accepts.
-
-    ``kind``: 'int', 'float', 'bool', 'choice', 'floats' (a non-empty list of floats), 'ints' (a non-empty list
-    of distinct integers), 'path' (str or None).
-    ``low``/``high`` bound numbers (``low_open`` makes the lower bound strict); ``optional`` allows None
-    (for model hyper-parameters: None means the value of ``rhvae.experiments.MODEL_CONFIGS``)."""
-
-    kind: str
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    optional: bool = False
-    choices: tuple = ()
-
-    def describe(self) -> str:
-        if self.kind == "bool":
-            text = "True or False"
-        elif self.kind == "choice":
-            text = "one of " + ", ".join(repr(c) for c in self.choices)
-        elif self.kind == "path":
-            text = "a folder path (str) or None"
-        else:
-            what = {
-                "int": "an integer",
-                "float": "a number",
-                "floats": "a number or a non-empty list of numbers",
-                "ints": "an integer or a non-empty list of distinct integers",
-            }[self.kind]
-            lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
-            hi = "" if self.high is None else f"<= {self.high:g}"
-            bounds = " and ".join(b for b in (lo, hi) if b)
-            text = f"{what}{' ' + bounds if bounds else ''}"
-        return text + (" (or None for the default)" if self.optional and self.kind != "path" else "")
-
-
-def _number_ok(value, spec: Param, integer: bool) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    if integer and not isinstance(value, int):
-        return False
-    if not math.isfinite(value):
-        return False
-    if spec.low is not None and (value <= spec.low if spec.low_open else value < spec.low):
-        return False
-    return spec.high is None or value <= spec.high
-
-
-def check_parameter(name: str, value, spec: Param):
-    """The value of one parameter, normalised (ints where floats are wanted become floats); ``ValueError``
-    naming the parameter and what it accepts otherwise."""
-
-    def fail():
-        raise ValueError(f"parameter {name!r} must be {spec.describe()}, got {value!r} ({type(value).__name__})")
-
-    if value is None:
-        if spec.optional or spec.kind == "path":
-            return None
-        fail()
-    if spec.kind == "int":
-        if not _number_ok(value, spec, integer=True):
-            fail()
-        return int(value)
-    if spec.kind == "float":
-        if not _number_ok(value, spec, integer=False):
-            fail()
-        return float(value)
-    if spec.kind == "bool":
-        if not isinstance(value, bool):
-            fail()
-        return value
-    if spec.kind == "choice":
-        if value not in spec.choices:
-            fail()
-        return value
-    if spec.kind == "path":
-        if not isinstance(value, (str, os.PathLike)) or not str(value):
-            fail()
-        return str(value)
-    if spec.kind == "floats":
-        if isinstance(value, (str, bytes)):
-            fail()
-        items = list(value) if hasattr(value, "__iter__") else [value]  # one number is a list of one
-        if not items or not all(_number_ok(v, spec, integer=False) for v in items):
-            fail()
-        return [float(v) for v in items]
-    if spec.kind == "ints":
-        if isinstance(value, (str, bytes)):
-            fail()
-        items = list(value) if hasattr(value, "__iter__") else [value]
-        if not items or len(set(items)) != len(items) or not all(_number_ok(v, spec, integer=True) for v in items):
-            fail()
-        return [int(v) for v in items]
-    raise AssertionError(f"unknown parameter kind {spec.kind!r}")
-
-
-_COMMON = {
-    "epochs": Param("int", 1),
-    "seeds": Param("ints", 0),
-    "data_seed": Param("int", 0),
-    "data_source": Param("choice", choices=SOURCES),
-    "lr": Param("float", 0, 1, low_open=True),
-    "objective": Param("choice", choices=OBJECTIVES),
-    "reuse_cache": Param("bool"),
-    "interactive": Param("bool"),
-    "quick": Param("bool"),
-    "threads": Param("int", 1, 256),
-    "output_dir": Param("path"),
-    "cache_dir": Param("path"),
-}
-_RHVAE = {
-    "n_lf": Param("int", 1, 1000, optional=True),
-    "eps_lf": Param("float", 0, 10, low_open=True, optional=True),
-    "beta_zero": Param("float", 0, 1, low_open=True, optional=True),
-    "regularization": Param("float", 0, low_open=True, optional=True),
-}
-_HVAE = {
-    "hvae_n_lf": Param("int", 1, 1000, optional=True),
-    "hvae_eps_lf": Param("float", 0, 10, low_open=True, optional=True),
-    "hvae_beta_zero": Param("float", 0, 1, low_open=True, optional=True),
-}
-_SAMPLING = {
-    "mcmc_steps": Param("int", 0, 100000),
-    "n_samples": Param("int", 1, 100000),
-}
-_TEMPERATURE = {"temperature": Param("float", 0, 100, low_open=True, optional=True)}
-
-#: The parameters of each notebook's ``parameters`` cell and what each accepts.
-PARAMETERS: dict[str, dict[str, Param]] = {
-    "metric": {
-        **_COMMON,
-        **_RHVAE,
-        "temperatures": Param("floats", 0, 100, low_open=True),
-        "grid_n": Param("int", 10, 1000),
-    },
-    "reconstruction": {
-        **_COMMON,
-        **_RHVAE,
-        **_TEMPERATURE,
-        **_HVAE,
-        **_SAMPLING,
-        "ll_samples": Param("int", 1, 100000),
-        "n_show": Param("int", 1, 100),
-    },
-    "generation_5": {**_COMMON, **_RHVAE, **_TEMPERATURE, **_HVAE, **_SAMPLING},
-    "generation_7_classes": {**_COMMON, **_RHVAE, **_TEMPERATURE, **_SAMPLING, "grid_n": Param("int", 10, 1000)},
-}
-
-
 def validate_parameters(experiment: str, namespace: Mapping) -> dict:
     """Check the parameters of ``experiment`` found in ``namespace`` (a notebook passes ``globals()``) and
     return them normalised, with ``quick`` applied: ``{"given": ..., **effective}``.
 
     Raises ``ValueError`` naming the parameter and its accepted range for a bad value, and for a missing one.
-    With ``quick=True`` the keys of ``rhvae.experiments.QUICK_SETTINGS`` that the notebook has (epochs,
-    mcmc_steps, n_samples, ll_samples) are replaced by their quick values.
+    With ``quick=True`` the keys of the experiment's quick settings (``rhvae.registry``: epochs, mcmc_steps,
+    n_samples, …) that the notebook has are replaced by their quick values.
     """
-    if experiment not in PARAMETERS:
-        raise ValueError(f"experiment must be one of {tuple(PARAMETERS)}, got {experiment!r}")
-    specs = PARAMETERS[experiment]
+    entry = experiment_entry(experiment)
+    specs = entry.parameters
     missing = [name for name in specs if name not in namespace]
     if missing:
         raise ValueError(f"the {experiment} notebook's parameters cell does not define {', '.join(missing)}")
     given = {name: check_parameter(name, namespace[name], spec) for name, spec in specs.items()}
     params = dict(given)
     if params["quick"]:
-        params.update({k: v for k, v in QUICK_SETTINGS.items() if k in specs})
+        params.update({k: v for k, v in entry.quick.items() if k in specs})
     params["given"] = given
     return params
 
@@ -226,7 +73,8 @@ def validate_parameters(experiment: str, namespace: Mapping) -> dict:
 def model_configs(params: Mapping, experiment: str | None = None) -> dict[str, dict]:
     """The model keyword arguments for a run: ``MODEL_CONFIGS`` with the run's non-None overrides (and its
     objective for the HVAE and RHVAE). A None ``temperature`` takes the experiment's paper setting
-    (``PAPER_SETTINGS[experiment]['temperature']``, e.g. 0.6 for generation_7_classes) when it has one."""
+    (``PAPER_SETTINGS[experiment]['temperature']``, e.g. 0.6 for generation_7_classes) when it has one; a
+    ``hidden_dim`` parameter (the augmentation experiment's per-class networks) sizes every model."""
     rhvae = dict(MODEL_CONFIGS["rhvae"])
     paper_t = PAPER_SETTINGS.get(experiment or "", {}).get("temperature")
     if paper_t is not None:
@@ -239,10 +87,11 @@ def model_configs(params: Mapping, experiment: str | None = None) -> dict[str, d
         if params.get(f"hvae_{key}") is not None:
             hvae[key] = params[f"hvae_{key}"]
     objective = params.get("objective", "elbo")
+    size = {} if params.get("hidden_dim") is None else {"hidden_dim": params["hidden_dim"]}
     return {
-        "vae": dict(MODEL_CONFIGS["vae"]),
-        "hvae": {**hvae, "objective": objective},
-        "rhvae": {**rhvae, "objective": objective},
+        "vae": {**MODEL_CONFIGS["vae"], **size},
+        "hvae": {**hvae, **size, "objective": objective},
+        "rhvae": {**rhvae, **size, "objective": objective},
     }
 
 
@@ -296,10 +145,10 @@ def _jsonable(value):
         return str(value)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no NaN/inf: keep it readable and visible
+    if getattr(value, "ndim", 0) > 0 and callable(getattr(value, "tolist", None)):  # numpy arrays
+        return _jsonable(value.tolist())
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
         return _jsonable(value.item())
-    if hasattr(value, "tolist") and callable(value.tolist):  # numpy arrays
-        return _jsonable(value.tolist())
     return value
 
 
@@ -527,7 +376,7 @@ class Run:
                     "started": self.started.isoformat(timespec="seconds"),
                     "timings_seconds": {**self.timings, "total": time.perf_counter() - self._t0},
                     "paper_settings": PAPER_SETTINGS.get(self.experiment),
-                    "quick_settings": QUICK_SETTINGS,
+                    "quick_settings": experiment_entry(self.experiment).quick,
                 },
             }
         )
@@ -572,134 +421,3 @@ class Run:
             "text": text,
         }
         return text
-
-
-__all__ = [
-    "PARAMETERS",
-    "compare_over_seeds",
-    "over_seeds",
-    "evaluation_table",
-    "format_table",
-    "metric_summary",
-    "Generated",
-    "Param",
-    "Run",
-    "all_finite",
-    "cache_folder",
-    "check_parameter",
-    "generate",
-    "make_run_dir",
-    "model_configs",
-    "resolve_path",
-    "validate_parameters",
-]
-
-
-# ------------------------------------------------------------------------------------ numbers and figures
-def metric_summary(metric: LearnedMetric, codes, grid_n: int = 80) -> dict:
-    """Numbers behind a metric picture, on the grid around ``codes``: the floor (d/2) log λ of
-    log √det G⁻¹ far from the data, its mean at the codes, its mean over the grid box's border, ``contrast``
-    (the mean at the codes minus the larger of the floor and the border mean: 0 for a metric collapsed to λI),
-    ``high_fraction``, the share of the box where it is above half-way between the floor and its maximum, and
-    ``kappa``, the largest eigenvalue of G⁻¹ at the centroids."""
-    from .geometry import latent_grid, metric_magnitude
-
-    codes = torch.as_tensor(codes).detach().to(metric.centroids.dtype)
-    grid = latent_grid(codes, n=grid_n)
-    values = metric_magnitude(metric, grid)
-    values = values if values.ndim == 2 else grid.reshape(values)
-    floor = 0.5 * metric.dim * math.log(metric.regularization)
-    border = torch.cat([values[0], values[-1], values[:, 0], values[:, -1]])
-    peak = float(values.max())
-    at_codes = float(metric.log_sqrt_det_G_inv(codes).mean())
-    return {
-        "temperature": metric.temperature,
-        "floor": floor,
-        "max": peak,
-        "mean_at_codes": at_codes,
-        "mean_on_border": float(border.mean()),
-        "contrast": at_codes - max(floor, float(border.mean())),
-        "kappa": float(metric.max_eigenvalue()),
-        "high_fraction": float((values > floor + 0.5 * (peak - floor)).double().mean()),
-        "grid_box": list(grid.extent),
-    }
-
-
-def evaluation_table(models: Mapping[str, VAE], x_test: torch.Tensor, ll_samples: int, seed: int = 0) -> dict:
-    """Per model: mean test reconstruction error (BCE summed over pixels, MSE mean over pixels, BCE floor) and the
-    log-likelihood of ``rhvae.evaluation.log_likelihood_table``: the exact log p(x) (d = 2) as ``log_likelihood``,
-    the importance-sampling estimate with S = ``ll_samples`` and its bias beside it."""
-    from .evaluation import log_likelihood_table, reconstruction_error
-
-    table = {}
-    for name, model in models.items():
-        start = time.perf_counter()
-        table[name] = {
-            **reconstruction_error(model, x_test).summary(),
-            **log_likelihood_table(model, x_test, n_samples=ll_samples, seed=seed),
-            "n_test": len(x_test),
-            "seconds": time.perf_counter() - start,
-        }
-    return table
-
-
-def format_table(rows: Mapping[str, Mapping], columns: Mapping[str, str]) -> str:
-    """A plain-text table: one row per key of ``rows``, ``columns`` maps a field to its header. A field that
-    holds a number over seeds (a dict from ``over_seeds``) is shown as mean ± std."""
-    header = ["model"] + list(columns.values())
-    body = []
-    for name, row in rows.items():
-        cells = [name]
-        for key in columns:
-            v = row.get(key)
-            if isinstance(v, Mapping) and "mean" in v:  # a number over seeds (``over_seeds``)
-                cells.append(f"{v['mean']:.4g}" + ("" if v["std"] is None else f" ± {v['std']:.2g}"))
-            else:
-                cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
-        body.append(cells)
-    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [header] + body]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------ numbers over seeds
-def over_seeds(per_seed: Mapping[int, Mapping[str, Mapping]], keys) -> dict:
-    """Mean and sample standard deviation over seeds of the numbers ``keys`` of every row.
-
-    ``per_seed`` is ``{seed: {row: {key: number}}}`` (a row is a model, say); the result is
-    ``{row: {key: {"mean", "std", "values": {seed: number}}}}`` over the seeds that have the row, with ``std``
-    None for a single seed and None-valued numbers (e.g. an undefined entropy) left out."""
-    rows: dict[str, dict] = {}
-    for seed, table in per_seed.items():
-        for row, numbers in table.items():
-            for key in keys:
-                value = numbers.get(key)
-                if value is not None:
-                    rows.setdefault(row, {}).setdefault(key, {})[seed] = float(value)
-    summary = {}
-    for row, by_key in rows.items():
-        summary[row] = {}
-        for key, values in by_key.items():
-            v = torch.tensor(list(values.values()), dtype=torch.float64)
-            std = float(v.std()) if len(v) > 1 else None
-            summary[row][key] = {"mean": float(v.mean()), "std": std, "values": values}
-    return summary
-
-
-def compare_over_seeds(
-    per_seed: Mapping[int, Mapping[str, Mapping]], key: str, row: str, other: str, higher: bool = True
-) -> tuple[bool, str]:
-    """Is ``row`` at least as good as ``other`` on ``key`` (higher or lower is better), on the mean over the seeds
-    that have both? Returns (answer, "k/n seeds") where k counts the seeds in which it also holds."""
-    pairs = [
-        (table[row][key], table[other][key])
-        for table in per_seed.values()
-        if row in table and other in table and table[row].get(key) is not None and table[other].get(key) is not None
-    ]
-    if not pairs:
-        return False, "0/0 seeds"
-    sign = 1.0 if higher else -1.0
-    wins = sum(sign * (a - b) >= 0 for a, b in pairs)
-    mean_diff = sum(sign * (a - b) for a, b in pairs) / len(pairs)
-    return mean_diff >= 0, f"{wins}/{len(pairs)} seeds"

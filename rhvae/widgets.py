@@ -9,6 +9,8 @@ direct call instead (DESIGN §5: exceptions inside a widget callback are swallow
   slider is released.
 * ``SamplerExplorer``: MCMC steps, number of samples, seed and metric temperature; the (possibly slow)
   re-sampling runs only when the **Sample** button is pressed.
+* ``AugmentationExplorer``: generated images per class; **Train** fits a quick classifier on real + generated
+  images and plots its test accuracy against the number of generated images.
 
 Figures are rendered to PNG into an ``Image`` widget (so nothing lands in hidden widget state and tests can see
 them change). An exception in a callback is shown in the explorer's ``message`` widget (red) and printed into
@@ -23,6 +25,7 @@ import traceback
 from collections.abc import Callable, Mapping
 
 import ipywidgets as widgets
+import torch
 from matplotlib import pyplot as plt
 
 from .experiments import generate
@@ -206,9 +209,63 @@ class SamplerExplorer(_Explorer):
             self.button.disabled = False
 
 
+class AugmentationExplorer(_Explorer):
+    """Generated images per class (slider, 0 = real only) for a quick classifier: the **Train** button generates
+    that many images of each class with the per-class RHVAE (Riemannian HMC, ``mcmc_steps``), trains the MLP on
+    the real + generated images with a budget of ``steps`` updates (early stopping on the real validation images)
+    and adds its test accuracy to a plot of accuracy against the number of generated images."""
+
+    def __init__(self, models: Mapping[int, RHVAE], fit, val, test, mcmc_steps: int = 90, seed: int = 0, steps=500):
+        super().__init__()
+        if not models:
+            raise ValueError("AugmentationExplorer needs the trained per-class models")
+        self.models, self.fit, self.val, self.test = dict(models), fit, val, test
+        self.mcmc_steps, self.seed, self.steps = mcmc_steps, seed, steps
+        self.n_generated = widgets.IntSlider(
+            value=100, min=0, max=1000, step=50, description="per class", continuous_update=False
+        )
+        self.button = widgets.Button(description="Train", button_style="primary", icon="refresh")
+        self.button.on_click(self.on_click)
+        note = widgets.HTML(
+            "<b>Augmentation</b> — generated images per class (RHVAE, Riemannian HMC) added to the real ones; "
+            f"a quick MLP ({steps} steps at most). Press <b>Train</b>."
+        )
+        self.accuracies: dict[int, float] = {}
+        self.widget = widgets.VBox([note, self.n_generated, self.button, self.message, self.image, self.log])
+
+    def accuracy_with(self, n: int) -> float:
+        """Test accuracy of the quick MLP trained on the real images + ``n`` generated images per class."""
+        from .augmentation import accuracy, generated_images, train_classifier
+
+        x, y = self.fit.x, self.fit.y
+        if n > 0:
+            gx, gy, _ = generated_images(self.models, "hmc", n, self.mcmc_steps, self.seed)
+            x, y = torch.cat([x, gx]), torch.cat([y, gy])
+        fitted = train_classifier("mlp", x, y, self.val.x, self.val.y, self.steps, self.seed)
+        return accuracy(fitted.model, self.test.x, self.test.y)
+
+    def on_click(self, button=None) -> bool:
+        def action():
+            n = int(self.n_generated.value)
+            self.accuracies[n] = self.accuracy_with(n)
+            fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
+            points = sorted(self.accuracies.items())
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o-")
+            ax.set_xlabel("generated images per class (RHVAE, HMC)")
+            ax.set_ylabel("test accuracy (quick MLP)")
+            self.image.value = figure_png(fig)
+            return f"{n} generated per class: test accuracy {self.accuracies[n]:.3f}"
+
+        self.button.disabled = True
+        try:
+            return self._safely(action)
+        finally:
+            self.button.disabled = False
+
+
 def controls(explorers) -> widgets.Widget:
     """One box with every explorer's widget."""
     return widgets.VBox([e.widget for e in explorers])
 
 
-__all__ = ["FROZEN_METRIC_NOTE", "MetricExplorer", "SamplerExplorer", "controls", "figure_png"]
+__all__ = ["FROZEN_METRIC_NOTE", "AugmentationExplorer", "MetricExplorer", "SamplerExplorer", "controls", "figure_png"]

@@ -1,9 +1,9 @@
 """The experiment notebooks: committed clean, and executed headless (papermill and nbconvert) in quick mode.
 
-Every notebook runs twice on real MNIST digits with QUICK_SETTINGS, interactive=False, its run folder and the
-model cache in tmp (so nothing depends on leftover state): once through papermill's Python API (the kernel in an
-unrelated working directory), once through ``jupyter nbconvert --execute`` on a copy prepared by papermill
-(``prepare_only``; the kernel in the copy's folder). The second run reuses the models the first one cached.
+Every notebook runs twice on real MNIST digits with its quick settings (rhvae.registry), interactive=False, its
+run folder and the model cache in tmp (so nothing depends on leftover state): once through papermill's Python API
+(the kernel in an unrelated working directory), once through ``jupyter nbconvert --execute`` on a copy prepared by
+papermill (``prepare_only``; the kernel in the copy's folder). The second run reuses the models the first one cached.
 An error in any cell fails the test.
 """
 
@@ -18,20 +18,24 @@ import papermill as pm
 import pytest
 
 from rhvae import runs
-from rhvae.experiments import PAPER_SETTINGS
 from rhvae.paths import ROOT
+from rhvae.registry import PAPER_SETTINGS, PARAMETERS, REGISTRY
 
-NOTEBOOKS = ["metric", "reconstruction", "generation_5", "generation_7_classes"]
+NOTEBOOKS = list(REGISTRY)
 SEEDS = [0, 1]  # two seeds: the tables over seeds are exercised at two thirds of the cost of the default three
+#: Per notebook, quick-test parameters beyond quick mode (augmentation: one small training size, 20 models a seed).
+EXTRA = {"augmentation": {"sizes": [10]}}
 
 
-def expected_figures(name: str, seeds) -> set[str]:
+def expected_figures(name: str, params: dict) -> set[str]:
     """The figures a run writes: one per seed where the notebook draws every seed, else the first seed's."""
+    seeds = params["seeds"]
     return {
         "metric": {f"metric_by_temperature_seed{s}.png" for s in seeds} | {"frozen_metric_reevaluated.png"},
         "reconstruction": {"reconstructions.png", "samples.png"},
         "generation_5": {"samples.png", "rhvae_latent_samples.png"},
         "generation_7_classes": {f"latent_space_seed{s}.png" for s in seeds} | {"samples.png"},
+        "augmentation": {f"images_per_class_n{n}.png" for n in params.get("sizes", [])},
     }[name]
 
 
@@ -47,13 +51,14 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("model_cache")
 
 
-def quick_parameters(output_dir: Path, cache: Path) -> dict:
+def quick_parameters(output_dir: Path, cache: Path, name: str = "") -> dict:
     return {
         "quick": True,
         "interactive": False,
         "output_dir": str(output_dir),
         "cache_dir": str(cache),
         "seeds": SEEDS,
+        **EXTRA.get(name, {}),
     }
 
 
@@ -61,7 +66,7 @@ def check_results(folder: Path, name: str, interactive: bool = False) -> dict:
     results = json.loads((folder / "results.json").read_text())
     assert results["experiment"] == name and results["status"] == "ok", results.get("problems")
     assert results["quick"] is True and results["parameters"]["interactive"] is interactive
-    assert set(results["figures"]) == expected_figures(name, results["parameters"]["seeds"])
+    assert set(results["figures"]) == expected_figures(name, results["parameters"])
     for figure in results["figures"]:
         assert (folder / figure).read_bytes()[:4] == b"\x89PNG"
     assert results["results"] and runs.all_finite(results["results"])
@@ -98,16 +103,17 @@ def test_committed_notebook_is_clean(name):
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_parameters_cell_matches_the_checks(name):
     declared = pm.inspect_notebook(str(source(name)))
-    assert set(declared) == set(runs.PARAMETERS[name])
+    assert set(declared) == set(PARAMETERS[name])
     assert all(p["help"] for p in declared.values()), "every parameter carries a comment"
     assert declared["interactive"]["default"] == "True" and declared["output_dir"]["default"] == "None"
     paper = PAPER_SETTINGS[name]
     assert int(declared["epochs"]["default"]) == paper["epochs"]
-    for key in ("mcmc_steps", "n_samples"):
+    for key in ("mcmc_steps", "n_samples", "hidden_dim", "n_generated", "classifier_steps"):
         if key in paper:
             assert int(declared[key]["default"]) == paper[key]
-    if "temperatures" in paper:
-        assert json.loads(declared["temperatures"]["default"]) == list(paper["temperatures"])
+    for key in ("temperatures", "sizes"):
+        if key in paper:
+            assert json.loads(declared[key]["default"]) == list(paper[key])
 
 
 # --------------------------------------------------------------------------------------------- execution
@@ -119,7 +125,7 @@ def test_papermill_executes_notebook(name, tmp_path, cache_dir, monkeypatch):
     pm.execute_notebook(
         str(source(name)),
         str(tmp_path / f"{name}.ipynb"),
-        parameters=quick_parameters(out, cache_dir),
+        parameters=quick_parameters(out, cache_dir, name),
         kernel_name="python3",
         cwd=str(workdir),
         progress_bar=False,
@@ -135,7 +141,7 @@ def test_nbconvert_executes_notebook(name, tmp_path, cache_dir):
     prepared.parent.mkdir()
     out = tmp_path / "run"
     pm.execute_notebook(
-        str(source(name)), str(prepared), parameters=quick_parameters(out, cache_dir), prepare_only=True
+        str(source(name)), str(prepared), parameters=quick_parameters(out, cache_dir, name), prepare_only=True
     )
     proc = subprocess.run(
         [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", str(prepared),

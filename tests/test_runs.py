@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 
-from rhvae import plotting, runs
-from rhvae.experiments import MODEL_CONFIGS, QUICK_SETTINGS, train_experiment_model
+from rhvae import plotting, runs, tables
+from rhvae.experiments import MODEL_CONFIGS, generate, train_experiment_model
 from rhvae.models import RHVAE
 from rhvae.paths import FIGURES_DIR, ROOT
+from rhvae.registry import PARAMETERS, REGISTRY
 
 
 def defaults(experiment, **overrides):
@@ -41,22 +42,26 @@ def defaults(experiment, **overrides):
         "n_samples": 100,
         "ll_samples": 1000,
         "n_show": 10,
+        "hidden_dim": 64,
+        "sizes": [20, 50],
+        "n_generated": 500,
+        "classifier_steps": 1500,
         "unrelated": object(),  # globals() holds much more than the parameters
     }
     ns.update(overrides)
     return ns
 
 
-@pytest.mark.parametrize("experiment", list(runs.PARAMETERS))
+@pytest.mark.parametrize("experiment", list(PARAMETERS))
 def test_defaults_validate(experiment):
     params = runs.validate_parameters(experiment, defaults(experiment))
-    assert set(params) == set(runs.PARAMETERS[experiment]) | {"given"}
+    assert set(params) == set(PARAMETERS[experiment]) | {"given"}
     assert params["epochs"] == 500
 
 
 def test_quick_applies_quick_settings_and_keeps_what_was_given():
     params = runs.validate_parameters("reconstruction", defaults("reconstruction", quick=True))
-    for key, value in QUICK_SETTINGS.items():
+    for key, value in REGISTRY["reconstruction"].quick.items():
         assert params[key] == value
     assert params["given"]["epochs"] == 500
 
@@ -71,15 +76,15 @@ def test_int_where_float_is_wanted_is_accepted_and_converted():
 
 def test_over_seeds_gives_mean_and_sample_std_and_compares_rows():
     per_seed = {0: {"A": {"x": 1.0}, "B": {"x": 2.0}}, 1: {"A": {"x": 3.0}, "B": {"x": 1.0}}, 2: {"A": {"x": 5.0}}}
-    summary = runs.over_seeds(per_seed, ("x",))
+    summary = tables.over_seeds(per_seed, ("x",))
     assert summary["A"]["x"]["mean"] == pytest.approx(3.0) and summary["A"]["x"]["std"] == pytest.approx(2.0)
     assert summary["B"]["x"]["values"] == {0: 2.0, 1: 1.0} and summary["B"]["x"]["std"] == pytest.approx(0.5**0.5)
-    assert runs.over_seeds({0: per_seed[0]}, ("x",))["A"]["x"]["std"] is None
+    assert tables.over_seeds({0: per_seed[0]}, ("x",))["A"]["x"]["std"] is None
     # A vs B on the seeds that have both: differences -1 and +2, mean +0.5; A is higher in 1 of 2 seeds
-    assert runs.compare_over_seeds(per_seed, "x", "A", "B") == (True, "1/2 seeds")
-    assert runs.compare_over_seeds(per_seed, "x", "A", "B", higher=False) == (False, "1/2 seeds")
-    assert runs.compare_over_seeds(per_seed, "x", "A", "C") == (False, "0/0 seeds")
-    assert "3 ± 2" in runs.format_table(summary, {"x": "x"})
+    assert tables.compare_over_seeds(per_seed, "x", "A", "B") == (True, "1/2 seeds")
+    assert tables.compare_over_seeds(per_seed, "x", "A", "B", higher=False) == (False, "1/2 seeds")
+    assert tables.compare_over_seeds(per_seed, "x", "A", "C") == (False, "0/0 seeds")
+    assert "3 ± 2" in tables.format_table(summary, {"x": "x"})
 
 
 @pytest.mark.parametrize(
@@ -169,8 +174,8 @@ def test_run_writes_results_json_with_provenance(tmp_path, tiny_rhvae):
     trained = run.train("rhvae", MODEL_CONFIGS["rhvae"], 0, label="rhvae_T1", data=data)
     again = run.train("rhvae", MODEL_CONFIGS["rhvae"], 0, label="rhvae_T1_again", data=data)
     assert not run.models["rhvae_T1"]["reused_from_cache"] and run.models["rhvae_T1_again"]["reused_from_cache"]
-    run.record(metric=runs.metric_summary(trained.model.metric(), trained.model.centroids, grid_n=20))
-    gen = runs.generate(again.model, n_samples=4, mcmc_steps=2, seed=0)
+    run.record(metric=tables.metric_summary(trained.model.metric(), trained.model.centroids, grid_n=20))
+    gen = generate(again.model, n_samples=4, mcmc_steps=2, seed=0)
     fig = plotting.plot_samples({"RHVAE": gen})
     run.save_figure(fig, "samples")
     print(run.conclude("claim", {"a": True, "b": False}))
@@ -180,7 +185,10 @@ def test_run_writes_results_json_with_provenance(tmp_path, tiny_rhvae):
     assert result["provenance"]["subsets"]["1-2-3x10"]["train_indices"] == data.train.indices.tolist()
     assert result["provenance"]["threads"] == 1 and "torch" in result["provenance"]["environment"]
     assert result["figures"] == ["samples.png"] and (tmp_path / "out" / "samples.png").stat().st_size > 0
-    assert result["parameters"]["epochs"] == QUICK_SETTINGS["epochs"] and result["parameters_given"]["epochs"] == 500
+    assert (
+        result["parameters"]["epochs"] == REGISTRY["metric"].quick["epochs"]
+        and result["parameters_given"]["epochs"] == 500
+    )
     assert runs.all_finite(result["results"])
     assert gen.info["sampler"] == "riemannian_hmc" and gen.images.shape == (4, 784)
 

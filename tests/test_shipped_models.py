@@ -12,11 +12,13 @@ import json
 import pytest
 
 from rhvae import runs
+from rhvae.augmentation import class_subsets
 from rhvae.data import experiment_data
-from rhvae.experiments import PAPER_SETTINGS, model_request
+from rhvae.experiments import model_request
 from rhvae.models import RHVAE
 from rhvae.paths import ROOT, SHIPPED_DIR
 from rhvae.persistence import cache_key, load_model, read_model_file
+from rhvae.registry import PAPER_SETTINGS
 
 SUMS = SHIPPED_DIR / "SHA256SUMS"
 
@@ -65,20 +67,25 @@ def default_requests():
     for notebook, settings in PAPER_SETTINGS.items():
         params = runs.validate_parameters(notebook, {**parameters_cell(notebook), "interactive": False})
         configs = runs.model_configs(params, notebook)
-        data = experiment_data(notebook, seed=params["data_seed"], source=params["data_source"])
+        if notebook == "augmentation":  # one model of each kind per class and training size
+            subsets = [one for _, _, one in class_subsets(params["sizes"], params["data_seed"], params["data_source"])]
+        else:
+            subsets = [experiment_data(notebook, seed=params["data_seed"], source=params["data_source"])]
         wanted = [(kind, configs[kind]) for kind in settings["models"]]
         if "temperatures" in settings:
             wanted = [("rhvae", {**configs["rhvae"], "temperature": t}) for t in params["temperatures"]]
         for seed in params["seeds"]:
-            for kind, config in wanted:
-                _, _, name = model_request(
-                    data, kind, params["epochs"], seed, params["lr"], None, params["threads"], **config
-                )
-                yield notebook, seed, kind, name
+            for data in subsets:
+                for kind, config in wanted:
+                    _, _, name = model_request(
+                        data, kind, params["epochs"], seed, params["lr"], None, params["threads"], **config
+                    )
+                    yield notebook, seed, kind, name
 
 
 def test_the_default_run_finds_every_model_it_needs_among_the_shipped_ones():
     requests = list(default_requests())
-    assert len(requests) == 3 * (3 + 3 + 3 + 1)  # seeds × (3 temperatures, 3 models, 3 models, 1 model)
+    # seeds × (3 temperatures, 3 models, 3 models, 1 model) + seeds × sizes × classes × (VAE, RHVAE)
+    assert len(requests) == 3 * (3 + 3 + 3 + 1) + 3 * 2 * 10 * 2
     missing = [r for r in requests if not (SHIPPED_DIR / r[3]).is_file()]
     assert not missing, f"the default run would train: {missing}"

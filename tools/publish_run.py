@@ -1,13 +1,21 @@
 """Publish a paper-mode ``run_all.sh`` run: ship its models and commit its report.
 
-Usage: python tools/publish_run.py figures/run_all_MM_DD_YYYY_hh_mm_ss
+Usage: python tools/publish_run.py figures/run_all_MM_DD_YYYY_hh_mm_ss [--only NAME[,NAME]]
 
 * Every model the run used (each notebook's results.json names its file) is copied to ``data/models/`` under
-  the same relative name as in the cache, after checking that it loads with ``weights_only=True``; the list of
-  shipped files with their SHA-256 is rewritten in ``data/models/SHA256SUMS`` (guarded by
+  the same relative name as in the cache, after checking that it loads with ``weights_only=True``. The models of
+  an experiment whose registry entry says ``ship_half`` (the augmentation experiment's many small per-class
+  models) are shipped with half-precision network weights (the frozen metric stays in float32); they load into
+  float32 models. Shipped files of the published experiments that the run did not use are removed, and the list
+  of shipped files with their SHA-256 is rewritten in ``data/models/SHA256SUMS`` (guarded by
   tests/test_shipped_models.py). A default ``./run_all.sh`` then finds them and trains nothing.
-* The run's report (README.md) and its figures are copied to ``results/`` with the links rewritten, so that the
-  report can be read in the repository.
+* The run's report and figures are copied to ``results/`` with the links rewritten, so that the report can be
+  read in the repository.
+
+Without ``--only`` the run must hold every experiment of ``rhvae.registry`` and replaces every shipped model and
+the whole of ``results/``. With ``--only`` only the named experiments are replaced (their models, their folders
+in ``results/``) and ``results/README.md`` is rebuilt from every experiment in ``results/``; e.g. after
+``./run_all.sh --train --only augmentation``.
 
 Refuses quick-mode runs and runs with a diverged model. A maintainer's tool: run it after ``./run_all.sh --train``.
 """
@@ -15,37 +23,57 @@ Refuses quick-mode runs and runs with a diverged model. A maintainer's tool: run
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import sys
 from pathlib import Path
 
+import torch
+
 from rhvae.paths import ROOT, SHIPPED_DIR
-from rhvae.persistence import atomic_write_text, load_model
+from rhvae.persistence import atomic_write, atomic_write_text, load_model, read_model_file
+from rhvae.registry import REGISTRY
 from rhvae.report import EXPERIMENT_ORDER, build_report
 
 RESULTS_DIR = ROOT / "results"
+FROZEN_METRIC = ("centroids", "M")  # kept in float32: the metric's scale can exceed half precision's accuracy
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def ship_models(run_folders: list[Path]) -> list[Path]:
+def write_half_precision(source: Path, target: Path) -> Path:
+    """A copy of the model file ``source`` at ``target`` whose network weights are float16. Serialised in memory,
+    so that the same source always gives the same bytes (``torch.save`` to a path names the archive after it)."""
+    payload = read_model_file(source)
+    payload["state_dict"] = {
+        k: v.half() if v.is_floating_point() and k not in FROZEN_METRIC else v for k, v in payload["state_dict"].items()
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return atomic_write(target, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+
+
+def ship_models(folder: Path, half: bool) -> list[Path]:
     shipped = []
-    for folder in run_folders:
-        results = json.loads((folder / "results.json").read_text())
-        if results.get("quick") or results.get("status") != "ok":
-            raise SystemExit(f"{folder}: quick-mode run or a diverged model: not publishable")
-        for label, info in results["models"].items():
-            source = Path(info["cache_file"])
-            load_model(source, expected_type=info["model"])  # weights_only=True; raises on a bad file
-            target = SHIPPED_DIR / source.parent.name / source.name
-            if source.resolve() != target.resolve():
-                target.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads((folder / "results.json").read_text())
+    if results.get("quick") or results.get("status") != "ok":
+        raise SystemExit(f"{folder}: quick-mode run or a diverged model: not publishable")
+    for label, info in results["models"].items():
+        source = Path(info["cache_file"])
+        load_model(source, expected_type=info["model"])  # weights_only=True; raises on a bad file
+        target = SHIPPED_DIR / source.parent.name / source.name
+        if source.resolve() != target.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if half:
+                write_half_precision(source, target)
+            else:
                 shutil.copyfile(source, target)
-            shipped.append(target)
-            print(f"shipped {label}: {target.relative_to(ROOT)}")
+            load_model(target, expected_type=info["model"])
+        shipped.append(target)
+        print(f"shipped {label}: {target.relative_to(ROOT)}")
     return shipped
 
 
@@ -55,28 +83,40 @@ def write_checksums() -> Path:
     return atomic_write_text(SHIPPED_DIR / "SHA256SUMS", "\n".join(lines) + "\n")
 
 
-def publish_report(run: Path, names: list[str]) -> Path:
-    if RESULTS_DIR.exists():
+def publish_report(run: Path, names: list[str], everything: bool) -> Path:
+    if everything and RESULTS_DIR.exists():
         shutil.rmtree(RESULTS_DIR)
     for name in names:
+        if (RESULTS_DIR / name).exists():
+            shutil.rmtree(RESULTS_DIR / name)
         shutil.copytree(run / name, RESULTS_DIR / name)
-    return atomic_write_text(RESULTS_DIR / "README.md", build_report(run))
+    return atomic_write_text(RESULTS_DIR / "README.md", build_report(run if everything else RESULTS_DIR))
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
+    args = sys.argv[1:]
+    only = None
+    if len(args) == 3 and args[1] == "--only":
+        only = [n for n in args[2].split(",") if n]
+        unknown = [n for n in only if n not in REGISTRY]
+        if unknown or not only:
+            raise SystemExit(f"--only takes experiments of {tuple(REGISTRY)}, got {args[2]!r}")
+    elif len(args) != 1:
         raise SystemExit(__doc__)
-    run = Path(sys.argv[1]).resolve()
-    names = [n for n in EXPERIMENT_ORDER if (run / n / "results.json").is_file()]
-    if names != list(EXPERIMENT_ORDER):
-        raise SystemExit(f"{run}: needs the results of all four notebooks, found {names}")
-    shipped = ship_models([run / n for n in names])
-    stale = sorted(set(SHIPPED_DIR.rglob("*.pt")) - set(shipped))
+    run = Path(args[0]).resolve()
+    wanted = list(EXPERIMENT_ORDER) if only is None else [n for n in EXPERIMENT_ORDER if n in only]
+    names = [n for n in wanted if (run / n / "results.json").is_file()]
+    if names != wanted:
+        raise SystemExit(f"{run}: needs the results of {wanted}, found {names}")
+    shipped = [p for n in names for p in ship_models(run / n, REGISTRY[n].ship_half)]
+    stale = sorted({p for n in names for p in (SHIPPED_DIR / n).rglob("*.pt")} - set(shipped))
+    if only is None:
+        stale = sorted(set(SHIPPED_DIR.rglob("*.pt")) - set(shipped))
     for path in stale:
         path.unlink()
         print(f"removed stale {path.relative_to(ROOT)}")
-    print(f"wrote {write_checksums()} ({len(set(shipped))} files)")
-    print(f"wrote {publish_report(run, names)}")
+    print(f"wrote {write_checksums()} ({len(set(shipped))} files published)")
+    print(f"wrote {publish_report(run, names, everything=only is None)}")
 
 
 if __name__ == "__main__":

