@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 import torch
 
 import rhvae
-from rhvae.evaluation import EvalMode
-from rhvae.experiments import HVAE_CONFIG, PAPER_SETTINGS, RHVAE_CONFIG, build_model, train_experiment_model
+from rhvae.diagnostics import flow_diagnostics
+from rhvae.evaluation import elbo
+from rhvae.experiments import HVAE_CONFIG, RHVAE_CONFIG, build_model, train_experiment_model
 from rhvae.models import RHVAE, VAE
 from rhvae.persistence import load_model, save_model
+from rhvae.registry import PAPER_SETTINGS
 from rhvae.training import TrainingDiverged, train
 
 #: scheme name → (model, model config overrides of the paper-mode RHVAE, training options, what it is)
@@ -103,33 +104,13 @@ TARGETS = {
 }
 
 
-@torch.no_grad()
-def flow_diagnostics(model: VAE, x: torch.Tensor, seed: int = 0, draws: int = 100) -> dict:
-    """Median displacement ‖(z_K − z₀)/σ(x)‖ over images and draws, flow gain (mean true-ELBO integrand minus the
-    encoder-only ELBO integrand of the same networks), test ELBO, median step, κ and contrast at the codes."""
-    gen = torch.Generator().manual_seed(seed)
-    with EvalMode(model):
-        disp, flow, enc, steps = [], [], [], []
-        for _ in range(draws):
-            out = model(x, gen)
-            disp.append(((out.zK - out.z0) / torch.exp(0.5 * out.log_var)).norm(dim=-1))
-            flow.append(out.log_weight)
-            enc.append(VAE.forward(model, x, gen).log_weight)
-            steps.append(out.step_size)
-        result = {
-            "displacement": float(torch.cat(disp).median()),
-            "flow_gain": float(torch.stack(flow).mean() - torch.stack(enc).mean()),
-            "test_elbo": float(torch.stack(flow).mean()),
-            "step": float(torch.tensor(steps).median()),
-        }
-        if isinstance(model, RHVAE):
-            metric = model.metric()
-            mu = model.encode(x)[0]
-            log_det = metric.log_sqrt_det_G_inv(mu)
-            result["kappa"] = float(metric.max_eigenvalue())
-            result["contrast"] = float(log_det.mean()) - 0.5 * model.latent_dim * math.log(model.regularization)
-            if model.step_logits is not None:
-                result["step_multipliers"] = torch.sigmoid(model.step_logits).tolist()
+def diagnostics(model: VAE, x: torch.Tensor, seed: int) -> dict:
+    """``rhvae.diagnostics.flow_diagnostics`` (100 draws per image) and the test ELBO (the true-ELBO integrand's
+    mean over 100 draws per image)."""
+    result = flow_diagnostics(model, x, n_draws=100, seed=seed).to_dict()
+    result["test_elbo"] = float(elbo(model, x, n_samples=100, seed=seed).mean())
+    if isinstance(model, RHVAE) and model.step_logits is not None:
+        result["step_multipliers"] = torch.sigmoid(model.step_logits).tolist()
     return result
 
 
@@ -163,7 +144,7 @@ def run_one(scheme: str, target: str, seed: int, models_dir: Path, threads: int,
     record["max_fixed_point_residual"] = max((r.fixed_point_residual for r in history.epochs), default=None)
     if record["status"] == "finished":
         record["test_loss_last_epoch"] = history.test_loss[-1]
-        record.update(flow_diagnostics(model, data.test.x, seed=seed))
+        record.update(diagnostics(model, data.test.x, seed=seed))
         path = models_dir / f"{scheme}_{target}_{seed}.pt"
         save_model(model, path, history, {"scheme": scheme, "target": target, "experiment": experiment, "seed": seed})
         record["model_file"] = str(path)
@@ -177,7 +158,7 @@ def rediagnose(path: Path) -> None:
         if r.get("model_file"):
             model = load_model(r["model_file"])
             data = rhvae.experiment_data(TARGETS[r["target"]][0])
-            r.update(flow_diagnostics(model, data.test.x, seed=r["seed"]))
+            r.update(diagnostics(model, data.test.x, seed=r["seed"]))
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
