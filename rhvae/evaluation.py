@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import VAE
-from .validation import check_int
+from .validation import check, check_int
 
 DEFAULT_BATCH_SIZE = 4096  # (image, sample) rows per forward pass: bounds memory at a few tens of MB for D = 784
 
@@ -50,7 +50,7 @@ def _generator(seed, generator) -> torch.Generator:
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         return generator
-    return torch.Generator().manual_seed(check_int("seed", seed, 0))
+    return torch.Generator().manual_seed(check("seed", seed))
 
 
 class EvalMode:
@@ -89,7 +89,7 @@ def log_weights(
     """
     model = _check_model(model)
     x = model.check_input(x)
-    n_samples = check_int("n_samples", n_samples, 1)
+    n_samples = check("ll_samples", n_samples, "n_samples")
     batch_size = check_int("batch_size", batch_size, 1)
     gen = _generator(seed, generator)
     n = x.shape[0]

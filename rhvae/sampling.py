@@ -30,7 +30,7 @@ import torch
 
 from .metric import LearnedMetric
 from .models import RHVAE, VAE
-from .validation import check_float, check_int
+from .validation import RANGES, check, check_float, check_int
 
 DEFAULT_EPS_PER_TEMPERATURE = 0.05
 """Default leapfrog step ε = 0.05 · T: the target varies on the length scale T of the metric's kernel."""
@@ -52,8 +52,8 @@ def sample_prior(model: VAE, n: int = 100, seed: int = 0) -> PriorSamples:
     """Draw n latent codes z ~ N(0, I) from a seeded ``torch.Generator`` and decode them (any model)."""
     if not isinstance(model, VAE):
         raise TypeError(f"model must be a rhvae VAE, HVAE or RHVAE, got {type(model).__name__}")
-    n = check_int("n", n, 1)
-    seed = check_int("seed", seed, 0)
+    n = check("n_samples", n, "n")
+    seed = check("seed", seed)
     gen = torch.Generator().manual_seed(seed)
     dtype = model.dec_hidden.weight.dtype
     z = torch.randn(n, model.latent_dim, generator=gen, dtype=dtype)
@@ -152,10 +152,10 @@ def riemannian_hmc(
         model, metric = None, model_or_metric
     else:
         raise TypeError(f"model_or_metric must be an RHVAE or a LearnedMetric, got {type(model_or_metric).__name__}")
-    n_samples = check_int("n_samples", n_samples, 1)
-    mcmc_steps = check_int("mcmc_steps", mcmc_steps, 0)
-    n_lf = check_int("n_lf", n_lf, 1)
-    seed = check_int("seed", seed, 0)
+    n_samples = check("n_samples", n_samples)
+    mcmc_steps = check("mcmc_steps", mcmc_steps)
+    n_lf = check_int("n_lf", n_lf, 1, RANGES["n_lf"].high)
+    seed = check("seed", seed)
     eps = DEFAULT_EPS_PER_TEMPERATURE * metric.temperature if eps is None else check_float("eps", eps, 0.0)
     low, high = _resolve_box(box, metric, margin)
 
