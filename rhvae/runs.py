@@ -28,6 +28,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from numbers import Integral, Real
 from pathlib import Path
 
 import torch
@@ -40,9 +41,13 @@ from .paths import CACHE_DIR, FIGURES_DIR, ROOT, SHIPPED_DIR
 from .persistence import atomic_write, atomic_write_text
 from .provenance import environment, set_threads
 from .training import TrainingDiverged
+from .validation import RANGES, scalar
 
 CACHE_ENV = "RHVAE_CACHE_DIR"
 """Environment variable that overrides the model cache folder when a notebook's ``cache_dir`` is None."""
+GIVEN_ENV = "RHVAE_GIVEN_PARAMETERS"
+"""Environment variable (comma-separated names) that ``run_all.sh`` sets to the parameters given with ``-p``:
+``quick`` leaves them as given (explicit values win over the quick settings)."""
 
 OBJECTIVES = ("elbo", "authors")
 
@@ -78,17 +83,20 @@ class Param:
                 "floats": "a number or a non-empty list of numbers",
                 "ints": "an integer or a non-empty list of distinct integers",
             }[self.kind]
-            lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
-            hi = "" if self.high is None else f"<= {self.high:g}"
+            lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {_number(self.low)}"
+            hi = "" if self.high is None else f"<= {_number(self.high)}"
             bounds = " and ".join(b for b in (lo, hi) if b)
             text = f"{what}{' ' + bounds if bounds else ''}"
         return text + (" (or None for the default)" if self.optional and self.kind != "path" else "")
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def _number_ok(value, spec: Param, integer: bool) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    if integer and not isinstance(value, int):
+    """A number (Python or NumPy; not a bool) of the right kind within the bounds of ``spec``."""
+    if isinstance(value, bool) or not isinstance(value, Integral if integer else Real):
         return False
     if not math.isfinite(value):
         return False
@@ -104,6 +112,7 @@ def check_parameter(name: str, value, spec: Param):
     def fail():
         raise ValueError(f"parameter {name!r} must be {spec.describe()}, got {value!r} ({type(value).__name__})")
 
+    value = scalar(value)
     if value is None:
         if spec.optional or spec.kind == "path":
             return None
@@ -129,59 +138,69 @@ def check_parameter(name: str, value, spec: Param):
             fail()
         return str(value)
     if spec.kind == "floats":
-        if isinstance(value, (str, bytes)):
+        if isinstance(value, (str, bytes, Mapping)):
             fail()
-        items = list(value) if hasattr(value, "__iter__") else [value]  # one number is a list of one
+        items = [scalar(v) for v in value] if hasattr(value, "__iter__") else [value]  # one number: a list of one
         if not items or not all(_number_ok(v, spec, integer=False) for v in items):
             fail()
         return [float(v) for v in items]
     if spec.kind == "ints":
-        if isinstance(value, (str, bytes)):
+        if isinstance(value, (str, bytes, Mapping)):
             fail()
-        items = list(value) if hasattr(value, "__iter__") else [value]
+        items = [scalar(v) for v in value] if hasattr(value, "__iter__") else [value]
         if not items or len(set(items)) != len(items) or not all(_number_ok(v, spec, integer=True) for v in items):
             fail()
         return [int(v) for v in items]
     raise AssertionError(f"unknown parameter kind {spec.kind!r}")
 
 
+def _ranged(name: str, kind: str | None = None, low: float | None = None, optional: bool = False) -> Param:
+    """The notebook parameter of the number ``name`` of ``rhvae.validation.RANGES`` (one place for the limits);
+    ``kind`` 'ints'/'floats' for a list of them, ``low`` a stricter lower bound."""
+    spec = RANGES[name]
+    kind = kind or ("int" if spec.kind is int else "float")
+    low_open = spec.low_open and low is None
+    return Param(kind, spec.low if low is None else low, spec.high, low_open=low_open, optional=optional)
+
+
 _COMMON = {
-    "epochs": Param("int", 1),
-    "seeds": Param("ints", 0),
-    "data_seed": Param("int", 0),
+    "epochs": _ranged("epochs"),
+    "seeds": _ranged("seed", "ints"),
+    "data_seed": _ranged("data_seed"),
     "data_source": Param("choice", choices=SOURCES),
-    "lr": Param("float", 0, 1, low_open=True),
+    "lr": _ranged("lr"),
     "objective": Param("choice", choices=OBJECTIVES),
     "reuse_cache": Param("bool"),
     "interactive": Param("bool"),
     "quick": Param("bool"),
-    "threads": Param("int", 1, 256),
+    "threads": _ranged("threads"),
     "output_dir": Param("path"),
     "cache_dir": Param("path"),
 }
 _RHVAE = {
-    "n_lf": Param("int", 1, 1000, optional=True),
-    "eps_lf": Param("float", 0, 10, low_open=True, optional=True),
-    "beta_zero": Param("float", 0, 1, low_open=True, optional=True),
-    "regularization": Param("float", 0, low_open=True, optional=True),
+    "n_lf": _ranged("n_lf", low=1, optional=True),  # 0 leapfrog steps: the RHVAE would be a VAE
+    "eps_lf": _ranged("eps_lf", optional=True),
+    "beta_zero": _ranged("beta_zero", optional=True),
+    "regularization": _ranged("regularization", optional=True),
 }
 _HVAE = {
-    "hvae_n_lf": Param("int", 1, 1000, optional=True),
-    "hvae_eps_lf": Param("float", 0, 10, low_open=True, optional=True),
-    "hvae_beta_zero": Param("float", 0, 1, low_open=True, optional=True),
+    "hvae_n_lf": _ranged("n_lf", low=1, optional=True),
+    "hvae_eps_lf": _ranged("eps_lf", optional=True),
+    "hvae_beta_zero": _ranged("beta_zero", optional=True),
 }
 _SAMPLING = {
-    "mcmc_steps": Param("int", 0, 100000),
-    "n_samples": Param("int", 1, 100000),
+    # 0 MCMC steps would show the decoded training codes as "samples": every generation check would be void
+    "mcmc_steps": _ranged("mcmc_steps", low=1),
+    "n_samples": _ranged("n_samples"),
 }
-_TEMPERATURE = {"temperature": Param("float", 0, 100, low_open=True, optional=True)}
+_TEMPERATURE = {"temperature": _ranged("temperature", optional=True)}
 
 #: The parameters of each notebook's ``parameters`` cell and what each accepts.
 PARAMETERS: dict[str, dict[str, Param]] = {
     "metric": {
         **_COMMON,
         **_RHVAE,
-        "temperatures": Param("floats", 0, 100, low_open=True),
+        "temperatures": _ranged("temperature", "floats"),
         "grid_n": Param("int", 10, 1000),
     },
     "reconstruction": {
@@ -190,7 +209,7 @@ PARAMETERS: dict[str, dict[str, Param]] = {
         **_TEMPERATURE,
         **_HVAE,
         **_SAMPLING,
-        "ll_samples": Param("int", 1, 100000),
+        "ll_samples": _ranged("ll_samples"),
         "n_show": Param("int", 1, 100),
     },
     "generation_5": {**_COMMON, **_RHVAE, **_TEMPERATURE, **_HVAE, **_SAMPLING},
@@ -204,7 +223,8 @@ def validate_parameters(experiment: str, namespace: Mapping) -> dict:
 
     Raises ``ValueError`` naming the parameter and its accepted range for a bad value, and for a missing one.
     With ``quick=True`` the keys of ``rhvae.experiments.QUICK_SETTINGS`` that the notebook has (epochs,
-    mcmc_steps, n_samples, ll_samples) are replaced by their quick values.
+    mcmc_steps, n_samples, ll_samples) are replaced by their quick values, except those named in the environment
+    variable ``RHVAE_GIVEN_PARAMETERS`` (``run_all.sh --quick -p epochs 2`` trains 2 epochs, not 5).
     """
     if experiment not in PARAMETERS:
         raise ValueError(f"experiment must be one of {tuple(PARAMETERS)}, got {experiment!r}")
@@ -215,7 +235,8 @@ def validate_parameters(experiment: str, namespace: Mapping) -> dict:
     given = {name: check_parameter(name, namespace[name], spec) for name, spec in specs.items()}
     params = dict(given)
     if params["quick"]:
-        params.update({k: v for k, v in QUICK_SETTINGS.items() if k in specs})
+        explicit = set(filter(None, os.environ.get(GIVEN_ENV, "").split(",")))
+        params.update({k: v for k, v in QUICK_SETTINGS.items() if k in specs and k not in explicit})
     params["given"] = given
     return params
 
@@ -378,6 +399,7 @@ class Run:
                     data=data,
                     use_cache=self.params["reuse_cache"],
                     cache_dir=self.cache_dir,
+                    progress="notebook" if self.params.get("interactive") else True,
                     **config,
                 )
             except TrainingDiverged as err:
@@ -531,6 +553,9 @@ class Run:
         flagged as not meaningful."""
         passed = sum(bool(v) for v in checks.values())
         verdict = "holds" if passed == len(checks) else ("does not hold" if passed == 0 else "partly")
+        void = self.void_checks()
+        if void:
+            verdict = "not meaningful"
         trained = self.status == "ok"
         seeds = self.params.get("seeds") or []
         lines = [
@@ -543,6 +568,7 @@ class Run:
         lines += [f"  [{'yes' if ok else 'NO '}] {name}" for name, ok in checks.items()]
         if details:
             lines.append(details)
+        lines += [f"NOT MEANINGFUL: {reason}" for reason in void]
         if self.params.get("quick"):
             lines.append("NOTE: quick mode (a few epochs): these numbers test the pipeline, not the paper's claim.")
         if not trained:
@@ -555,9 +581,26 @@ class Run:
             "agree": passed,
             "total": len(checks),
             "every_model_trained": trained,
+            "not_meaningful": void,
             "text": text,
         }
         return text
+
+    def void_checks(self) -> list[str]:
+        """Why this run's checks say nothing about the paper's claim, if they do not: RHVAE "samples" whose chains
+        made less than one accepted MCMC move each on average are (nearly) the decoded training codes the
+        chains start from, so no comparison of sample quality means anything."""
+        reasons = []
+        for seed, by_name in self.results.get("generation", {}).items():
+            for name, info in by_name.items():
+                moves = info.get("acceptance_rate", 1.0) * info.get("mcmc_steps", 1)
+                if info.get("sampler") == "riemannian_hmc" and moves < 1:
+                    reasons.append(
+                        f"{name} (seed {seed}): {moves:.2g} accepted MCMC moves per chain on average "
+                        f"(mcmc_steps {info.get('mcmc_steps')}, acceptance {info.get('acceptance_rate', 0):.2f}): "
+                        "its samples are essentially the decoded training codes"
+                    )
+        return reasons
 
 
 __all__ = [

@@ -19,7 +19,7 @@ class ParameterError(ValueError):
     """A parameter outside its accepted range (a ``ValueError``)."""
 
 
-def _scalar(value):
+def scalar(value):
     """A 0-d NumPy array or torch tensor as its Python number; anything else unchanged."""
     if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
         return value.item()
@@ -36,7 +36,7 @@ def _is_real(value) -> bool:
 
 def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
     """An integer (not a bool; NumPy integers accepted) in [minimum, maximum], as a Python int."""
-    value = _scalar(value)
+    value = scalar(value)
     if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):
         upper = "" if maximum is None else f" and <= {maximum:,}"
         raise ParameterError(f"{name} must be an integer >= {minimum}{upper}, got {value!r}")
@@ -45,7 +45,7 @@ def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int
 
 def check_float(name: str, value, low: float, high: float = math.inf, low_inclusive: bool = False) -> float:
     """A finite number in (low, high] (or [low, high] with ``low_inclusive``); ints and NumPy numbers accepted."""
-    value = _scalar(value)
+    value = scalar(value)
     numeric = _is_real(value)
     above = numeric and (value >= low if low_inclusive else value > low)
     if not (numeric and math.isfinite(value) and above and value <= high):
@@ -97,6 +97,7 @@ RANGES: dict[str, Range] = {
     "max_latent_norm": Range(float, 0.0, 1e30, low_open=True),
     "seed": Range(int, 0, MAX_SEED),
     "data_seed": Range(int, 0, MAX_SEED),
+    "n_per_class": Range(int, 2, 100_000),  # one train and one test image at least
     "threads": Range(int, 1, 256),
     # evaluation and sampling (the paper: 90 or 150 MCMC steps, 100 samples, S in the hundreds or thousands)
     "mcmc_steps": Range(int, 0, 100_000),
