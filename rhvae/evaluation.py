@@ -39,6 +39,10 @@ from .validation import check, check_int
 DEFAULT_BATCH_SIZE = 4096  # (image, sample) rows per forward pass: bounds memory at a few tens of MB for D = 784
 
 
+MAX_FLOW_PASSES = 5e7
+"""The most (image, importance sample) pairs one estimate may take (about 90 µs each for an RHVAE on one core)."""
+
+
 def _check_model(model) -> VAE:
     if not isinstance(model, VAE):
         raise TypeError(f"model must be a rhvae VAE, HVAE or RHVAE, got {type(model).__name__}")
@@ -94,6 +98,11 @@ def log_weights(
     gen = _generator(seed, generator)
     n = x.shape[0]
     total = n * n_samples
+    if total > MAX_FLOW_PASSES:
+        raise ValueError(
+            f"{n} images × n_samples {n_samples} = {total:.2g} passes through the model: at most "
+            f"{MAX_FLOW_PASSES:.0e} (about an hour of CPU for an RHVAE); lower n_samples or evaluate fewer images"
+        )
     out = torch.empty(total, dtype=x.dtype)
     with EvalMode(model):
         for start in range(0, total, batch_size):

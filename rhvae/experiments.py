@@ -17,7 +17,15 @@ import torch
 from .data import ExperimentData, experiment_data
 from .models import MODELS, RHVAE, VAE
 from .paths import CACHE_DIR, SHIPPED_DIR
-from .persistence import ModelFileError, cache_key, json_field, load_model, read_model_file, save_model
+from .persistence import (
+    ModelFileError,
+    cache_key,
+    json_field,
+    load_model,
+    read_model_file,
+    save_model,
+    writable_folder,
+)
 from .provenance import environment, set_threads
 from .training import History, train
 from .validation import check
@@ -97,6 +105,8 @@ def train_experiment_model(
         data = experiment_data(experiment, classes, n_per_class, seed=check("data_seed", data_seed), source=source)
     net, spec, name = model_request(data, model, epochs, seed, lr, batch_size, threads, **config)
     path = Path(cache_dir or CACHE_DIR) / name
+    if use_cache:  # before training: a model that cannot be saved at the end would be lost
+        writable_folder(path.parent, "cache_dir")
     if use_cache:
         for candidate, shipped in ((path, False), (SHIPPED_DIR / name, True)):
             reused = _reuse(candidate, model, spec, data, shipped)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -108,9 +109,11 @@ class VAE(nn.Module):
 
     # --------------------------------------------------------------------------------------------- networks
     def check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-        """``x`` as a (batch, D) tensor of the model's dtype; refuses another shape and pixels that are not finite
-        numbers in [0, 1] (the Bernoulli likelihood is defined there only: uint8 pixels 0–255 must be divided by
-        255 first). ``name`` names the data in the error (e.g. ``x_train``)."""
+        """``x`` (a tensor or NumPy array) as a (batch, D) tensor of the model's dtype; refuses another shape and
+        pixels that are not finite numbers in [0, 1] (the Bernoulli likelihood is defined there only: uint8 pixels
+        0–255 must be divided by 255 first). ``name`` names the data in the error (e.g. ``x_train``)."""
+        if isinstance(x, np.ndarray) and x.dtype.kind in "biuf":
+            x = torch.from_numpy(x)
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.input_dim:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"{name} must be a tensor of shape (batch, {self.input_dim}), got {shape}")

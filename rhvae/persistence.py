@@ -50,6 +50,22 @@ def atomic_write(path: str | Path, write) -> Path:
     return path
 
 
+def writable_folder(path: str | Path, name: str) -> Path:
+    """Create the folder ``path`` (and its parents) and check that a file can be written in it; ``ValueError``
+    naming the parameter ``name`` otherwise (an existing file, no permission, a path that cannot exist). Called
+    before long work, so that its result is not lost at the end."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name} {path} is an existing file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise ValueError(f"{name} {path} cannot be written: {err.strerror or err}") from None
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)

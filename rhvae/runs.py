@@ -38,7 +38,7 @@ from .experiments import MODEL_CONFIGS, PAPER_SETTINGS, QUICK_SETTINGS, Generate
 from .metric import LearnedMetric
 from .models import RHVAE, VAE
 from .paths import CACHE_DIR, FIGURES_DIR, ROOT, SHIPPED_DIR
-from .persistence import atomic_write, atomic_write_text
+from .persistence import atomic_write, atomic_write_text, writable_folder
 from .provenance import environment, set_threads
 from .training import TrainingDiverged
 from .validation import RANGES, scalar
@@ -280,9 +280,7 @@ def make_run_dir(experiment: str, output_dir: str | os.PathLike | None = None) -
     """Create and return the run folder: ``output_dir`` (relative to the repository root) if given, else a new
     ``figures/EXPERIMENT_MM_DD_YYYY_hh_mm_ss/`` (with a ``_2``, ``_3``… suffix if that second is taken)."""
     if output_dir is not None:
-        path = resolve_path(output_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return writable_folder(resolve_path(output_dir), "output_dir")
     base = FIGURES_DIR / run_dir_name(experiment)
     path, k = base, 1
     while True:
@@ -352,6 +350,8 @@ class Run:
         self.threads = set_threads(self.params.get("threads"))
         self.dir = make_run_dir(experiment, self.params.get("output_dir"))
         self.cache_dir = cache_folder(self.params.get("cache_dir"))
+        if self.params.get("reuse_cache", True):  # checked now: a trained model that cannot be saved is lost
+            writable_folder(self.cache_dir, "cache_dir")
         self.started = _dt.datetime.now()
         self._t0 = time.perf_counter()
         self.timings: dict[str, float] = {}

@@ -34,6 +34,11 @@ from .validation import RANGES, check, check_float, check_int
 
 DEFAULT_EPS_PER_TEMPERATURE = 0.05
 """Default leapfrog step ε = 0.05 · T: the target varies on the length scale T of the metric's kernel."""
+MAX_LEAPFROG_STEPS = 1e10
+"""The most chain-leapfrog steps one call may take (the paper's 100 samples × 150 steps × 10 is 1.5e5)."""
+SECONDS_PER_STEP = 6e-7
+"""Measured cost of one chain's leapfrog step with ~100 centroids on 2 threads (for the refusal's estimate: 6e-6
+with 6,400 centroids)."""
 DEFAULT_MARGIN_PER_TEMPERATURE = 3.0
 """Default box: the centroids' bounding box enlarged by 3 T on each side (the kernel weight there is e^{-9})."""
 
@@ -157,6 +162,13 @@ def riemannian_hmc(
     n_lf = check_int("n_lf", n_lf, 1, RANGES["n_lf"].high)
     seed = check("seed", seed)
     eps = DEFAULT_EPS_PER_TEMPERATURE * metric.temperature if eps is None else check_float("eps", eps, 0.0)
+    steps = n_samples * mcmc_steps * n_lf
+    if steps > MAX_LEAPFROG_STEPS:
+        raise ValueError(
+            f"n_samples × mcmc_steps × n_lf = {n_samples} × {mcmc_steps} × {n_lf} = {steps:.2g} leapfrog steps, "
+            f"about {steps * SECONDS_PER_STEP / 3600:.1f} h of CPU or more: at most {MAX_LEAPFROG_STEPS:.0e}; "
+            "lower one of them"
+        )
     low, high = _resolve_box(box, metric, margin)
 
     start = time.perf_counter()

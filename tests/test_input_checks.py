@@ -328,3 +328,38 @@ def test_ranges_cover_every_count_of_the_cli():
     for action in parser._subparsers._group_actions[0].choices["train"]._actions:
         if action.type is not None and getattr(action.type, "__name__", "") == "parse":
             assert action.dest in RANGES, action.dest
+
+
+def test_work_that_would_run_for_hours_is_refused_with_an_estimate(tiny):
+    from rhvae.evaluation import log_likelihood
+    from rhvae.sampling import riemannian_hmc
+
+    model, _, data = tiny
+    with pytest.raises(ValueError, match=r"leapfrog steps, about .* h of CPU"):
+        riemannian_hmc(model, n_samples=100_000, mcmc_steps=100_000, n_lf=10)
+    many = data.train.x.repeat(1000, 1)  # 12,000 images
+    with pytest.raises(ValueError, match=r"passes through the model: at most"):
+        log_likelihood(model, many, n_samples=100_000)
+
+
+def test_an_output_or_cache_folder_that_cannot_be_written_is_refused_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="cache_dir .* cannot be written: Not a directory"):
+        train_experiment_model("metric", "vae", epochs=100_000, cache_dir=blocker, progress=False)
+    with pytest.raises(ValueError, match="output_dir .* cannot be written"):
+        runs.Run("metric", {"threads": 1, "output_dir": str(blocker / "run")})
+    with pytest.raises(ValueError, match="cache_dir .* cannot be written"):
+        runs.Run("metric", {"threads": 1, "output_dir": str(tmp_path / "run"), "cache_dir": str(blocker / "c")})
+    assert time.perf_counter() - start < 10, "refused before any training"
+
+
+def test_numpy_images_are_accepted_and_a_broken_results_json_is_named(tmp_path, tiny, capsys):
+    model, _, data = tiny
+    out = model(data.test.x.numpy())
+    assert torch.isfinite(out.objective).all()
+    (tmp_path / "metric").mkdir()
+    (tmp_path / "metric" / "results.json").write_text("{truncated")
+    code, err = run_main(capsys, "report", str(tmp_path))
+    assert code == 2 and "metric/results.json is not valid JSON" in err, err
