@@ -201,7 +201,7 @@ PARAMETERS: dict[str, dict[str, Param]] = {
         **_COMMON,
         **_RHVAE,
         "temperatures": _ranged("temperature", "floats"),
-        "grid_n": Param("int", 10, 1000),
+        "grid_n": _ranged("grid_n", low=10),
     },
     "reconstruction": {
         **_COMMON,
@@ -213,7 +213,7 @@ PARAMETERS: dict[str, dict[str, Param]] = {
         "n_show": Param("int", 1, 100),
     },
     "generation_5": {**_COMMON, **_RHVAE, **_TEMPERATURE, **_HVAE, **_SAMPLING},
-    "generation_7_classes": {**_COMMON, **_RHVAE, **_TEMPERATURE, **_SAMPLING, "grid_n": Param("int", 10, 1000)},
+    "generation_7_classes": {**_COMMON, **_RHVAE, **_TEMPERATURE, **_SAMPLING, "grid_n": _ranged("grid_n", low=10)},
 }
 
 
@@ -292,6 +292,23 @@ def make_run_dir(experiment: str, output_dir: str | os.PathLike | None = None) -
             path = base.with_name(f"{base.name}_{k}")
 
 
+def clear_earlier_run(folder: Path) -> None:
+    """Remove what an earlier run wrote into ``folder`` (its results.json and the figures it lists, nothing
+    else), so that a run into a reused ``output_dir`` never leaves stale figures beside its own results."""
+    earlier = folder / "results.json"
+    if not earlier.is_file():
+        return
+    try:
+        figures = json.loads(earlier.read_text()).get("figures", [])
+    except (ValueError, AttributeError):
+        figures = []
+    for name in figures:
+        path = folder / str(name)
+        if path.parent == folder and path.suffix == ".png" and path.is_file():
+            path.unlink()
+    earlier.unlink()
+
+
 def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
     """The model cache: ``cache_dir`` if given, else ``$RHVAE_CACHE_DIR``, else ``rhvae.paths.CACHE_DIR``."""
     if cache_dir is not None:
@@ -349,6 +366,7 @@ class Run:
         self.params = dict(params)
         self.threads = set_threads(self.params.get("threads"))
         self.dir = make_run_dir(experiment, self.params.get("output_dir"))
+        clear_earlier_run(self.dir)
         self.cache_dir = cache_folder(self.params.get("cache_dir"))
         if self.params.get("reuse_cache", True):  # checked now: a trained model that cannot be saved is lost
             writable_folder(self.cache_dir, "cache_dir")

@@ -103,6 +103,8 @@ RANGES: dict[str, Range] = {
     "mcmc_steps": Range(int, 0, 100_000),
     "n_samples": Range(int, 1, 100_000),
     "ll_samples": Range(int, 1, 100_000),
+    # pictures: an n × n grid of latent points
+    "grid_n": Range(int, 2, 2000),
 }
 
 

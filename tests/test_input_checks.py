@@ -363,3 +363,33 @@ def test_numpy_images_are_accepted_and_a_broken_results_json_is_named(tmp_path, 
     (tmp_path / "metric" / "results.json").write_text("{truncated")
     code, err = run_main(capsys, "report", str(tmp_path))
     assert code == 2 and "metric/results.json is not valid JSON" in err, err
+
+
+def test_the_metric_and_the_grids_share_the_ranges(tiny):
+    from rhvae.geometry import latent_grid
+    from rhvae.metric import LearnedMetric
+
+    model = tiny[0]
+    with pytest.raises(ValueError, match=r"temperature must be a finite number in \[0.01, 100.0\], got 1e-300"):
+        LearnedMetric(model.centroids, model.M, 1e-300, 0.1)
+    with pytest.raises(ValueError, match="temperature must be"):
+        model.metric(temperature=1e300)
+    with pytest.raises(ValueError, match=r"n must be an integer >= 2 and <= 2,000"):
+        latent_grid(model.centroids, n=10**6)
+    assert latent_grid(model.centroids, n=np.int64(20)).points.shape == (400, 2)
+
+
+def test_a_run_into_a_reused_output_dir_leaves_no_stale_figures(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    params = {"threads": 1, "output_dir": str(tmp_path / "run"), "reuse_cache": False}
+    first = runs.Run("metric", params)
+    first.save_figure(plt.figure(), "old_figure")
+    first.write()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    second = runs.Run("metric", params)
+    assert not (tmp_path / "run" / "old_figure.png").exists() and not (tmp_path / "run" / "results.json").exists()
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine" and second.dir == first.dir
