@@ -97,7 +97,7 @@ def test_over_seeds_gives_mean_and_sample_std_and_compares_rows():
         ("seeds", [0, -1], ">= 0"),
         ("seeds", [0.5], "'seeds'"),
         ("eps_lf", "0.01", "'eps_lf' must be a number > 0"),
-        ("beta_zero", 1.5, "'beta_zero' must be a number > 0 and <= 1"),
+        ("beta_zero", 1.5, "'beta_zero' must be a number >= 0.0001 and <= 1"),
         ("reuse_cache", 1, "'reuse_cache' must be True or False"),
         ("data_source", "web", "'data_source' must be one of 'bundled', 'torchvision'"),
         ("threads", 0, "'threads'"),
