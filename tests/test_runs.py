@@ -90,7 +90,7 @@ def test_over_seeds_gives_mean_and_sample_std_and_compares_rows():
         ("epochs", 2.5, "'epochs'"),
         ("temperatures", [], "'temperatures' must be"),
         ("temperatures", [0.6, "hot"], "'temperatures'"),
-        ("temperatures", [0.6, -1.0], "> 0"),
+        ("temperatures", [0.6, -1.0], ">= 0.01 and <= 100"),
         ("temperatures", "0.6", "'temperatures'"),
         ("seeds", [], "'seeds' must be an integer or a non-empty list of distinct integers"),
         ("seeds", [0, 0], "'seeds'"),
