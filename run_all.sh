@@ -8,6 +8,7 @@
 # Options:
 #   --only NAME[,NAME]   run only these notebooks (metric, reconstruction, generation_5, generation_7_classes,
 #                        augmentation: the experiments of rhvae/registry.py)
+#   --quick              the registry's quick settings (epochs, mcmc_steps, n_samples, …), except those given with -p
 #   --out DIR            output folder (default: figures/run_all_MM_DD_YYYY_hh_mm_ss under the repository root)
 #   -p NAME VALUE        set a notebook parameter (repeatable). The name must be a parameter of at least one
 #                        selected notebook (checked before anything runs; papermill itself only warns); it is
@@ -43,6 +44,7 @@ yes=0
 only=""
 out=""
 params=()
+given=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) quick=1 ;;
@@ -52,14 +54,14 @@ while [[ $# -gt 0 ]]; do
             [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || die_usage "--jobs needs a whole number >= 1"
             jobs="$2"; shift ;;
         --only)
-            [[ $# -ge 2 ]] || die_usage "--only needs a value"
+            [[ $# -ge 2 && -n "${2//[[:space:],]/}" ]] || die_usage "--only needs one or more notebook names"
             only="$2"; shift ;;
         --out)
-            [[ $# -ge 2 ]] || die_usage "--out needs a value"
+            [[ $# -ge 2 && -n "${2//[[:space:]]/}" ]] || die_usage "--out needs a folder path"
             out="$2"; shift ;;
         -p|--parameters)
-            [[ $# -ge 3 ]] || die_usage "$1 needs a NAME and a VALUE"
-            params+=("$2" "$3"); shift 2 ;;
+            [[ $# -ge 3 && -n "$2" ]] || die_usage "$1 needs a NAME and a VALUE"
+            params+=("$2" "$3"); given+=("$2"); shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) die_usage "unknown option '$1'" ;;
     esac
@@ -70,10 +72,14 @@ notebooks=()
 if [[ -n "$only" ]]; then
     IFS=',' read -r -a requested <<< "$only"
     for name in "${requested[@]}"; do
-        name="${name%.ipynb}"; name="${name##*/}"
+        name="${name//[[:space:]]/}"; name="${name%.ipynb}"; name="${name##*/}"
+        [[ -n "$name" ]] || die_usage "empty notebook name in --only '$only'"
         found=0
         for known in "${ALL_NOTEBOOKS[@]}"; do [[ "$name" == "$known" ]] && found=1; done
         [[ $found -eq 1 ]] || die_usage "unknown notebook '$name' in --only (known: ${ALL_NOTEBOOKS[*]})"
+        for seen in "${notebooks[@]+"${notebooks[@]}"}"; do
+            [[ "$seen" != "$name" ]] || die_usage "notebook '$name' named twice in --only"
+        done
         notebooks+=("$name")
     done
 else
@@ -161,6 +167,9 @@ mkdir -p "$out/executed" "$out/logs"
 
 mode="default (reuse cached models when settings match)"
 common=(-p interactive False)
+# the parameters given with -p: with --quick they keep their values (rhvae.runs.validate_parameters)
+RHVAE_GIVEN_PARAMETERS="$(IFS=,; echo "${given[*]+"${given[*]}"}")"
+export RHVAE_GIVEN_PARAMETERS
 if [[ $quick -eq 1 ]]; then common+=(-p quick True); mode="quick"; fi
 if [[ $train -eq 1 ]]; then common+=(-p reuse_cache False); mode="$mode, retrain everything"; fi
 echo "run_all.sh: mode: $mode; output folder: $out"

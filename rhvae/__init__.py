@@ -2,6 +2,7 @@
 
 from .data import EXPERIMENTS, DataError, ExperimentData, experiment_data, load_mnist
 from .models import HVAE, MODELS, RHVAE, VAE, ConfigError
+from .persistence import ModelFileError, load_model, save_model
 
 __version__ = "0.1.0"
 
@@ -14,6 +15,9 @@ __all__ = [
     "ConfigError",
     "DataError",
     "ExperimentData",
+    "ModelFileError",
     "experiment_data",
     "load_mnist",
+    "load_model",
+    "save_model",
 ]

@@ -2,25 +2,28 @@
 ``eval.py`` did), and ``python -m rhvae report FOLDER`` (the results report of a ``run_all.sh`` output folder).
 
 The original ``train.py`` flag spellings are accepted as aliases: ``-n`` (model), ``-ne`` (epochs), ``-n_lf``,
-``-eps_lf``, ``-temp``, ``-reg`` and ``-spec`` (experiment). Every error is one line on stderr and a non-zero
-exit status: 2 for a bad argument or value, 3 when training diverged.
+``-eps_lf``, ``-temp``, ``-reg`` and ``-spec`` (experiment). Every number is checked against its range in
+``rhvae.validation.RANGES`` and ``--out`` is checked (not a file, writable) before anything is computed. Every
+error is one line on stderr and a non-zero exit status: 2 for a bad argument or value, 3 when training diverged,
+130 when interrupted (Ctrl-C; nothing is written).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from .data import EXPERIMENTS, SOURCES, DataError, experiment_data
+from .data import EXPERIMENTS, SOURCES, experiment_data
 from .experiments import build_model
-from .models import MODELS, OBJECTIVES, ConfigError
+from .models import MODELS, OBJECTIVES
 from .persistence import atomic_write_text, save_model
 from .provenance import environment, set_threads
-from .training import TrainingDiverged, train
+from .training import TrainingDiverged, TrainingInterrupted, train
+from .validation import RANGES
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -30,31 +33,64 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _int_at_least(minimum):
+def _ranged(name: str, low: int | None = None):
+    """An argparse type: a number in ``RANGES[name]`` (``low`` raises an integer's lower bound)."""
+    spec = RANGES[name]
+    if low is not None:
+        spec = type(spec)(spec.kind, low, spec.high)
+
     def parse(text):
         try:
-            value = int(text)
+            value = spec.kind(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected {spec.describe()}, got {text!r}") from None
+        try:
+            return spec.check(name, value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
+            raise argparse.ArgumentTypeError(f"expected {spec.describe()}, got {text}") from None
 
     return parse
 
 
-def _positive_float(upper=math.inf):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not (math.isfinite(value) and 0 < value <= upper):
-            bounds = f"(0, {upper}]" if math.isfinite(upper) else "(0, inf)"
-            raise argparse.ArgumentTypeError(f"expected a finite number in {bounds}, got {text}")
-        return value
+def _folder(text):
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder path, got an empty string")
+    return Path(text)
 
-    return parse
+
+def prepare_out_folder(path: Path) -> Path | None:
+    """Create the output folder and check that a file can be written in it, before any work: an existing file,
+    an unwritable place or a path that cannot be created is refused (``ValueError``). Returns the topmost folder
+    this created (None if it existed), for ``remove_created`` to undo."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is an existing file, not a folder")
+    top = path
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    created = None if path.exists() else top
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        remove_created(path, created)
+        raise ValueError(f"--out {path} cannot be written: {err.strerror or err}") from None
+    return created
+
+
+def remove_created(path: Path, created: Path | None) -> None:
+    """Remove the folders ``prepare_out_folder`` created, as long as nothing was written in them."""
+    if created is None:
+        return
+    folder = path
+    while True:
+        try:
+            folder.rmdir()  # only removes an empty folder
+        except OSError:
+            return
+        if folder == created:
+            return
+        folder = folder.parent
 
 
 def _classes(text):
@@ -86,33 +122,35 @@ def build_parser() -> argparse.ArgumentParser:
         choices=tuple(EXPERIMENTS),
         help="experiment whose data subset is used",
     )
-    t.add_argument("--epochs", "-ne", type=_int_at_least(1), default=150, help="number of training epochs")
+    t.add_argument("--epochs", "-ne", type=_ranged("epochs"), default=150, help="number of training epochs")
     t.add_argument(
-        "--n-lf", "-n_lf", dest="n_lf", type=_int_at_least(0), default=10, help="leapfrog steps K (HVAE, RHVAE)"
+        "--n-lf", "-n_lf", dest="n_lf", type=_ranged("n_lf"), default=10, help="leapfrog steps K (HVAE, RHVAE)"
     )
     t.add_argument(
         "--eps-lf",
         "-eps_lf",
         dest="eps_lf",
-        type=_positive_float(),
+        type=_ranged("eps_lf"),
         default=None,
         help="leapfrog step size ε (default: 0.01 for HVAE, 0.1 for RHVAE)",
     )
     t.add_argument(
         "--beta-zero",
         dest="beta_zero",
-        type=_positive_float(1.0),
+        type=_ranged("beta_zero"),
         default=0.3,
-        help="initial tempering factor β₀ in (0, 1] (β₀ itself, not √β₀)",
+        help="initial tempering factor β₀ in [1e-4, 1] (β₀ itself, not √β₀)",
     )
-    t.add_argument("--temperature", "-temp", type=_positive_float(), default=1.0, help="metric temperature T (RHVAE)")
     t.add_argument(
-        "--regularization", "-reg", type=_positive_float(), default=0.1, help="metric regularization λ (RHVAE)"
+        "--temperature", "-temp", type=_ranged("temperature"), default=1.0, help="metric temperature T (RHVAE)"
+    )
+    t.add_argument(
+        "--regularization", "-reg", type=_ranged("regularization"), default=0.1, help="metric regularization λ (RHVAE)"
     )
     t.add_argument(
         "--n-fixed-point",
         dest="n_fixed_point",
-        type=_int_at_least(1),
+        type=_ranged("n_fixed_point"),
         default=5,
         help="fixed-point iterations per implicit leapfrog step (RHVAE)",
     )
@@ -130,19 +168,23 @@ def build_parser() -> argparse.ArgumentParser:
         default="elbo",
         help="'elbo': the true ELBO of the flow; 'authors': the released code's variant",
     )
-    t.add_argument("--latent-dim", dest="latent_dim", type=_int_at_least(1), default=2, help="latent dimension d")
-    t.add_argument("--hidden-dim", dest="hidden_dim", type=_int_at_least(1), default=400, help="MLP hidden width")
-    t.add_argument("--lr", type=_positive_float(), default=1e-3, help="Adam learning rate")
+    t.add_argument("--latent-dim", dest="latent_dim", type=_ranged("latent_dim"), default=2, help="latent dimension d")
+    t.add_argument("--hidden-dim", dest="hidden_dim", type=_ranged("hidden_dim"), default=400, help="MLP hidden width")
+    t.add_argument("--lr", type=_ranged("lr"), default=1e-3, help="Adam learning rate")
     t.add_argument(
         "--batch-size",
         dest="batch_size",
-        type=_int_at_least(1),
+        type=_ranged("batch_size"),
         default=None,
         help="batch size (default: full batch, the authors' setting)",
     )
-    t.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of weights, noise and shuffling")
+    t.add_argument("--seed", type=_ranged("seed"), default=0, help="seed of weights, noise and shuffling")
     t.add_argument(
-        "--data-seed", dest="data_seed", type=_int_at_least(0), default=0, help="seed that draws the experiment subset"
+        "--data-seed",
+        dest="data_seed",
+        type=_ranged("data_seed"),
+        default=0,
+        help="seed that draws the experiment subset",
     )
     t.add_argument(
         "--source",
@@ -157,19 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--n-per-class",
         dest="n_per_class",
-        type=_int_at_least(2),
+        type=_ranged("n_per_class"),
         default=None,
         help="images per class (default: the experiment's)",
     )
-    t.add_argument("--threads", type=_int_at_least(1), default=1, help="torch CPU threads (recorded)")
+    t.add_argument("--threads", type=_ranged("threads"), default=1, help="torch CPU threads (recorded)")
     t.add_argument(
         "--max-latent-norm",
         dest="max_latent_norm",
-        type=_positive_float(),
+        type=_ranged("max_latent_norm"),
         default=1e3,
         help="stop as diverged when a latent code's norm exceeds this",
     )
-    t.add_argument("--out", required=True, type=Path, help="output folder")
+    t.add_argument("--out", required=True, type=_folder, help="output folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     e = sub.add_parser(
@@ -186,21 +228,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--ll-samples",
         dest="ll_samples",
-        type=_int_at_least(1),
+        type=_ranged("ll_samples"),
         default=1000,
         help="importance samples S per test image of the log-likelihood estimate (reported beside the exact value)",
     )
-    e.add_argument("--n-samples", dest="n_samples", type=_int_at_least(1), default=100, help="images to generate")
+    e.add_argument("--n-samples", dest="n_samples", type=_ranged("n_samples"), default=100, help="images to generate")
     e.add_argument(
         "--mcmc-steps",
         dest="mcmc_steps",
-        type=_int_at_least(0),
+        type=_ranged("mcmc_steps", low=1),
         default=90,
-        help="MCMC steps of the RHVAE sampler (paper: 90, or 150 for 7 classes)",
+        help="MCMC steps of the RHVAE sampler (paper: 90, or 150 for 7 classes; 0 would only decode training codes)",
     )
-    e.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the estimates and the sampler")
-    e.add_argument("--threads", type=_int_at_least(1), default=1, help="torch CPU threads (recorded)")
-    e.add_argument("--out", required=True, type=Path, help="output folder")
+    e.add_argument("--seed", type=_ranged("seed"), default=0, help="seed of the estimates and the sampler")
+    e.add_argument("--threads", type=_ranged("threads"), default=1, help="torch CPU threads (recorded)")
+    e.add_argument("--out", required=True, type=_folder, help="output folder")
 
     r = sub.add_parser(
         "report",
@@ -210,8 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
         "each notebook in FOLDER.",
         allow_abbrev=False,
     )
-    r.add_argument("folder", type=Path, help="a run_all.sh output folder")
-    r.add_argument("--latest", type=Path, default=None, help="also write a copy here, its figure links into FOLDER")
+    r.add_argument("folder", type=_folder, help="a run_all.sh output folder")
+    r.add_argument(
+        "--latest",
+        type=_folder,
+        default=None,
+        help="also write a copy here, its figure links into FOLDER (only over a missing file or an earlier report)",
+    )
     return parser
 
 
@@ -237,7 +284,6 @@ def run_train(args) -> int:
         args.experiment, args.classes, args.n_per_class, seed=args.data_seed, source=args.source, download=args.download
     )
     model = build_model(args.model, seed=args.seed, **model_config(args))
-    args.out.mkdir(parents=True, exist_ok=True)
     run = {
         "command": "train",
         "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -263,14 +309,18 @@ def run_train(args) -> int:
         )
     except TrainingDiverged as err:
         run.update(status=err.history.status, train_seconds=time.perf_counter() - start)
+        _remove_stale(args.out, "model.pt")  # an earlier run's model must not sit beside this run's failure
         atomic_write_text(args.out / "history.json", json.dumps(err.history.to_dict(), indent=1))
         atomic_write_text(args.out / "run.json", json.dumps(run, indent=1))
         if err.history.epochs:
             save_model(model, args.out / "last_good_model.pt", err.history, run)
+        else:
+            _remove_stale(args.out, "last_good_model.pt")
         print(f"python -m rhvae train: {err}", file=sys.stderr)
         return 3
     run.update(status="finished", train_seconds=time.perf_counter() - start)
     save_model(model, args.out / "model.pt", history, run)
+    _remove_stale(args.out, "last_good_model.pt")
     atomic_write_text(args.out / "history.json", json.dumps(history.to_dict(), indent=1))
     atomic_write_text(args.out / "run.json", json.dumps(run, indent=1))
     last = history.epochs[-1]
@@ -280,6 +330,13 @@ def run_train(args) -> int:
         f"test loss {last.test_loss:.2f}; wrote {args.out / 'model.pt'}"
     )
     return 0
+
+
+def _remove_stale(folder: Path, name: str) -> None:
+    """Remove ``folder/name`` left by an earlier run into the same folder (a file only)."""
+    path = folder / name
+    if path.is_file():
+        path.unlink()
 
 
 def run_eval(args) -> int:
@@ -298,7 +355,6 @@ def run_eval(args) -> int:
         subset=data.provenance(),
         environment=environment(),
     )
-    args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "eval.json", json.dumps(results, indent=1))
     plot_image_grid(images, title=f"{model.model_type}: {results['generation']['sampler']}").savefig(
         args.out / "samples.png", dpi=120
@@ -331,20 +387,42 @@ def run_eval(args) -> int:
     return 0
 
 
+def run_report(args) -> int:
+    from .report import write_report
+
+    print(f"wrote {write_report(args.folder, args.latest)}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    command = {"train": run_train, "eval": run_eval, "report": run_report}[args.command]
+    prefix = f"python -m rhvae {args.command}"
+    out, created = getattr(args, "out", None), None
     try:
-        if args.command == "train":
-            return run_train(args)
-        if args.command == "eval":
-            return run_eval(args)
-        if args.command == "report":
-            from .report import write_report
-
-            print(f"wrote {write_report(args.folder, args.latest)}")
-            return 0
-    except (ConfigError, DataError, ValueError, FileNotFoundError) as err:
-        print(f"python -m rhvae {args.command}: error: {err}", file=sys.stderr)
+        if out is not None:
+            created = prepare_out_folder(out)
+        try:
+            return command(args)
+        except BaseException:
+            if out is not None:
+                remove_created(out, created)
+            raise
+    except TrainingInterrupted as err:
+        print(f"{prefix}: interrupted at epoch {err.epoch}, nothing written", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted, nothing written", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:  # ConfigError, DataError, ModelFileError are ValueErrors
+        print(f"{prefix}: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    return 0  # pragma: no cover - argparse requires a command
+    except MemoryError:
+        print(f"{prefix}: error: not enough memory for these settings", file=sys.stderr)
+        return 2
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err) if not isinstance(err, OSError) or not err.filename else f"{err.strerror}: {err.filename}"
+    return " ".join(text.split())

@@ -22,6 +22,7 @@ import torch
 
 from .paths import DATA_DIR
 from .registry import REGISTRY, SOURCES
+from .validation import MAX_SEED
 
 #: Default subset of each experiment (DESIGN §4; ``rhvae.registry``): classes, images per class, pool.
 EXPERIMENTS: dict[str, dict] = {
@@ -134,12 +135,16 @@ def experiment_data(
     if experiment not in EXPERIMENTS:
         raise DataError(f"experiment must be one of {tuple(EXPERIMENTS)}, got {experiment!r}")
     defaults = EXPERIMENTS[experiment]
+    if classes is not None and (isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__")):
+        raise DataError(f"classes must be a list of digits in 0..9, got {classes!r}")
     classes = tuple(defaults["classes"] if classes is None else classes)
     n_per_class = defaults["n_per_class"] if n_per_class is None else n_per_class
     if defaults["pool"] == "all":
         train, test = draw_subset(classes, n_per_class, seed=seed, source=source, download=download)
     else:
         train, test = draw_from_quality_train(classes, n_per_class, seed=seed, source=source)
+    # checked by draw_subset: NumPy integers become Python ints (JSON-ready provenance, stable cache keys)
+    classes, n_per_class, seed = tuple(int(c) for c in classes), int(n_per_class), int(seed)
     return ExperimentData(experiment, source, classes, n_per_class, seed, train, test)
 
 
@@ -172,8 +177,8 @@ def draw_subset(
     ``exclude`` lists source indices that must not be drawn (e.g. the images of the experiment subsets when
     building the held-out set of the quality classifier).
     """
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise DataError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise DataError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
     if not classes:
         raise DataError("classes must name at least one digit in 0..9")
     if len(set(classes)) != len(classes):

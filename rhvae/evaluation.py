@@ -42,9 +42,13 @@ import torch
 import torch.nn.functional as F
 
 from .models import VAE, standard_normal_log_density
-from .validation import ParameterError, check_float, check_int
+from .validation import ParameterError, check, check_float, check_int
 
 DEFAULT_BATCH_SIZE = 4096  # (image, sample) rows per forward pass: bounds memory at a few tens of MB for D = 784
+
+
+MAX_FLOW_PASSES = 5e7
+"""The most (image, importance sample) pairs one estimate may take (about 90 µs each for an RHVAE on one core)."""
 
 
 def _check_model(model) -> VAE:
@@ -58,7 +62,7 @@ def _generator(seed, generator) -> torch.Generator:
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         return generator
-    return torch.Generator().manual_seed(check_int("seed", seed, 0))
+    return torch.Generator().manual_seed(check("seed", seed))
 
 
 class EvalMode:
@@ -97,11 +101,16 @@ def log_weights(
     """
     model = _check_model(model)
     x = model.check_input(x)
-    n_samples = check_int("n_samples", n_samples, 1)
+    n_samples = check("ll_samples", n_samples, "n_samples")
     batch_size = check_int("batch_size", batch_size, 1)
     gen = _generator(seed, generator)
     n = x.shape[0]
     total = n * n_samples
+    if total > MAX_FLOW_PASSES:
+        raise ValueError(
+            f"{n} images × n_samples {n_samples} = {total:.2g} passes through the model: at most "
+            f"{MAX_FLOW_PASSES:.0e} (about an hour of CPU for an RHVAE); lower n_samples or evaluate fewer images"
+        )
     out = torch.empty(total, dtype=x.dtype)
     with EvalMode(model):
         for start in range(0, total, batch_size):

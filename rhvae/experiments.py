@@ -8,7 +8,6 @@ when it loads cleanly and its stored spec equals the requested one.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,18 @@ import torch
 from .data import ExperimentData, experiment_data
 from .models import HVAE, MODELS, RHVAE, VAE
 from .paths import CACHE_DIR, SHIPPED_DIR
-from .persistence import ModelFileError, cache_key, load_model, read_model_file, save_model
+from .persistence import (
+    ModelFileError,
+    cache_key,
+    json_field,
+    load_model,
+    read_model_file,
+    save_model,
+    writable_folder,
+)
 from .provenance import environment, set_threads
 from .training import History, train
+from .validation import check
 
 
 @dataclass
@@ -89,14 +97,19 @@ def train_experiment_model(
     ``config`` holds the model's keyword arguments (n_lf, eps_lf, beta_zero, temperature, regularization, …).
     ``threads`` pins torch's thread count (part of the cache key: CPU results depend on it).
     """
+    # NumPy numbers become Python numbers here: they go into the cache key and the saved provenance (JSON)
+    epochs, seed, lr = check("epochs", epochs), check("seed", seed), check("lr", lr)
+    batch_size = None if batch_size is None else check("batch_size", batch_size)
     threads = set_threads(threads)
     if data is None:
-        data = experiment_data(experiment, classes, n_per_class, seed=data_seed, source=source)
+        data = experiment_data(experiment, classes, n_per_class, seed=check("data_seed", data_seed), source=source)
     net, spec, name = model_request(data, model, epochs, seed, lr, batch_size, threads, **config)
     path = Path(cache_dir or CACHE_DIR) / name
+    if use_cache:  # before training: a model that cannot be saved at the end would be lost
+        writable_folder(path.parent, "cache_dir")
     if use_cache:
-        for candidate in (path, SHIPPED_DIR / name):
-            reused = _reuse(candidate, model, spec, data)
+        for candidate, shipped in ((path, False), (SHIPPED_DIR / name, True)):
+            reused = _reuse(candidate, model, spec, data, shipped)
             if reused is not None:
                 return reused
     start = time.perf_counter()
@@ -123,16 +136,19 @@ def train_experiment_model(
     return TrainedModel(net, history, data, path if use_cache else None, False, provenance)
 
 
-def _reuse(path: Path, model: str, spec: dict, data: ExperimentData) -> TrainedModel | None:
-    """The model saved at ``path`` if it was trained with exactly ``spec``, else None (missing, unreadable,
-    foreign or stale files are ignored: the caller trains instead)."""
+def _reuse(path: Path, model: str, spec: dict, data: ExperimentData, shipped: bool) -> TrainedModel | None:
+    """The model saved at ``path`` if it was trained with exactly ``spec``, else None. Missing, unreadable,
+    foreign or stale cache files are ignored (the caller trains instead); a shipped model (``shipped``) that
+    fails its checksum or does not load raises ``ModelFileError``: it is never silently replaced."""
     if not path.is_file():
         return None
     try:
-        if json.loads(read_model_file(path)["provenance"]).get("spec") != spec:
+        if json_field(read_model_file(path), "provenance", path).get("spec") != spec:
             return None
         cached, history, provenance = load_model(path, expected_type=model, with_history=True)
     except ModelFileError:
+        if shipped:
+            raise
         return None
     return TrainedModel(cached, history, data, path, True, provenance)
 

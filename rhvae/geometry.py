@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from .metric import LearnedMetric, quadratic_form
+from .validation import check
 
 
 # ------------------------------------------------------------------------------------------------ grids
@@ -80,8 +81,7 @@ def latent_grid(
     centroids = torch.as_tensor(centroids).detach()
     if centroids.ndim != 2 or centroids.shape[1] != 2:
         raise ValueError(f"latent_grid needs 2-D codes (N, 2), got shape {tuple(centroids.shape)}")
-    if not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    n = check("grid_n", n, "n")
     box = latent_bounds(centroids, margin, min_span) if bounds is None else torch.as_tensor(bounds)
     box = box.to(centroids.dtype if centroids.is_floating_point() else torch.float32)
     xs = torch.linspace(float(box[0, 0]), float(box[1, 0]), n, dtype=box.dtype)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .fastforce import MetricEvaluation, MomentumSolve, PositionSolve
+from .validation import check
 
 
 def spd_inverse_logdet(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,8 +119,8 @@ class LearnedMetric:
             )
         self.centroids = centroids
         self.M = M
-        self.temperature = float(temperature)
-        self.regularization = float(regularization)
+        self.temperature = check("temperature", temperature)  # e.g. T = 1e-300 would overflow 1/T²
+        self.regularization = check("regularization", regularization)
         self.dim = centroids.shape[1]
         n, d = centroids.shape
         self._M_flat = M.reshape(n, -1)  # (N, d²)

@@ -26,13 +26,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .fastforce import DecoderForce
 from .metric import EuclideanMetric, LearnedMetric, MetricAt, apply, cholesky, quadratic_form, sym2_max_eigenvalue
-from .validation import ParameterError, check_float, check_int
+from .validation import ParameterError, check
 
 LOG_2PI = math.log(2.0 * math.pi)
 OBJECTIVES = ("elbo", "authors")
@@ -46,6 +47,8 @@ FREQUENCY_SAFETY = 1.0
 
 #: A model hyper-parameter outside its accepted range.
 ConfigError = ParameterError
+#: The largest model accepted (in float32 weights, 0.5 GB): larger ones cannot be trained on a laptop CPU.
+MAX_WEIGHTS = 125_000_000
 
 
 @dataclass
@@ -85,9 +88,16 @@ class VAE(nn.Module):
 
     def __init__(self, latent_dim: int = 2, input_dim: int = 784, hidden_dim: int = 400):
         super().__init__()
-        self.latent_dim = check_int("latent_dim", latent_dim, 1)
-        self.input_dim = check_int("input_dim", input_dim, 1)
-        self.hidden_dim = check_int("hidden_dim", hidden_dim, 1)
+        self.latent_dim = latent_dim = check("latent_dim", latent_dim)
+        self.input_dim = input_dim = check("input_dim", input_dim)
+        self.hidden_dim = hidden_dim = check("hidden_dim", hidden_dim)
+        # encoder, decoder and (RHVAE) metric network: about 3 D h + d² h weights; refuse what cannot be allocated
+        weights = 3 * input_dim * hidden_dim + (latent_dim * latent_dim + 4 * latent_dim) * hidden_dim
+        if weights > MAX_WEIGHTS:
+            raise ConfigError(
+                f"input_dim={input_dim}, hidden_dim={hidden_dim}, latent_dim={latent_dim} make a model of about "
+                f"{weights * 4 / 1e9:.1f} GB of weights; at most {MAX_WEIGHTS * 4 / 1e9:.1f} GB is accepted"
+            )
         self.enc_hidden = nn.Linear(input_dim, hidden_dim)
         self.enc_mu = nn.Linear(hidden_dim, latent_dim)
         self.enc_log_var = nn.Linear(hidden_dim, latent_dim)
@@ -100,17 +110,36 @@ class VAE(nn.Module):
         return {"latent_dim": self.latent_dim, "input_dim": self.input_dim, "hidden_dim": self.hidden_dim}
 
     # --------------------------------------------------------------------------------------------- networks
-    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+    def check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """``x`` (a tensor or NumPy array) as a (batch, D) tensor of the model's dtype; refuses another shape and
+        pixels that are not finite numbers in [0, 1] (the Bernoulli likelihood is defined there only: uint8 pixels
+        0–255 must be divided by 255 first). ``name`` names the data in the error (e.g. ``x_train``)."""
+        if isinstance(x, np.ndarray) and x.dtype.kind in "biuf":
+            x = torch.from_numpy(x)
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.input_dim:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must be a tensor of shape (batch, {self.input_dim}), got {shape}")
-        return x.to(self.enc_hidden.weight.dtype)
+            raise ValueError(f"{name} must be a tensor of shape (batch, {self.input_dim}), got {shape}")
+        if x.dtype == torch.bool or x.is_complex():
+            raise ValueError(f"{name} must hold real pixel values in [0, 1], got dtype {x.dtype}")
+        x = x.to(self.enc_hidden.weight.dtype)
+        if len(x) and not (torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
+            bad = int((~torch.isfinite(x)).sum())
+            what = f"{bad} non-finite pixel(s)" if bad else f"pixels in [{float(x.min()):g}, {float(x.max()):g}]"
+            raise ValueError(
+                f"{name} must hold pixel values in [0, 1] (a Bernoulli likelihood), got {what}"
+                + ("; divide 0-255 images by 255" if not bad and float(x.max()) > 1 else "")
+            )
+        return x
 
     def check_latent(self, z: torch.Tensor) -> torch.Tensor:
         if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.latent_dim:
             shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
             raise ValueError(f"z must be a tensor of shape (batch, {self.latent_dim}), got {shape}")
-        return z.to(self.enc_hidden.weight.dtype)
+        z = z.to(self.enc_hidden.weight.dtype)
+        if not torch.isfinite(z).all():
+            bad = int((~torch.isfinite(z)).sum())
+            raise ValueError(f"z must hold finite latent codes, got {bad} non-finite value(s)")
+        return z
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """μ(x) and log σ²(x), each (B, d)."""
@@ -172,6 +201,13 @@ class VAE(nn.Module):
         kl = -0.5 * (1.0 + log_var - mu**2 - torch.exp(log_var)).sum(-1)
         return FlowOutput(mu, log_var, z0, z0, None, None, logits, log_weight, log_px_z - kl)
 
+    def save(self, path, history=None, provenance: dict | None = None):
+        """Write the model (config, weights, frozen metric) atomically to ``path``: ``rhvae.persistence.save_model``;
+        read it back with ``rhvae.load_model(path)``."""
+        from .persistence import save_model
+
+        return save_model(self, path, history, provenance)
+
     def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Training loss: the negative objective averaged over the batch."""
         return -self(x, generator).objective.mean()
@@ -200,9 +236,9 @@ class HVAE(VAE):
         objective: str = "elbo",
     ):
         super().__init__(latent_dim, input_dim, hidden_dim)
-        self.n_lf = check_int("n_lf", n_lf, 0)
-        self.eps_lf = check_float("eps_lf", eps_lf, 0.0)
-        self.beta_zero = check_float("beta_zero", beta_zero, 0.0, 1.0)
+        self.n_lf = check("n_lf", n_lf)
+        self.eps_lf = check("eps_lf", eps_lf)
+        self.beta_zero = check("beta_zero", beta_zero)
         if objective not in OBJECTIVES:
             raise ConfigError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         self.objective = objective
@@ -381,9 +417,9 @@ class RHVAE(HVAE):
         learn_step: bool = False,
     ):
         super().__init__(latent_dim, input_dim, hidden_dim, n_lf, eps_lf, beta_zero, objective)
-        self.temperature = check_float("temperature", temperature, 0.0)
-        self.regularization = check_float("regularization", regularization, 0.0)
-        self.n_fixed_point = check_int("n_fixed_point", n_fixed_point, 1)
+        self.temperature = check("temperature", temperature)
+        self.regularization = check("regularization", regularization)
+        self.n_fixed_point = check("n_fixed_point", n_fixed_point)
         if step_bound not in STEP_BOUNDS:
             raise ConfigError(f"step_bound must be one of {STEP_BOUNDS}, got {step_bound!r}")
         self.step_bound = step_bound
@@ -522,7 +558,9 @@ class RHVAE(HVAE):
     @torch.no_grad()
     def freeze_metric(self, x_train: torch.Tensor) -> None:
         """Store (cᵢ, Mᵢ) of every training image: the metric used for evaluation, sampling and plots."""
-        x_train = self.check_input(x_train)
+        x_train = self.check_input(x_train, "x_train")
+        if len(x_train) == 0:
+            raise ValueError("freeze_metric needs at least one training image, got x_train with 0 rows")
         centroids, M = self.metric_matrices(x_train)
         self.centroids = centroids.detach().clone()
         self.M = M.detach().clone()
@@ -541,9 +579,7 @@ class RHVAE(HVAE):
         if not self.has_frozen_metric:
             raise RuntimeError("this RHVAE has no frozen metric yet: train it or call model.freeze_metric(x_train)")
         if temperature is not None:
-            return LearnedMetric(
-                self.centroids, self.M, check_float("temperature", temperature, 0.0), self.regularization
-            )
+            return LearnedMetric(self.centroids, self.M, check("temperature", temperature), self.regularization)
         key = (
             self.centroids.data_ptr(),
             self.centroids._version,

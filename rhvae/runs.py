@@ -38,7 +38,7 @@ from .experiments import MODEL_CONFIGS, generate, train_experiment_model
 from .models import HVAE, RHVAE, VAE
 from .parameters import check_parameter
 from .paths import CACHE_DIR, FIGURES_DIR, ROOT, SHIPPED_DIR
-from .persistence import atomic_write, atomic_write_text
+from .persistence import atomic_write, atomic_write_text, writable_folder
 from .provenance import environment, set_threads
 from .registry import PAPER_SETTINGS
 from .registry import experiment as experiment_entry
@@ -46,6 +46,9 @@ from .training import TrainingDiverged
 
 CACHE_ENV = "RHVAE_CACHE_DIR"
 """Environment variable that overrides the model cache folder when a notebook's ``cache_dir`` is None."""
+GIVEN_ENV = "RHVAE_GIVEN_PARAMETERS"
+"""Environment variable (comma-separated names) that ``run_all.sh`` sets to the parameters given with ``-p``:
+``quick`` leaves them as given (explicit values win over the quick settings)."""
 
 
 # ------------------------------------------------------------------------------------------- parameter checks
@@ -55,7 +58,8 @@ def validate_parameters(experiment: str, namespace: Mapping) -> dict:
 
     Raises ``ValueError`` naming the parameter and its accepted range for a bad value, and for a missing one.
     With ``quick=True`` the keys of the experiment's quick settings (``rhvae.registry``: epochs, mcmc_steps,
-    n_samples, …) that the notebook has are replaced by their quick values.
+    n_samples, …) that the notebook has are replaced by their quick values, except those named in the environment
+    variable ``RHVAE_GIVEN_PARAMETERS`` (``run_all.sh --quick -p epochs 2`` trains 2 epochs, not 5).
     """
     entry = experiment_entry(experiment)
     specs = entry.parameters
@@ -65,7 +69,8 @@ def validate_parameters(experiment: str, namespace: Mapping) -> dict:
     given = {name: check_parameter(name, namespace[name], spec) for name, spec in specs.items()}
     params = dict(given)
     if params["quick"]:
-        params.update({k: v for k, v in entry.quick.items() if k in specs})
+        explicit = set(filter(None, os.environ.get(GIVEN_ENV, "").split(",")))
+        params.update({k: v for k, v in entry.quick.items() if k in specs and k not in explicit})
     params["given"] = given
     return params
 
@@ -111,9 +116,7 @@ def make_run_dir(experiment: str, output_dir: str | os.PathLike | None = None) -
     """Create and return the run folder: ``output_dir`` (relative to the repository root) if given, else a new
     ``figures/EXPERIMENT_MM_DD_YYYY_hh_mm_ss/`` (with a ``_2``, ``_3``… suffix if that second is taken)."""
     if output_dir is not None:
-        path = resolve_path(output_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return writable_folder(resolve_path(output_dir), "output_dir")
     base = FIGURES_DIR / run_dir_name(experiment)
     path, k = base, 1
     while True:
@@ -123,6 +126,23 @@ def make_run_dir(experiment: str, output_dir: str | os.PathLike | None = None) -
         except FileExistsError:
             k += 1
             path = base.with_name(f"{base.name}_{k}")
+
+
+def clear_earlier_run(folder: Path) -> None:
+    """Remove what an earlier run wrote into ``folder`` (its results.json and the figures it lists, nothing
+    else), so that a run into a reused ``output_dir`` never leaves stale figures beside its own results."""
+    earlier = folder / "results.json"
+    if not earlier.is_file():
+        return
+    try:
+        figures = json.loads(earlier.read_text()).get("figures", [])
+    except (ValueError, AttributeError):
+        figures = []
+    for name in figures:
+        path = folder / str(name)
+        if path.parent == folder and path.suffix == ".png" and path.is_file():
+            path.unlink()
+    earlier.unlink()
 
 
 def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -182,7 +202,10 @@ class Run:
         self.params = dict(params)
         self.threads = set_threads(self.params.get("threads"))
         self.dir = make_run_dir(experiment, self.params.get("output_dir"))
+        clear_earlier_run(self.dir)
         self.cache_dir = cache_folder(self.params.get("cache_dir"))
+        if self.params.get("reuse_cache", True):  # checked now: a trained model that cannot be saved is lost
+            writable_folder(self.cache_dir, "cache_dir")
         self.started = _dt.datetime.now()
         self._t0 = time.perf_counter()
         self.timings: dict[str, float] = {}
@@ -230,6 +253,7 @@ class Run:
                     data=data,
                     use_cache=self.params["reuse_cache"],
                     cache_dir=self.cache_dir,
+                    progress="notebook" if self.params.get("interactive") else True,
                     **config,
                 )
             except TrainingDiverged as err:
@@ -394,6 +418,9 @@ class Run:
         flagged as not meaningful."""
         passed = sum(bool(v) for v in checks.values())
         verdict = "holds" if passed == len(checks) else ("does not hold" if passed == 0 else "partly")
+        void = self.void_checks()
+        if void:
+            verdict = "not meaningful"
         trained = self.status == "ok"
         seeds = self.params.get("seeds") or []
         lines = [
@@ -406,6 +433,7 @@ class Run:
         lines += [f"  [{'yes' if ok else 'NO '}] {name}" for name, ok in checks.items()]
         if details:
             lines.append(details)
+        lines += [f"NOT MEANINGFUL: {reason}" for reason in void]
         if self.params.get("quick"):
             lines.append("NOTE: quick mode (a few epochs): these numbers test the pipeline, not the paper's claim.")
         if not trained:
@@ -418,6 +446,24 @@ class Run:
             "agree": passed,
             "total": len(checks),
             "every_model_trained": trained,
+            "not_meaningful": void,
             "text": text,
         }
         return text
+
+    def void_checks(self) -> list[str]:
+        """Why this run's checks say nothing about the paper's claim, if they do not: RHVAE "samples" whose chains
+        made less than one accepted MCMC move each on average are (nearly) the decoded training codes the
+        chains start from, so no comparison of sample quality means anything."""
+        reasons = []
+        for seed, by_name in self.results.get("generation", {}).items():
+            for name, info in by_name.items():
+                moves = info.get("acceptance_rate", 1.0) * info.get("mcmc_steps", 1)
+                if info.get("sampler") == "riemannian_hmc" and moves < 1:
+                    reasons.append(
+                        f"{name} (seed {seed}): {moves:.2g} accepted MCMC moves per chain on average "
+                        f"(mcmc_steps {info.get('mcmc_steps')}, acceptance {info.get('acceptance_rate', 0):.2f}): "
+                        "its samples are essentially the decoded training codes"
+                    )
+        return reasons
+

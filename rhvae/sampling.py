@@ -30,10 +30,15 @@ import torch
 
 from .metric import LearnedMetric
 from .models import RHVAE, VAE
-from .validation import check_float, check_int
+from .validation import RANGES, check, check_float, check_int
 
 DEFAULT_EPS_PER_TEMPERATURE = 0.05
 """Default leapfrog step ε = 0.05 · T: the target varies on the length scale T of the metric's kernel."""
+MAX_LEAPFROG_STEPS = 1e10
+"""The most chain-leapfrog steps one call may take (the paper's 100 samples × 150 steps × 10 is 1.5e5)."""
+SECONDS_PER_STEP = 6e-7
+"""Measured cost of one chain's leapfrog step with ~100 centroids on 2 threads (for the refusal's estimate: 6e-6
+with 6,400 centroids)."""
 DEFAULT_MARGIN_PER_TEMPERATURE = 3.0
 """Default box: the centroids' bounding box enlarged by 3 T on each side (the kernel weight there is e^{-9})."""
 
@@ -52,8 +57,8 @@ def sample_prior(model: VAE, n: int = 100, seed: int = 0) -> PriorSamples:
     """Draw n latent codes z ~ N(0, I) from a seeded ``torch.Generator`` and decode them (any model)."""
     if not isinstance(model, VAE):
         raise TypeError(f"model must be a rhvae VAE, HVAE or RHVAE, got {type(model).__name__}")
-    n = check_int("n", n, 1)
-    seed = check_int("seed", seed, 0)
+    n = check("n_samples", n, "n")
+    seed = check("seed", seed)
     gen = torch.Generator().manual_seed(seed)
     dtype = model.dec_hidden.weight.dtype
     z = torch.randn(n, model.latent_dim, generator=gen, dtype=dtype)
@@ -152,11 +157,18 @@ def riemannian_hmc(
         model, metric = None, model_or_metric
     else:
         raise TypeError(f"model_or_metric must be an RHVAE or a LearnedMetric, got {type(model_or_metric).__name__}")
-    n_samples = check_int("n_samples", n_samples, 1)
-    mcmc_steps = check_int("mcmc_steps", mcmc_steps, 0)
-    n_lf = check_int("n_lf", n_lf, 1)
-    seed = check_int("seed", seed, 0)
+    n_samples = check("n_samples", n_samples)
+    mcmc_steps = check("mcmc_steps", mcmc_steps)
+    n_lf = check_int("n_lf", n_lf, 1, RANGES["n_lf"].high)
+    seed = check("seed", seed)
     eps = DEFAULT_EPS_PER_TEMPERATURE * metric.temperature if eps is None else check_float("eps", eps, 0.0)
+    steps = n_samples * mcmc_steps * n_lf
+    if steps > MAX_LEAPFROG_STEPS:
+        raise ValueError(
+            f"n_samples × mcmc_steps × n_lf = {n_samples} × {mcmc_steps} × {n_lf} = {steps:.2g} leapfrog steps, "
+            f"about {steps * SECONDS_PER_STEP / 3600:.1f} h of CPU or more: at most {MAX_LEAPFROG_STEPS:.0e}; "
+            "lower one of them"
+        )
     low, high = _resolve_box(box, metric, margin)
 
     start = time.perf_counter()

@@ -15,7 +15,17 @@ from .diagnostics import flow_diagnostics
 from .evaluation import EvalMode
 from .models import HVAE, RHVAE, VAE
 from .provenance import set_threads
-from .validation import check_float, check_int
+from .validation import check
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C, SIGINT) during ``epoch``; the model is left at its state after the last
+    finished epoch. A ``KeyboardInterrupt``, so code that does not know it stops as on any Ctrl-C."""
+
+    def __init__(self, epoch: int, history: History):
+        super().__init__(f"interrupted at epoch {epoch}")
+        self.epoch = epoch
+        self.history = history
 
 
 class TrainingDiverged(RuntimeError):
@@ -88,7 +98,7 @@ def train(
     batch_size: int | None = None,
     seed: int = 0,
     threads: int | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     max_latent_norm: float = 1e3,
     desc: str | None = None,
     warmup_epochs: int = 0,
@@ -106,19 +116,28 @@ def train(
     RHVAE's metric network (default ``lr``).
 
     Divergence (a non-finite loss, non-finite parameters, or a latent code of norm above ``max_latent_norm``)
-    raises ``TrainingDiverged`` naming the epoch and the settings, after restoring the last good state.
+    raises ``TrainingDiverged`` naming the epoch and the settings, after restoring the last good state. Ctrl-C
+    raises ``TrainingInterrupted`` (a ``KeyboardInterrupt``) naming the epoch, after restoring it as well.
+
+    ``progress``: True, a text bar (batch logs); ``"notebook"``, one live widget bar (a notebook opened by a
+    person); False, none. Pixels must be finite numbers in [0, 1] (``model.check_input``).
     """
-    check_int("epochs", epochs, 1)
-    if batch_size is not None:
-        check_int("batch_size", batch_size, 1)
-    check_float("lr", lr, 0.0)
-    x_train = model.check_input(x_train)
-    x_test = None if x_test is None or len(x_test) == 0 else model.check_input(x_test)
+    epochs = check("epochs", epochs)
+    batch_size = None if batch_size is None else check("batch_size", batch_size)
+    lr = check("lr", lr)
+    seed = check("seed", seed)
+    max_latent_norm = check("max_latent_norm", max_latent_norm)
+    if progress not in (True, False, "notebook"):
+        raise ValueError(f"progress must be True, False or 'notebook', got {progress!r}")
+    x_train = model.check_input(x_train, "x_train")
+    if len(x_train) == 0:
+        raise ValueError("x_train must hold at least one image, got 0 rows")
+    x_test = None if x_test is None or len(x_test) == 0 else model.check_input(x_test, "x_test")
     threads = set_threads(threads)
     torch.manual_seed(seed)
     n = len(x_train)
     batch = n if batch_size is None else min(batch_size, n)
-    check_int("warmup_epochs", warmup_epochs, 0)
+    warmup_epochs = check("warmup_epochs", warmup_epochs)
     optimizer = torch.optim.Adam(_parameter_groups(model, lr, metric_lr), lr=lr)
     settings = {
         "model_type": model.model_type,
@@ -136,9 +155,71 @@ def train(
     }
     history = History(settings=settings)
     last_good = copy.deepcopy(model.state_dict())
-    bar = tqdm(
+    bar = _progress_bar(epochs, desc or model.model_type, progress)
+    epoch = 0
+    try:
+        for epoch in bar:
+            start = time.perf_counter()
+            model.train()
+            order = torch.randperm(n) if batch < n else torch.arange(n)
+            total, max_norm, residual = 0.0, 0.0, 0.0
+            for begin in range(0, n, batch):
+                xb = x_train[order[begin : begin + batch]]
+                out = VAE.forward(model, xb) if epoch <= warmup_epochs else model(xb)
+                loss = -out.objective.mean()
+                max_norm = max(max_norm, float(out.zK.detach().norm(dim=-1).max()))
+                residual = max(residual, out.fixed_point_residual)
+                problem = _problem(loss, max_norm, max_latent_norm)
+                if problem is None:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    if not all(torch.isfinite(p).all() for p in model.parameters()):
+                        problem = "the parameters became non-finite after the update"
+                if problem is not None:
+                    model.load_state_dict(last_good)
+                    history.status = f"diverged at epoch {epoch}"
+                    raise TrainingDiverged(
+                        f"{model.model_type} training diverged at epoch {epoch}: {problem} "
+                        f"(settings: {_describe(model)}, lr={lr}, batch_size={batch_size or 'full'}, seed={seed}). "
+                        f"The model holds its state after epoch {epoch - 1}.",
+                        epoch,
+                        history,
+                    )
+                total += float(loss.detach()) * len(xb)
+            if isinstance(model, RHVAE):
+                model.freeze_metric(x_train)
+            test_loss = evaluate_loss(model, x_test) if x_test is not None else None
+            seconds = time.perf_counter() - start
+            diagnostics = None
+            if isinstance(model, HVAE) and x_test is not None and (epoch % DIAGNOSTICS_EVERY == 0 or epoch == epochs):
+                diagnostics = flow_diagnostics(model, x_test, n_draws=DIAGNOSTICS_DRAWS, seed=seed).to_dict()
+            record = EpochRecord(
+                epoch, total / n, test_loss, seconds, max_norm, residual, out.step_size, diagnostics
+            )
+            history.epochs.append(record)
+            last_good = copy.deepcopy(model.state_dict())
+            bar.set_postfix(train=f"{record.train_loss:.2f}", test=f"{test_loss:.2f}" if test_loss else "-")
+    except KeyboardInterrupt as err:
+        model.load_state_dict(last_good)
+        history.status = f"interrupted at epoch {epoch}"
+        raise TrainingInterrupted(max(epoch, 1), history) from err
+    finally:
+        bar.close()
+    history.status = "finished"
+    model.eval()
+    return history
+
+
+def _progress_bar(epochs: int, desc: str, progress: bool | str):
+    """A text bar on stdout (readable in batch logs), or with ``progress="notebook"`` one live widget bar."""
+    if progress == "notebook":
+        from tqdm.notebook import tqdm as notebook_tqdm
+
+        return notebook_tqdm(range(1, epochs + 1), desc=desc, mininterval=0.5)
+    return tqdm(
         range(1, epochs + 1),
-        desc=desc or model.model_type,
+        desc=desc,
         file=sys.stdout,
         disable=not progress,
         mininterval=2.0,
@@ -146,57 +227,13 @@ def train(
         dynamic_ncols=False,
         ncols=100,
     )
-    for epoch in bar:
-        start = time.perf_counter()
-        model.train()
-        order = torch.randperm(n) if batch < n else torch.arange(n)
-        total, max_norm, residual = 0.0, 0.0, 0.0
-        for begin in range(0, n, batch):
-            xb = x_train[order[begin : begin + batch]]
-            out = VAE.forward(model, xb) if epoch <= warmup_epochs else model(xb)
-            loss = -out.objective.mean()
-            max_norm = max(max_norm, float(out.zK.detach().norm(dim=-1).max()))
-            residual = max(residual, out.fixed_point_residual)
-            problem = _problem(loss, max_norm, max_latent_norm)
-            if problem is None:
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if not all(torch.isfinite(p).all() for p in model.parameters()):
-                    problem = "the parameters became non-finite after the update"
-            if problem is not None:
-                model.load_state_dict(last_good)
-                history.status = f"diverged at epoch {epoch}"
-                bar.close()
-                raise TrainingDiverged(
-                    f"{model.model_type} training diverged at epoch {epoch}: {problem} "
-                    f"(settings: {_describe(model)}, lr={lr}, batch_size={batch_size or 'full'}, seed={seed}). "
-                    f"The model holds its state after epoch {epoch - 1}.",
-                    epoch,
-                    history,
-                )
-            total += float(loss.detach()) * len(xb)
-        if isinstance(model, RHVAE):
-            model.freeze_metric(x_train)
-        test_loss = evaluate_loss(model, x_test) if x_test is not None else None
-        seconds = time.perf_counter() - start
-        diagnostics = None
-        if isinstance(model, HVAE) and x_test is not None and (epoch % DIAGNOSTICS_EVERY == 0 or epoch == epochs):
-            diagnostics = flow_diagnostics(model, x_test, n_draws=DIAGNOSTICS_DRAWS, seed=seed).to_dict()
-        record = EpochRecord(epoch, total / n, test_loss, seconds, max_norm, residual, out.step_size, diagnostics)
-        history.epochs.append(record)
-        last_good = copy.deepcopy(model.state_dict())
-        bar.set_postfix(train=f"{record.train_loss:.2f}", test=f"{test_loss:.2f}" if test_loss else "-")
-    history.status = "finished"
-    model.eval()
-    return history
 
 
 def _parameter_groups(model: VAE, lr: float, metric_lr: float | None) -> list[dict]:
     """Adam's parameter groups: the metric network (RHVAE) at ``metric_lr`` if given, everything else at ``lr``."""
     if metric_lr is None or not isinstance(model, RHVAE):
         return [{"params": list(model.parameters())}]
-    check_float("metric_lr", metric_lr, 0.0)
+    metric_lr = check("lr", metric_lr, "metric_lr")
     metric_nets = (model.metric_hidden, model.metric_diag, model.metric_lower)
     metric_params = {id(p) for net in metric_nets for p in net.parameters()}
     return [
@@ -220,4 +257,4 @@ def _describe(model: VAE) -> str:
 def evaluate_loss(model: VAE, x: torch.Tensor, generator: torch.Generator | None = None) -> float:
     """Mean negative objective on ``x`` in eval mode (RHVAE: the frozen metric)."""
     with EvalMode(model):
-        return float(-model(model.check_input(x), generator).objective.mean())
+        return float(-model(model.check_input(x, "x_test"), generator).objective.mean())

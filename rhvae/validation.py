@@ -1,27 +1,114 @@
 """Parameter checks shared by the whole package: a bad value raises ``ParameterError`` naming the parameter and
-its accepted range, never a traceback from deep inside torch."""
+its accepted range, never a traceback from deep inside torch.
+
+Every number a user can set has a range here (``RANGES``), used by the models, the trainer, the sampler, the
+command line and the notebooks' parameter checks alike. The upper limits refuse values that would overflow in
+float32 (a step of 1e300, a temperature of 1e-300), not fit in memory (a latent dimension of 100,000) or run
+for days (a billion MCMC steps); they are far above anything the paper or a reasonable study needs.
+Python numbers, NumPy scalars and 0-d arrays or tensors are accepted alike and returned as Python numbers.
+"""
 
 from __future__ import annotations
 
 import math
+import numbers
+from dataclasses import dataclass
 
 
 class ParameterError(ValueError):
     """A parameter outside its accepted range (a ``ValueError``)."""
 
 
-def check_int(name: str, value, minimum: int) -> int:
-    """An integer (not a bool) ≥ ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def scalar(value):
+    """A 0-d NumPy array or torch tensor as its Python number; anything else unchanged."""
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        return value.item()
     return value
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    """An integer (not a bool; NumPy integers accepted) in [minimum, maximum], as a Python int."""
+    value = scalar(value)
+    if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):
+        upper = "" if maximum is None else f" and <= {maximum:,}"
+        raise ParameterError(f"{name} must be an integer >= {minimum}{upper}, got {value!r}")
+    return int(value)
+
+
 def check_float(name: str, value, low: float, high: float = math.inf, low_inclusive: bool = False) -> float:
-    """A finite number in (low, high] (or [low, high] with ``low_inclusive``); ints are accepted."""
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite number in (low, high] (or [low, high] with ``low_inclusive``); ints and NumPy numbers accepted."""
+    value = scalar(value)
+    numeric = _is_real(value)
     above = numeric and (value >= low if low_inclusive else value > low)
     if not (numeric and math.isfinite(value) and above and value <= high):
         bounds = ("[" if low_inclusive else "(") + f"{low}, " + (f"{high}]" if math.isfinite(high) else "inf)")
         raise ParameterError(f"{name} must be a finite number in {bounds}, got {value!r}")
     return float(value)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The accepted values of one number: an int or float in [low, high] (``low_open``: (low, high])."""
+
+    kind: type
+    low: float
+    high: float
+    low_open: bool = False
+
+    def check(self, name: str, value):
+        if self.kind is int:
+            return check_int(name, value, int(self.low), int(self.high))
+        return check_float(name, value, self.low, self.high, low_inclusive=not self.low_open)
+
+    def describe(self) -> str:
+        if self.kind is int:
+            return f"an integer in [{int(self.low)}, {int(self.high):,}]"
+        return f"a finite number in {'(' if self.low_open else '['}{self.low}, {self.high}]"
+
+
+MAX_SEED = 2**32 - 1
+"""Seeds are drawn into NumPy's and torch's generators: 32 bits are portable to both."""
+
+#: The range of every number a user can set, by parameter name (the one place these limits live).
+RANGES: dict[str, Range] = {
+    # model architecture: 784–400–2 in the paper; the limits keep a model under ~0.5 GB of float32 weights
+    "latent_dim": Range(int, 1, 64),
+    "input_dim": Range(int, 1, 100_000),
+    "hidden_dim": Range(int, 1, 10_000),
+    # the flow: the paper uses n_lf 10, eps_lf 0.01 / 0.1, β₀ 0.3, T 0.6–1, λ 0.1
+    "n_lf": Range(int, 0, 1000),
+    "eps_lf": Range(float, 0.0, 10.0, low_open=True),
+    "beta_zero": Range(float, 1e-4, 1.0),  # ρ₀ ~ N(0, G/β₀): its scale is 1/√β₀
+    "temperature": Range(float, 0.01, 100.0),  # the kernel is exp(−‖z − c‖²/T²)
+    "regularization": Range(float, 1e-6, 1e6),  # G⁻¹ ≥ λI and G ≤ I/λ
+    "n_fixed_point": Range(int, 1, 100),
+    # training
+    "epochs": Range(int, 1, 100_000),
+    "warmup_epochs": Range(int, 0, 100_000),
+    "lr": Range(float, 0.0, 1.0, low_open=True),
+    "batch_size": Range(int, 1, 10_000_000),
+    "max_latent_norm": Range(float, 0.0, 1e30, low_open=True),
+    "seed": Range(int, 0, MAX_SEED),
+    "data_seed": Range(int, 0, MAX_SEED),
+    "n_per_class": Range(int, 2, 100_000),  # one train and one test image at least
+    "threads": Range(int, 1, 256),
+    # evaluation and sampling (the paper: 90 or 150 MCMC steps, 100 samples, S in the hundreds or thousands)
+    "mcmc_steps": Range(int, 0, 100_000),
+    "n_samples": Range(int, 1, 100_000),
+    "ll_samples": Range(int, 1, 100_000),
+    # pictures: an n × n grid of latent points
+    "grid_n": Range(int, 2, 2000),
+}
+
+
+def check(name: str, value, as_name: str | None = None):
+    """``value`` checked against ``RANGES[name]`` (named ``as_name`` in the error, default ``name``)."""
+    return RANGES[name].check(as_name or name, value)

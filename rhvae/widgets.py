@@ -33,6 +33,20 @@ from .models import RHVAE
 from .plotting import plot_image_grid, plot_metric_magnitude, plot_metric_orientation
 
 FROZEN_METRIC_NOTE = "frozen metric of the trained model re-evaluated at T (no retraining)"
+#: The error box: red, wrapped, and with its own line height (a widget's HTML inherits the 28 px line height of
+#: the controls, which double-spaces a traceback).
+ERROR_STYLE = "color:#b00020;white-space:pre-wrap;line-height:1.3;margin:0.2em 0;font-size:0.85em"
+#: Height in inches of one row of digits in the sampler's figure, and of the two-line panel titles.
+SAMPLE_ROW_INCHES = 0.45
+TITLE_INCHES = 0.5
+
+
+def sampler_figsize(n_samples: int, n_cols: int, n_panels: int) -> tuple[float, float]:
+    """Figure size (inches) of ``n_panels`` sample grids of ``n_samples`` digits in at most ``n_cols`` columns:
+    just the rows that are drawn plus the titles (no blank band when one row is shown)."""
+    cols = max(1, min(n_cols, n_samples))
+    rows = -(-n_samples // cols)
+    return (SAMPLE_ROW_INCHES * cols + 0.2) * n_panels + 0.2, SAMPLE_ROW_INCHES * rows + TITLE_INCHES
 
 
 def figure_png(fig, dpi: int = 90) -> bytes:
@@ -63,8 +77,7 @@ class _Explorer:
         except Exception as err:  # shown to the user, never swallowed
             self.error = "".join(traceback.format_exception(type(err), err, err.__traceback__))
             self.message.value = (
-                f"<pre style='color:#b00020;white-space:pre-wrap'>Error: {html.escape(repr(err))}\n"
-                f"{html.escape(self.error)}</pre>"
+                f"<pre style='{ERROR_STYLE}'>Error: {html.escape(repr(err))}\n{html.escape(self.error)}</pre>"
             )
             with self.log:
                 print(self.error)
@@ -176,7 +189,7 @@ class SamplerExplorer(_Explorer):
         )
         if seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed}")
-        fig = plt.figure(figsize=(0.45 * self.n_cols * len(self.models) + 1, 0.45 * -(-n // self.n_cols) + 1))
+        fig = plt.figure(figsize=sampler_figsize(n, self.n_cols, len(self.models)), layout="constrained")
         axes = fig.subplots(1, len(self.models), squeeze=False)[0]
         lines = []
         for ax, (name, model) in zip(axes, self.models.items(), strict=True):
@@ -268,4 +281,12 @@ def controls(explorers) -> widgets.Widget:
     return widgets.VBox([e.widget for e in explorers])
 
 
-__all__ = ["FROZEN_METRIC_NOTE", "AugmentationExplorer", "MetricExplorer", "SamplerExplorer", "controls", "figure_png"]
+__all__ = [
+    "FROZEN_METRIC_NOTE",
+    "AugmentationExplorer",
+    "MetricExplorer",
+    "SamplerExplorer",
+    "controls",
+    "figure_png",
+    "sampler_figsize",
+]

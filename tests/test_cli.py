@@ -71,9 +71,9 @@ def test_original_train_py_spellings(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--epochs", "0"], "--epochs/-ne: expected an integer >= 1"),
-        (["--temperature", "-1"], "--temperature/-temp: expected a finite number in (0, inf)"),
-        (["--beta-zero", "2"], "--beta-zero: expected a finite number in (0, 1.0]"),
+        (["--epochs", "0"], "--epochs/-ne: expected an integer in [1, 100,000]"),
+        (["--temperature", "-1"], "--temperature/-temp: expected a finite number in [0.01, 100.0]"),
+        (["--beta-zero", "2"], "--beta-zero: expected a finite number in [0.0001, 1.0]"),
         (["--model", "gan"], "--model/-n: invalid choice"),
         (["--classes", "1,12"], "--classes: expected digits 0..9"),
         (["--n-per-class", "800"], "more than the 500 images of class"),

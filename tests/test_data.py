@@ -70,7 +70,9 @@ def test_exclude_keeps_images_out():
         ({"experiment": "metric", "n_per_class": 501}, "more than the 500 images of class"),
         ({"experiment": "metric", "n_per_class": 1}, "n_per_class must be an integer >= 2"),
         ({"experiment": "metric", "source": "kaggle"}, "source must be one of"),
-        ({"experiment": "metric", "seed": -1}, "seed must be a non-negative integer"),
+        ({"experiment": "metric", "seed": -1}, r"seed must be an integer in \[0, 4294967295\]"),
+        ({"experiment": "metric", "seed": 2**40}, r"seed must be an integer in \[0, 4294967295\]"),
+        ({"experiment": "metric", "classes": 5}, "classes must be a list of digits"),
     ],
 )
 def test_bad_requests_are_clear_errors(kwargs, message):

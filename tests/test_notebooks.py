@@ -193,6 +193,15 @@ def run_all(*args, cwd=None, env=None):
         (["--quick", "-p", "epochs"], "needs a NAME and a VALUE"),
         (["--quick", "--jobs", "0"], "--jobs needs a whole number >= 1"),
         (["--quick", "-p", "seeds", "[0, 0]"], "'seeds' must be"),
+        (["--quick", "--only", ""], "--only needs one or more notebook names"),
+        (["--quick", "--only", ","], "--only needs one or more notebook names"),
+        (["--quick", "--only", "metric,,metric"], "empty notebook name"),
+        (["--quick", "--only", "metric,metric"], "named twice"),
+        (["--quick", "-p", "mcmc_steps", "0"], "'mcmc_steps' must be an integer >= 1"),
+        (["--quick", "-p", "epochs", "10000000"], "'epochs' must be an integer >= 1 and <= 100000"),
+        (["--quick", "-p", "temperature", "1e-300"], "'temperature' must be a number >= 0.01"),
+        (["--quick", "-p", "lr", "1e300"], "'lr' must be"),
+        (["--quick", "-p", "", "3"], "needs a NAME and a VALUE"),
     ],
 )
 def test_run_all_rejects_bad_usage(args, message, tmp_path):
@@ -206,12 +215,16 @@ def test_run_all_runs_one_notebook_end_to_end(tmp_path, cache_dir):
     out = tmp_path / "all"
     proc = run_all(
         "--quick", "--only", "generation_7_classes", "--out", str(out), "-p", "cache_dir", str(cache_dir),
-        "-p", "seeds", "[1, 2]", cwd=tmp_path,
+        "-p", "seeds", "[1, 2]", "-p", "epochs", "4", "-p", "mcmc_steps", "3", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "generation_7_classes" in proc.stdout and "notebook" in proc.stdout and "duration" in proc.stdout
     results = check_results(out / "generation_7_classes", "generation_7_classes")
     assert results["parameters"]["seeds"] == [1, 2]  # a list given on the command line
+    # explicit -p values win over --quick (epochs 5, mcmc_steps 5); the others take the quick values
+    parameters = results["parameters"]
+    assert (parameters["epochs"], parameters["mcmc_steps"], parameters["n_samples"]) == (4, 3, 16)
+    assert all(m["epochs"] == 4 for m in results["models"].values())
     executed = nbformat.read(out / "executed" / "generation_7_classes.ipynb", as_version=4)
     assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
     assert (out / "logs" / "generation_7_classes.log").stat().st_size > 0
