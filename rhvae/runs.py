@@ -466,4 +466,3 @@ class Run:
                         "its samples are essentially the decoded training codes"
                     )
         return reasons
-

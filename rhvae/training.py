@@ -194,9 +194,7 @@ def train(
             diagnostics = None
             if isinstance(model, HVAE) and x_test is not None and (epoch % DIAGNOSTICS_EVERY == 0 or epoch == epochs):
                 diagnostics = flow_diagnostics(model, x_test, n_draws=DIAGNOSTICS_DRAWS, seed=seed).to_dict()
-            record = EpochRecord(
-                epoch, total / n, test_loss, seconds, max_norm, residual, out.step_size, diagnostics
-            )
+            record = EpochRecord(epoch, total / n, test_loss, seconds, max_norm, residual, out.step_size, diagnostics)
             history.epochs.append(record)
             last_good = copy.deepcopy(model.state_dict())
             bar.set_postfix(train=f"{record.train_loss:.2f}", test=f"{test_loss:.2f}" if test_loss else "-")
