@@ -45,8 +45,10 @@ class Subset:
 class Experiment:
     """One experiment: its notebook ``notebooks/NAME.ipynb``, report ``title``, default ``subset``, ``paper``
     settings (the defaults of the notebook: models, epochs, samples …), ``quick`` overrides, the ``parameters``
-    its notebook declares, and whether ``tools/publish_run.py`` ships its models with half-precision weights
-    (``ship_half``: the many small per-class models of the augmentation experiment)."""
+    its notebook declares, whether ``tools/publish_run.py`` ships its models with half-precision weights
+    (``ship_half``: the many small per-class models of the augmentation experiment), and whether its paper-mode
+    models are shipped in ``data/models`` yet (``shipped``; False: a default run trains them, and
+    tests/test_shipped_models.py checks the others only)."""
 
     name: str
     title: str
@@ -55,6 +57,7 @@ class Experiment:
     parameters: Mapping[str, Param]
     quick: Mapping = field(default_factory=lambda: dict(QUICK))
     ship_half: bool = False
+    shipped: bool = True
 
 
 _COMMON = {
@@ -152,6 +155,8 @@ _EXPERIMENTS = (
         },
         quick={"epochs": 5, "mcmc_steps": 5, "n_generated": 20, "classifier_steps": 30},
         ship_half=True,
+        # not yet: its 3-seed paper-mode run did not finish in the session that built it (README, augmentation)
+        shipped=False,
     ),
 )
 

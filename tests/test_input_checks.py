@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import rhvae
-from rhvae import cli, experiments, persistence, runs
+from rhvae import cli, experiments, persistence, registry, runs
 from rhvae.experiments import model_request, train_experiment_model
 from rhvae.paths import ROOT, SHIPPED_DIR
 from rhvae.persistence import ModelFileError, load_model, save_model
@@ -276,7 +276,7 @@ def test_numpy_numbers_and_arrays_are_accepted_everywhere(tmp_path):
     params = runs.validate_parameters(
         "generation_5",
         {
-            **{name: None for name in runs.PARAMETERS["generation_5"]},
+            **{name: None for name in registry.PARAMETERS["generation_5"]},
             "epochs": np.int64(3), "seeds": np.array([0, 1]), "data_seed": np.int64(0), "data_source": "bundled",
             "lr": np.float64(1e-3), "objective": "elbo", "reuse_cache": True, "interactive": False, "quick": False,
             "threads": np.int64(1), "mcmc_steps": np.int64(5), "n_samples": np.int64(4), "n_lf": np.int64(3),
@@ -289,7 +289,7 @@ def test_numpy_numbers_and_arrays_are_accepted_everywhere(tmp_path):
 
 # ------------------------------------------------------------------------------------- notebook parameters
 def test_quick_keeps_the_parameters_given_explicitly(monkeypatch):
-    namespace = {name: None for name in runs.PARAMETERS["reconstruction"]}
+    namespace = {name: None for name in registry.PARAMETERS["reconstruction"]}
     namespace.update(
         epochs=500, seeds=[0], data_seed=0, data_source="bundled", lr=1e-3, objective="elbo", reuse_cache=True,
         interactive=False, quick=True, threads=1, mcmc_steps=2, n_samples=100, ll_samples=1000, n_show=5,
@@ -309,7 +309,7 @@ def test_quick_keeps_the_parameters_given_explicitly(monkeypatch):
 )  # fmt: skip
 def test_notebook_parameters_refuse_void_or_absurd_values(name, value):
     with pytest.raises(ValueError, match=f"parameter '{name}' must be"):
-        runs.check_parameter(name, value, runs.PARAMETERS["reconstruction"][name])
+        runs.check_parameter(name, value, registry.PARAMETERS["reconstruction"][name])
 
 
 def test_a_verdict_on_samples_that_never_moved_says_it_is_not_meaningful(tmp_path):

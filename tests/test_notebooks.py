@@ -211,6 +211,21 @@ def test_run_all_rejects_bad_usage(args, message, tmp_path):
     assert not (tmp_path / "out").exists(), "nothing runs on bad usage"
 
 
+def test_default_run_all_skips_experiments_whose_models_are_not_shipped(tmp_path):
+    """The default mode reproduces from shipped models: an unshipped experiment is named and skipped (the bad -p
+    stops the run after the selection, before anything runs); --quick keeps every notebook."""
+    unshipped = [name for name, entry in REGISTRY.items() if not entry.shipped]
+    if not unshipped:
+        pytest.skip("every experiment's models are shipped")
+    proc = run_all("--out", str(tmp_path / "out"), "-p", "no_such_parameter", "1")
+    assert proc.returncode == 2
+    for name in unshipped:
+        assert f"skipping '{name}': its models are not shipped" in proc.stdout
+    assert unshipped[0] not in proc.stderr.split("not in the parameters cell of", 1)[1]
+    quick = run_all("--out", str(tmp_path / "out"), "--quick", "-p", "no_such_parameter", "1")
+    assert unshipped[0] in quick.stderr and "skipping" not in quick.stdout
+
+
 def test_run_all_runs_one_notebook_end_to_end(tmp_path, cache_dir):
     out = tmp_path / "all"
     proc = run_all(

@@ -18,7 +18,7 @@ from rhvae.experiments import model_request
 from rhvae.models import RHVAE
 from rhvae.paths import ROOT, SHIPPED_DIR
 from rhvae.persistence import cache_key, load_model, read_model_file
-from rhvae.registry import PAPER_SETTINGS
+from rhvae.registry import PAPER_SETTINGS, REGISTRY
 
 SUMS = SHIPPED_DIR / "SHA256SUMS"
 
@@ -87,5 +87,8 @@ def test_the_default_run_finds_every_model_it_needs_among_the_shipped_ones():
     requests = list(default_requests())
     # seeds × (3 temperatures, 3 models, 3 models, 1 model) + seeds × sizes × classes × (VAE, RHVAE)
     assert len(requests) == 3 * (3 + 3 + 3 + 1) + 3 * 2 * 10 * 2
-    missing = [r for r in requests if not (SHIPPED_DIR / r[3]).is_file()]
+    shipped = {name for name, entry in REGISTRY.items() if entry.shipped}
+    missing = [r for r in requests if r[0] in shipped and not (SHIPPED_DIR / r[3]).is_file()]
     assert not missing, f"the default run would train: {missing}"
+    unshipped = [r for r in requests if r[0] not in shipped and (SHIPPED_DIR / r[3]).is_file()]
+    assert not unshipped, f"models are shipped for an experiment the registry says is not: {unshipped[:3]}"
