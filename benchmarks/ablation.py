@@ -38,29 +38,17 @@ SCHEMES = {
         {},
         "plain step, the release's objective and gradient",
     ),
-    "release_bounded_step": (
+    "dali": (
         "rhvae",
-        {"objective": "authors", "gradient": "release"},
+        {"step_bound": "none", "n_lf": 3, "eps_lf": 0.01, "temperature": 0.8, "regularization": 1e-3},
         {},
-        "the release's objective and gradient under the stability-bounded step",
-    ),
-    "authors_objective_bounded_step": (
-        "rhvae",
-        {"objective": "authors"},
-        {},
-        "the release's objective with the exact gradient, stability-bounded step",
+        "the authors' later settings (n_lf 3, eps 0.01, T 0.8, λ 1e-3), plain step",
     ),
     "release_gradient_bounded_step": (
         "rhvae",
         {"gradient": "release"},
         {},
         "the true ELBO with the release's gradient, stability-bounded step",
-    ),
-    "dali": (
-        "rhvae",
-        {"step_bound": "none", "n_lf": 3, "eps_lf": 0.01, "temperature": 0.8, "regularization": 1e-3},
-        {},
-        "the authors' later settings (n_lf 3, eps 0.01, T 0.8, λ 1e-3), plain step",
     ),
     "learned_step": ("rhvae", {"learn_step": True}, {}, "a learned step per leapfrog step inside the bound"),
     "warmup_metric_lr": (
@@ -76,17 +64,29 @@ SCHEMES = {
         {},
         "metric scale fixed at κ_max (the network learns each Mᵢ's shape), bounded step",
     ),
-    "authors_momentum_bound": (
+    "release_bounded_step": (
+        "rhvae",
+        {"objective": "authors", "gradient": "release"},
+        {},
+        "the release's objective and gradient under the stability-bounded step",
+    ),
+    "authors_objective_bounded_step": (
         "rhvae",
         {"objective": "authors"},
         {},
-        "the release's objective, exact gradient, stability bound with the release momentum's scale in the wall",
+        "the release's objective with the exact gradient, stability-bounded step",
     ),
     "authors_bounded_metric": (
         "rhvae",
         {"objective": "authors", "metric_scale": "bounded"},
         {},
         "the release's objective, metric scale capped at κ_max, stability-bounded step",
+    ),
+    "authors_momentum_bound": (
+        "rhvae",
+        {"objective": "authors"},
+        {},
+        "the release's objective, exact gradient, stability bound with the release momentum's scale in the wall",
     ),
     "bounded_metric_learned_step": (
         "rhvae",

@@ -56,6 +56,13 @@ def criteria(r: dict, hvae_gain: float | None) -> list[str]:
     return failed
 
 
+def _order(r: dict) -> tuple:
+    """The order of ``benchmarks/ablation.py``'s schemes and targets."""
+    from ablation import SCHEMES, TARGETS  # the sibling script (benchmarks/ is on sys.path when run)
+
+    return list(SCHEMES).index(r["scheme"]), list(TARGETS).index(r["target"]), r["seed"]
+
+
 def _span(values: list[float], fmt: str) -> str:
     values = [v for v in values if v is not None]
     if not values:
@@ -68,7 +75,7 @@ def table(records: list[dict]) -> str:
     hvae = {(r["target"], r["seed"]): r["flow_gain"] for r in records if r["scheme"] == "hvae" and "flow_gain" in r}
     hvae.update({("metric_T0.6", s): g for (t, s), g in list(hvae.items()) if t == "reconstruction"})
     groups = defaultdict(list)
-    for r in records:
+    for r in sorted(records, key=_order):
         groups[(r["scheme"], r["target"])].append(r)
     lines = [
         "| scheme | subset | trained | displacement (σ) | flow gain (nats) | contrast | κ | step | test ELBO | "
