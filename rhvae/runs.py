@@ -458,11 +458,16 @@ class Run:
         reasons = []
         for seed, by_name in self.results.get("generation", {}).items():
             for name, info in by_name.items():
-                moves = info.get("acceptance_rate", 1.0) * info.get("mcmc_steps", 1)
-                if info.get("sampler") == "riemannian_hmc" and moves < 1:
+                if info.get("sampler") != "riemannian_hmc":
+                    continue
+                # one acceptance rate, or one per class (the augmentation experiment): the worst one counts
+                rates = info.get("acceptance_rate_per_class") or {"all": info.get("acceptance_rate")}
+                rate = min((r for r in rates.values() if r is not None), default=0.0)
+                moves = rate * (info.get("mcmc_steps") or 0)
+                if moves < 1:
                     reasons.append(
                         f"{name} (seed {seed}): {moves:.2g} accepted MCMC moves per chain on average "
-                        f"(mcmc_steps {info.get('mcmc_steps')}, acceptance {info.get('acceptance_rate', 0):.2f}): "
+                        f"(mcmc_steps {info.get('mcmc_steps')}, acceptance {rate:.2f}): "
                         "its samples are essentially the decoded training codes"
                     )
         return reasons
