@@ -613,9 +613,9 @@ class RHVAE(HVAE):
         density log N(ρ₀; 0, L Lᵀ/β₀) = −(d/2) log 2π − Σⱼ log Lⱼⱼ + (d/2) log β₀ − ½ ‖γ‖²."""
         d = self.latent_dim
         gamma = torch.randn(len(x), d, dtype=x.dtype, device=x.device, generator=generator)
-        h = F.relu(self.metric_hidden(x))
-        log_diag = self.metric_diag(h)  # log Lⱼⱼ
-        rho0 = apply(self.lower_factor(x), gamma) / math.sqrt(self.beta_zero)
+        L = self.lower_factor(x)  # one pass of the metric network for ρ₀ and its density
+        rho0 = apply(L, gamma) / math.sqrt(self.beta_zero)
+        log_diag = torch.log(torch.diagonal(L, dim1=-2, dim2=-1))  # log Lⱼⱼ
         log_density = (
             -0.5 * d * LOG_2PI - log_diag.sum(-1) + 0.5 * d * math.log(self.beta_zero) - 0.5 * (gamma * gamma).sum(-1)
         )
