@@ -9,6 +9,7 @@ when it loads cleanly and its stored spec equals the requested one.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from .persistence import (
     writable_folder,
 )
 from .provenance import environment, set_threads
-from .training import History, train
+from .training import History, TrainingDiverged, train_group
 from .validation import check
 
 
@@ -95,45 +96,89 @@ def train_experiment_model(
     (``data/models``, committed with the project). A trained model is saved in ``cache_dir``.
 
     ``config`` holds the model's keyword arguments (n_lf, eps_lf, beta_zero, temperature, regularization, …).
-    ``threads`` pins torch's thread count (part of the cache key: CPU results depend on it).
+    ``threads`` pins torch's thread count (part of the cache key: CPU results depend on it). Raises
+    ``TrainingDiverged`` when training diverges. Several seeds or subsets at once: ``train_experiment_models``.
     """
-    # NumPy numbers become Python numbers here: they go into the cache key and the saved provenance (JSON)
-    epochs, seed, lr = check("epochs", epochs), check("seed", seed), check("lr", lr)
-    batch_size = None if batch_size is None else check("batch_size", batch_size)
-    threads = set_threads(threads)
     if data is None:
         data = experiment_data(experiment, classes, n_per_class, seed=check("data_seed", data_seed), source=source)
-    net, spec, name = model_request(data, model, epochs, seed, lr, batch_size, threads, **config)
-    path = Path(cache_dir or CACHE_DIR) / name
-    if use_cache:  # before training: a model that cannot be saved at the end would be lost
-        writable_folder(path.parent, "cache_dir")
-    if use_cache:
-        for candidate, shipped in ((path, False), (SHIPPED_DIR / name, True)):
-            reused = _reuse(candidate, model, spec, data, shipped)
-            if reused is not None:
-                return reused
-    start = time.perf_counter()
-    history = train(
-        net,
-        data.train.x,
-        data.test.x,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
-        threads=threads,
-        progress=progress,
-        desc=f"{experiment}/{model}",
+    (result,) = train_experiment_models(
+        experiment, model, [(seed, data)], epochs, lr, batch_size, threads, use_cache, cache_dir, progress, **config
     )
-    provenance = {
-        "spec": spec,
-        "subset": data.provenance(),
-        "environment": environment(),
-        "train_seconds": time.perf_counter() - start,
-    }
-    if use_cache:
-        save_model(net, path, history, provenance)
-    return TrainedModel(net, history, data, path if use_cache else None, False, provenance)
+    if isinstance(result, TrainingDiverged):
+        raise result
+    return result
+
+
+def train_experiment_models(
+    experiment: str,
+    model: str,
+    requests: Sequence[tuple[int, ExperimentData]],
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int | None = None,
+    threads: int | None = 1,
+    use_cache: bool = True,
+    cache_dir: Path | str | None = None,
+    progress: bool = True,
+    **config,
+) -> list[TrainedModel | TrainingDiverged]:
+    """``train_experiment_model`` for several (seed, subset) ``requests`` of one model kind and config (the seeds of
+    an experiment, the classes of the augmentation experiment): each is reused from the cache or the shipped models
+    when it can be, and the others are trained side by side as stacks (``rhvae.training.train_group``; one stack
+    per training-set size), each member matching a separate run to rounding. One result per request, in order: a
+    ``TrainedModel``, or the ``TrainingDiverged`` of a model whose training diverged (the others are kept)."""
+    # NumPy numbers become Python numbers here: they go into the cache key and the saved provenance (JSON)
+    epochs, lr = check("epochs", epochs), check("lr", lr)
+    batch_size = None if batch_size is None else check("batch_size", batch_size)
+    threads = set_threads(threads)
+    requested = [
+        (data, *model_request(data, model, epochs, check("seed", seed), lr, batch_size, threads, **config))
+        for seed, data in requests
+    ]
+    folder = Path(cache_dir or CACHE_DIR)
+    if use_cache:  # before training: a model that cannot be saved at the end would be lost
+        for *_, name in requested:
+            writable_folder((folder / name).parent, "cache_dir")
+    results: list = [None] * len(requested)
+    for i, (data, _, spec, name) in enumerate(requested):
+        if use_cache:
+            for candidate, shipped in ((folder / name, False), (SHIPPED_DIR / name, True)):
+                results[i] = results[i] or _reuse(candidate, model, spec, data, shipped)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, (data, *_) in enumerate(requested):
+        if results[i] is None:
+            by_size.setdefault((len(data.train), len(data.test)), []).append(i)
+    for group in by_size.values():
+        start = time.perf_counter()
+        histories = train_group(
+            [requested[i][1] for i in group],
+            [requested[i][0].train.x for i in group],
+            [requested[i][0].test.x for i in group],
+            seeds=[requested[i][2]["training"]["seed"] for i in group],
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            threads=threads,
+            progress=progress,
+            desc=f"{experiment}/{model}" + (f" x{len(group)}" if len(group) > 1 else ""),
+        )
+        seconds = (time.perf_counter() - start) / len(group)
+        for i, history in zip(group, histories, strict=True):
+            data, net, spec, name = requested[i]
+            if isinstance(history, TrainingDiverged):
+                results[i] = history
+                continue
+            provenance = {
+                "spec": spec,
+                "subset": data.provenance(),
+                "environment": environment(),
+                "train_seconds": seconds,
+                "trained_side_by_side": len(group),  # a stack of that many models (train_seconds: its time / that)
+            }
+            if use_cache:
+                save_model(net, folder / name, history, provenance)
+            results[i] = TrainedModel(net, history, data, folder / name if use_cache else None, False, provenance)
+    return results
 
 
 def _reuse(path: Path, model: str, spec: dict, data: ExperimentData, shipped: bool) -> TrainedModel | None:

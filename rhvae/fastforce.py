@@ -56,16 +56,20 @@ from torch.autograd.function import once_differentiable
 
 
 class DecoderForce(torch.autograd.Function):
-    """(∇_z U(z), π(z)) for the ReLU MLP decoder; see the module docstring for the maths."""
+    """(∇_z U(z), π(z)) for the ReLU MLP decoder; see the module docstring for the maths.
+
+    Shapes: z (B, d), x (B, D), W₁ (h, d), b₁ (h,), W₂ (D, h), b₂ (D,) for one model, or with a leading member
+    dimension M on every input (z (M, B, d), W₁ (M, h, d), b₁ (M, h), …) for a stack of models trained side by
+    side (``rhvae.models.VAE.stack``): one product per member, the same formulas."""
 
     @staticmethod
     def forward(ctx, z, x, W1, b1, W2, b2):
-        h = torch.addmm(b1, z, W1.T).clamp_min_(0.0)
-        logits = torch.addmm(b2, h, W2.T)
+        h = matmul_add(b1.unsqueeze(-2), z, W1.mT).clamp_min_(0.0)
+        logits = matmul_add(b2.unsqueeze(-2), h, W2.mT)
         sig = torch.sigmoid(logits)
         r = sig - x
         a = relu_backward(r @ W2, h)
-        grad = torch.addmm(z, a, W1)
+        grad = matmul_add(z, a, W1)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(z, W1, W2, h, sig, r, a)
         return grad, logits
@@ -76,21 +80,35 @@ class DecoderForce(torch.autograd.Function):
         z, W1, W2, h, sig, r, a = ctx.saved_tensors
         z_bar = W1_bar_T = W2_bar = None
         if grad_bar is not None:
-            a_bar = relu_backward(grad_bar @ W1.T, h)
-            W2_bar = r.T @ a_bar
-            W1_bar_T = grad_bar.T @ a  # W̄₁ is formed transposed, (d, h): the faster layout for a skinny product
+            a_bar = relu_backward(grad_bar @ W1.mT, h)
+            W2_bar = r.mT @ a_bar
+            W1_bar_T = grad_bar.mT @ a  # W̄₁ is formed transposed, (d, h): the faster layout for a skinny product
             z_bar = grad_bar
-            from_r = torch.ops.aten.sigmoid_backward(a_bar @ W2.T, sig)  # r̄ ⊙ σ(π)(1 − σ(π))
+            from_r = torch.ops.aten.sigmoid_backward(a_bar @ W2.mT, sig)  # r̄ ⊙ σ(π)(1 − σ(π))
             logits_bar = from_r if logits_bar is None else from_r.add_(logits_bar)
         b2_bar = b1_bar = None
         if logits_bar is not None:
             pre_bar = relu_backward(logits_bar @ W2, h)
-            W2_bar = logits_bar.T @ h if W2_bar is None else W2_bar.addmm_(logits_bar.T, h)
-            b2_bar = logits_bar.sum(0)
-            b1_bar = pre_bar.sum(0)
-            z_bar = pre_bar @ W1 if z_bar is None else torch.addmm(z_bar, pre_bar, W1)
-            W1_bar_T = z.T @ pre_bar if W1_bar_T is None else W1_bar_T.addmm_(z.T, pre_bar)
-        return z_bar, None, None if W1_bar_T is None else W1_bar_T.T, b1_bar, W2_bar, b2_bar
+            W2_bar = logits_bar.mT @ h if W2_bar is None else matmul_add_(W2_bar, logits_bar.mT, h)
+            b2_bar = logits_bar.sum(-2)
+            b1_bar = pre_bar.sum(-2)
+            z_bar = pre_bar @ W1 if z_bar is None else matmul_add(z_bar, pre_bar, W1)
+            W1_bar_T = z.mT @ pre_bar if W1_bar_T is None else matmul_add_(W1_bar_T, z.mT, pre_bar)
+        return z_bar, None, None if W1_bar_T is None else W1_bar_T.mT, b1_bar, W2_bar, b2_bar
+
+
+def matmul_add(input: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """input + α a b for matrices, or for stacks of matrices (3-D: one product per leading index), in one call."""
+    if a.ndim == 2:
+        return torch.addmm(input, a, b, alpha=alpha)
+    return torch.baddbmm(input, a, b, alpha=alpha)
+
+
+def matmul_add_(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """``out += α a b`` in place (``matmul_add``'s in-place twin for accumulators)."""
+    if a.ndim == 2:
+        return out.addmm_(a, b, alpha=alpha)
+    return out.baddbmm_(a, b, alpha=alpha)
 
 
 def relu_backward(grad: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -100,7 +118,9 @@ def relu_backward(grad: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 class MetricEvaluation(torch.autograd.Function):
     """(G⁻¹, G, log det G⁻¹, J, weights) at z for the ``LearnedMetric`` ``metric`` built from ``centroids`` (N, d)
-    and ``M`` (N, d, d) (``metric.evaluate``); the weights (B, N) are returned without a gradient."""
+    and ``M`` (N, d, d) (``metric.evaluate``); the weights (B, N) are returned without a gradient. For a metric
+    of a stack of models (centroids (M, N, d), ``metric.grouped``) the B rows of z are M groups, one per member,
+    each against its own centroids (weights (M, B/M, N))."""
 
     @staticmethod
     def forward(ctx, z, centroids, M, metric):
@@ -123,16 +143,18 @@ class MetricEvaluation(torch.autograd.Function):
         # J = moment − s S ⊗ z
         S_bar = torch.sub(A_bar.reshape(B, d * d), (J_bar @ z[:, :, None]).squeeze(2), alpha=s)
         z_bar = (M_sum[:, None, :] @ J_bar).squeeze(1).mul_(-s)
-        sums_bar = torch.cat((S_bar, J_bar.reshape(B, d**3)), 1)  # of the sums over the table [S, s vec(M) ⊗ c]
+        # of the sums over the table [S, s vec(M) ⊗ c], grouped by member like the weights
+        sums_bar = metric.group(torch.cat((S_bar, J_bar.reshape(B, d**3)), 1))
+        z_grouped = metric.group(z)
         e_bar = (sums_bar @ metric.jacobian_table()).mul_(w).masked_fill_(outside, 0.0)
-        z_bar += s * (e_bar @ centroids - e_bar.sum(1, keepdim=True) * z)
+        z_bar += metric.ungroup(s * (e_bar @ centroids - e_bar.sum(-1, keepdim=True) * z_grouped))
         c_bar = M_bar = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            table_bar = w.T @ sums_bar  # (N, d² + d³)
-            outer_bar = table_bar[:, d * d :].reshape(-1, d * d, d)
-            M_bar = torch.add(table_bar[:, : d * d], (outer_bar @ centroids[:, :, None]).squeeze(2), alpha=s)
-            c_bar = (M.reshape(-1, 1, d * d) @ outer_bar).squeeze(1).mul_(s)
-            c_bar += s * (e_bar.T @ z - e_bar.sum(0)[:, None] * centroids)
+            table_bar = w.mT @ sums_bar  # (…, N, d² + d³)
+            outer_bar = table_bar[..., d * d :].reshape(*table_bar.shape[:-1], d * d, d)
+            M_bar = torch.add(table_bar[..., : d * d], (outer_bar @ centroids[..., None]).squeeze(-1), alpha=s)
+            c_bar = (M.reshape(*M.shape[:-2], 1, d * d) @ outer_bar).squeeze(-2).mul_(s)
+            c_bar += s * (e_bar.mT @ z_grouped - e_bar.sum(-2)[..., None] * centroids)
             M_bar = M_bar.reshape(M.shape)
         return z_bar, c_bar, M_bar, None
 
@@ -174,7 +196,8 @@ class MomentumSolve(torch.autograd.Function):
 
 class PositionSolve(torch.autograd.Function):
     """(z_n, max |z_n − z_{n−1}|) of z_{k+1} = z_half + G⁻¹(z_k) u, k = 0 … n − 1, from z₀ = z_start, for the
-    ``LearnedMetric`` ``metric`` with centroids (N, d) and matrices M (N, d, d); see the module docstring."""
+    ``LearnedMetric`` ``metric`` with centroids (N, d) and matrices M (N, d, d), or grouped by member (centroids
+    (M, N, d)); see the module docstring."""
 
     @staticmethod
     def forward(ctx, z_start, z_half, u, centroids, M, metric, n):
@@ -198,20 +221,22 @@ class PositionSolve(torch.autograd.Function):
         u, centroids, M, *saved = ctx.saved_tensors
         states, weights, outside, G_invs = (saved[i * n : (i + 1) * n] for i in range(4))
         B, d = z_bar.shape
-        M_flat = M.reshape(len(M), d * d)
+        M_flat = M.reshape(*M.shape[:-2], d * d)  # (…, N, d²)
         s = metric.jacobian_scale
         z_half_bar = torch.zeros_like(z_bar)
         u_bar = torch.zeros_like(u)
-        c_bar_T = centroids.new_zeros(d, len(centroids))  # c̄ and M̄ are accumulated transposed (faster layout)
-        M_bar_T = M_flat.new_zeros(d * d, len(M_flat))
+        c_bar_T = centroids.new_zeros(centroids.mT.shape)  # c̄ and M̄ are accumulated transposed (faster layout)
+        M_bar_T = M_flat.new_zeros(M_flat.mT.shape)
         for z, w, out, G_inv in zip(
             reversed(states), reversed(weights), reversed(outside), reversed(G_invs), strict=True
         ):
             z_half_bar += z_bar
             u_bar += torch.bmm(G_inv.transpose(1, 2), z_bar[:, :, None]).squeeze(2)
-            U_bar = (z_bar[:, :, None] * u[:, None, :]).reshape(B, d * d)
-            e_bar = (U_bar @ M_flat.T).mul_(w).masked_fill_(out, 0.0)
-            M_bar_T.addmm_(U_bar.T, w)
-            c_bar_T.addmm_(z.T, e_bar, alpha=s).sub_(e_bar.sum(0) * centroids.T, alpha=s)
-            z_bar = s * (e_bar @ centroids - e_bar.sum(1, keepdim=True) * z)
-        return z_bar, z_half_bar, u_bar, c_bar_T.T, M_bar_T.T.reshape(M.shape), None, None
+            U_bar = metric.group((z_bar[:, :, None] * u[:, None, :]).reshape(B, d * d))
+            z = metric.group(z)
+            e_bar = (U_bar @ M_flat.mT).mul_(w).masked_fill_(out, 0.0)
+            matmul_add_(M_bar_T, U_bar.mT, w)
+            e_sum = e_bar.sum(-2)
+            matmul_add_(c_bar_T, z.mT, e_bar, alpha=s).sub_(e_sum[..., None, :] * centroids.mT, alpha=s)
+            z_bar = metric.ungroup(s * (e_bar @ centroids - e_bar.sum(-1, keepdim=True) * z))
+        return z_bar, z_half_bar, u_bar, c_bar_T.mT, M_bar_T.mT.reshape(M.shape), None, None

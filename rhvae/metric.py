@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .fastforce import MetricEvaluation, MomentumSolve, PositionSolve
+from .fastforce import MetricEvaluation, MomentumSolve, PositionSolve, matmul_add
 from .validation import check
 
 
@@ -113,45 +113,61 @@ class LearnedMetric:
     constant = False
 
     def __init__(self, centroids: torch.Tensor, M: torch.Tensor, temperature: float, regularization: float):
-        if centroids.ndim != 2 or M.shape != (centroids.shape[0], centroids.shape[1], centroids.shape[1]):
+        n, d = centroids.shape[-2:]
+        if centroids.ndim not in (2, 3) or M.shape != (*centroids.shape, d):
             raise ValueError(
-                f"centroids must be (N, d) and M (N, d, d); got {tuple(centroids.shape)} and {tuple(M.shape)}"
+                f"centroids must be (N, d) and M (N, d, d) (or (members, N, d) and (members, N, d, d)); got "
+                f"{tuple(centroids.shape)} and {tuple(M.shape)}"
             )
         self.centroids = centroids
         self.M = M
+        #: the number of members of a stack of models (``rhvae.models.VAE.stack``) whose metrics this one holds side
+        #: by side, or None for one model's metric. Grouped, the B rows of every z are ``groups`` consecutive
+        #: blocks of B/groups rows, block m evaluated against member m's centroids and matrices only.
+        self.groups = centroids.shape[0] if centroids.ndim == 3 else None
         self.temperature = check("temperature", temperature)  # e.g. T = 1e-300 would overflow 1/T²
         self.regularization = check("regularization", regularization)
-        self.dim = centroids.shape[1]
-        n, d = centroids.shape
-        self._M_flat = M.reshape(n, -1)  # (N, d²)
+        self.dim = d
+        self._M_flat = M.reshape(*M.shape[:-2], -1)  # (…, N, d²)
         # the (N, k) tables are stored transposed, (k, N) contiguous: MKL's (B, N) × (N, k) product is up to 2–3×
         # faster with that layout for large N
-        self._M_flat_T = self._M_flat.T.contiguous()
+        self._M_flat_T = self._M_flat.mT.contiguous()
         self._table = None  # [vec(Mᵢ), (2/T²) vec(Mᵢ) ⊗ cᵢ]ᵀ, (d² + d³, N), built on first use
         self._sym2 = None  # the sampler's d = 2 table, built on first use
         self._max_eigenvalue = None  # κ, computed on first use
         inv_t2 = 1.0 / self.temperature**2
         # the kernel's exponent −‖z − cᵢ‖²/T² = [z, ‖z‖²] · [2cᵢ/T², −1/T²] − ‖cᵢ‖²/T²
-        self._exponent_bias = -(centroids * centroids).sum(-1) * inv_t2  # (N,)
-        minus_inv_t2 = torch.full((1, n), -inv_t2, dtype=centroids.dtype, device=centroids.device)
-        self._exponent_matrix = torch.cat(((2.0 * inv_t2) * centroids.T, minus_inv_t2), 0)  # (d + 1, N)
+        self._exponent_bias = -(centroids * centroids).sum(-1)[..., None, :] * inv_t2  # (…, 1, N)
+        minus_inv_t2 = torch.full(
+            (*centroids.shape[:-2], 1, n), -inv_t2, dtype=centroids.dtype, device=centroids.device
+        )
+        self._exponent_matrix = torch.cat(((2.0 * inv_t2) * centroids.mT, minus_inv_t2), -2)  # (…, d + 1, N)
         self.jacobian_scale = 2.0 / self.temperature**2  # J = (2/T²)[…] (see the class docstring)
         self._reg_eye = self.regularization * torch.eye(d, dtype=M.dtype, device=M.device)  # λ I
+
+    def group(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rows (B, …) as (members, B/members, …) for a grouped metric; unchanged otherwise."""
+        return rows if self.groups is None else rows.reshape(self.groups, -1, *rows.shape[1:])
+
+    def ungroup(self, grouped: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``group``: (members, B/members, …) back to rows (B, …)."""
+        return grouped if self.groups is None else grouped.reshape(-1, *grouped.shape[2:])
 
     def jacobian_table(self) -> torch.Tensor:
         """[vec(Mᵢ), (2/T²) vec(Mᵢ) ⊗ cᵢ]ᵀ, (d² + d³, N): the weights times it give Σᵢ wᵢ vec(Mᵢ) and the moment part
         of J (see ``at``)."""
         if self._table is None:
-            n, d = self.centroids.shape
-            outer = (self._M_flat[:, :, None] * (self.jacobian_scale * self.centroids)[:, None, :]).reshape(n, d**3)
-            self._table = torch.cat((self._M_flat, outer), 1).T.contiguous()
+            d = self.dim
+            outer = self._M_flat[..., :, None] * (self.jacobian_scale * self.centroids)[..., None, :]
+            outer = outer.reshape(*self._M_flat.shape[:-1], d**3)
+            self._table = torch.cat((self._M_flat, outer), -1).mT.contiguous()
         return self._table
 
     def exponent(self, z: torch.Tensor) -> torch.Tensor:
         """−‖z − cᵢ‖² / T² = −‖z‖²/T² + 2 z·cᵢ/T² − ‖cᵢ‖²/T², shape (B, N): one (B, d + 1) × (d + 1, N) product plus
-        a bias (rounding can make it slightly positive)."""
-        z_aug = torch.cat((z, (z * z).sum(-1, keepdim=True)), 1)
-        return torch.addmm(self._exponent_bias, z_aug, self._exponent_matrix)
+        a bias (rounding can make it slightly positive). Grouped: (members, B/members, N)."""
+        z_aug = self.group(torch.cat((z, (z * z).sum(-1, keepdim=True)), 1))
+        return matmul_add(self._exponent_bias, z_aug, self._exponent_matrix)
 
     def weights(self, z: torch.Tensor) -> torch.Tensor:
         """wᵢ(z) = exp(−‖z − cᵢ‖² / T²), shape (B, N), with the exponent clamped at 0 (where rounding makes the
@@ -169,8 +185,9 @@ class LearnedMetric:
         return exponent.clamp_max_(0.0).exp_(), clamped
 
     def G_inv_from_weights(self, weights: torch.Tensor) -> torch.Tensor:
+        """Σᵢ wᵢ Mᵢ + λ I from the weights (B, N) (or grouped), as rows (B, d, d)."""
         d = self.dim
-        return (weights @ self._M_flat_T.T).reshape(-1, d, d) + self._reg_eye
+        return (weights @ self._M_flat_T.mT).reshape(-1, d, d) + self._reg_eye
 
     def at(self, z: torch.Tensor) -> MetricAt:
         """G⁻¹, G, log det G⁻¹ and J = ∂vec(G⁻¹)/∂z at z (B, d), as one autograd node (``rhvae.fastforce``)."""
@@ -182,7 +199,8 @@ class LearnedMetric:
         active), Σᵢ wᵢ vec(Mᵢ) (B, d²), G⁻¹, G, log det G⁻¹ and J."""
         d = self.dim
         weights, outside = self.weights_and_clamped(z)
-        M_sum, moment = (weights @ self.jacobian_table().T).split((d * d, d**3), 1)
+        sums = (weights @ self.jacobian_table().mT).reshape(len(z), -1)
+        M_sum, moment = sums.split((d * d, d**3), 1)
         G_inv = M_sum.reshape(-1, d, d) + self._reg_eye
         G, log_det_G_inv = spd_inverse_logdet(G_inv)
         return weights, outside, M_sum, G_inv, G, log_det_G_inv, self._jacobian(M_sum, moment, z)
@@ -206,7 +224,8 @@ class LearnedMetric:
         """J = ∂vec(G⁻¹)/∂z at ``at.z``, (B, d², d) (from the weights if ``at`` was built by hand without it)."""
         if at.jacobian is None:
             d = self.dim
-            at.jacobian = self._jacobian(*(at.weights @ self.jacobian_table().T).split((d * d, d**3), 1), at.z)
+            sums = (at.weights @ self.jacobian_table().mT).reshape(len(at.z), -1)
+            at.jacobian = self._jacobian(*sums.split((d * d, d**3), 1), at.z)
         return at.jacobian
 
     def grad_log_det_G_inv(self, at: MetricAt) -> torch.Tensor:
@@ -256,11 +275,16 @@ class LearnedMetric:
         return z_new, (z_new.detach() - previous).abs().max()
 
     def max_eigenvalue(self, chunk: int = 4096) -> torch.Tensor:
-        """κ = maxᵢ λmax G⁻¹(cᵢ), the largest inverse metric over the centroids (where G⁻¹ peaks), a scalar
-        (computed once per metric: O(N²))."""
+        """κ = maxᵢ λmax G⁻¹(cᵢ), the largest inverse metric over the centroids (where G⁻¹ peaks), a scalar, or one
+        per member (members,) for a grouped metric (computed once per metric: O(N²))."""
         if self._max_eigenvalue is None:
-            peaks = [sym2_max_eigenvalue(self.G_inv(c)).max() for c in self.centroids.split(chunk)]
-            self._max_eigenvalue = torch.stack(peaks).max()
+            grouped = self.centroids if self.groups else self.centroids[None]
+            peaks = [
+                sym2_max_eigenvalue(self.G_inv(self.ungroup(c) if self.groups else c[0])).reshape(len(c), -1).amax(1)
+                for c in grouped.split(chunk, dim=1)
+            ]
+            kappa = torch.stack(peaks).amax(0)
+            self._max_eigenvalue = kappa if self.groups else kappa[0]
         return self._max_eigenvalue
 
     def log_det_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

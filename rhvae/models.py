@@ -23,7 +23,9 @@ because it stays a valid bound whatever the metric learns.
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,7 +67,8 @@ class FlowOutput:
     log_weight: torch.Tensor  # one-sample integrand of the true ELBO (importance weight of log p(x))
     objective: torch.Tensor  # the per-image quantity that training maximises
     fixed_point_residual: float = 0.0  # largest last-iteration change of the implicit leapfrog steps
-    step_size: float = 0.0  # median leapfrog step ε used for the batch (0 without a flow)
+    #: median leapfrog step ε used for the batch (0 without a flow); for a stack of models, one per member
+    step_size: float | list[float] = 0.0
 
 
 def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -77,14 +80,37 @@ def standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z * z).sum(-1) - 0.5 * z.shape[-1] * LOG_2PI
 
 
+class StackedLinear(nn.Module):
+    """M independent affine layers side by side: y_m = x_m W_mᵀ + b_m for x (M, B, in) → (M, B, out), one batched
+    product. ``weight`` (M, out, in) and ``bias`` (M, out) hold member m's ``nn.Linear`` weights at index m (same
+    names, so a member's state is the stack's state at index m)."""
+
+    def __init__(self, layers: Sequence[nn.Linear]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))
+        self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.mT)
+
+
 class VAE(nn.Module):
     """The vanilla VAE (Kingma & Welling) with the paper's 784–400–d MLPs and a Bernoulli decoder.
 
     Training maximises the ELBO with the analytic KL term; ``forward`` also returns the one-sample integrand
     log p(x, z₀) − log q(z₀|x) used by the importance-sampling log-likelihood.
+
+    **Stacks.** ``VAE.stack(models)`` (any of the three classes) makes one model out of M models of the same class
+    and config, e.g. the seeds of one experiment: every weight gains a leading member dimension, and a batch is M
+    consecutive blocks of rows, block m going through member m's weights only (batched products). One optimizer
+    step on the stack's summed loss is one step of each member on its own loss (the members share no weight), so
+    training a stack trains every member as a separate run would, to rounding (``rhvae.training.train_group``).
+    ``member(m)``/``unstack()`` give the members back as separate models.
     """
 
     model_type = "VAE"
+    #: None for one model; the number of members M of a stack (``stack``)
+    members: int | None = None
 
     def __init__(self, latent_dim: int = 2, input_dim: int = 784, hidden_dim: int = 400):
         super().__init__()
@@ -108,6 +134,79 @@ class VAE(nn.Module):
     def config(self) -> dict:
         """Constructor keyword arguments: ``type(self)(**model.config())`` rebuilds the architecture."""
         return {"latent_dim": self.latent_dim, "input_dim": self.input_dim, "hidden_dim": self.hidden_dim}
+
+    # ------------------------------------------------------------------------------------------------ stacks
+    @classmethod
+    def stack(cls, models: Sequence[VAE]) -> VAE:
+        """One model holding ``models`` (≥ 2, one class, one config, unstacked) side by side; see the class
+        docstring. The weights are copied: training the stack does not change ``models``."""
+        models = list(models)
+        if len(models) < 2:
+            raise ValueError(f"stack needs at least 2 models, got {len(models)}")
+        first = models[0]
+        for other in models[1:]:
+            if type(other) is not type(first) or other.config() != first.config() or other.members or first.members:
+                raise ValueError("stack needs unstacked models of one class and one config")
+        if getattr(first, "learn_step", False):
+            raise ValueError("models with learn_step=True are trained one at a time: they cannot be stacked")
+        stacked = copy.deepcopy(first)
+        stacked.members = len(models)
+        for name, layer in first.named_children():
+            if isinstance(layer, nn.Linear):
+                setattr(stacked, name, StackedLinear([getattr(m, name) for m in models]))
+        stacked._stack_buffers(models)
+        return stacked
+
+    def _stack_buffers(self, models: Sequence[VAE]) -> None:
+        """Stack the members' buffers (the VAE has none)."""
+
+    def member(self, index: int) -> VAE:
+        """Member ``index`` of a stack as a separate model (a copy of its weights and buffers)."""
+        if self.members is None or not 0 <= index < self.members:
+            raise ValueError(f"index must be a member of the stack, 0 to {(self.members or 1) - 1}, got {index}")
+        with torch.random.fork_rng(devices=[]):  # the throw-away initialisation leaves the global RNG alone
+            single = type(self)(**self.config())
+        state = {k: v[index].clone() for k, v in self.state_dict().items()}
+        single._set_buffers(state)
+        single.load_state_dict(state)
+        single.train(self.training)
+        return single.to(next(self.parameters()).device)
+
+    def _set_buffers(self, state: dict) -> None:
+        """Give the buffers the shapes of ``state`` before ``load_state_dict`` (the VAE has none)."""
+
+    def unstack(self) -> list[VAE]:
+        """The members of a stack as separate models."""
+        return [self.member(m) for m in range(self.members or 0)]
+
+    def grouped(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rows (M·B, …) of a stack as (M, B, …), block m for member m; unchanged for one model."""
+        if self.members is None:
+            return rows
+        if len(rows) % self.members:
+            raise ValueError(
+                f"a stack of {self.members} models needs a multiple of {self.members} rows, got {len(rows)}"
+            )
+        return rows.reshape(self.members, -1, *rows.shape[1:])
+
+    def as_rows(self, grouped: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``grouped``."""
+        return grouped if self.members is None else grouped.reshape(-1, *grouped.shape[2:])
+
+    def per_row(self, per_member: torch.Tensor, n_rows: int) -> torch.Tensor:
+        """A value per member (M,) as one per row (n_rows,) of a stack; unchanged for one model."""
+        return per_member if self.members is None else per_member.repeat_interleave(n_rows // self.members)
+
+    def standard_normal(self, shape: tuple, like: torch.Tensor, generator=None) -> torch.Tensor:
+        """N(0, I) draws of ``shape`` (rows, …) in ``like``'s dtype and device. For a stack, ``generator`` may be a
+        sequence of M generators: block m of the rows is then drawn from generator m, exactly what a separate run of
+        member m with that generator draws."""
+        if isinstance(generator, torch.Generator) or generator is None:
+            return torch.randn(shape, dtype=like.dtype, device=like.device, generator=generator)
+        if self.members is None or len(generator) != self.members:
+            raise ValueError("generator must be a torch.Generator, None or one generator per member of a stack")
+        block = (shape[0] // self.members, *shape[1:])
+        return torch.cat([torch.randn(block, dtype=like.dtype, device=like.device, generator=g) for g in generator])
 
     # --------------------------------------------------------------------------------------------- networks
     def check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
@@ -143,12 +242,12 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """μ(x) and log σ²(x), each (B, d)."""
-        h = F.relu(self.enc_hidden(x))
-        return self.enc_mu(h), self.enc_log_var(h)
+        h = F.relu(self.enc_hidden(self.grouped(x)))
+        return self.as_rows(self.enc_mu(h)), self.as_rows(self.enc_log_var(h))
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Decoder logits π(z), (B, D)."""
-        return self.dec_out(F.relu(self.dec_hidden(z)))
+        return self.as_rows(self.dec_out(F.relu(self.dec_hidden(self.grouped(z)))))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decoder mean σ(π(z)) in [0, 1], (B, D): what reconstructions and samples show."""
@@ -165,26 +264,31 @@ class VAE(nn.Module):
         and ∇_z(−log p(z)) = z. One autograd node with a hand-written backward (``rhvae.fastforce``).
         """
         hidden, out = self.dec_hidden, self.dec_out
-        return DecoderForce.apply(z, x, hidden.weight, hidden.bias, out.weight, out.bias)
+        grad, logits = DecoderForce.apply(
+            self.grouped(z), self.grouped(x), hidden.weight, hidden.bias, out.weight, out.bias
+        )
+        return self.as_rows(grad), self.as_rows(logits)
 
     def potential_curvature(self, z: torch.Tensor) -> torch.Tensor:
         """λmax(∇²_z U(z)), (B,): for the ReLU decoder the Hessian is exactly Jᵀ diag(σ(π)(1 − σ(π))) J + I with
         J = W₂ diag(1(W₁ z + b₁ > 0)) W₁ the logits' Jacobian (piecewise constant; it does not depend on x)."""
-        pre = self.dec_hidden(z)
+        zg = self.grouped(z)  # (…, B, d): a leading member dimension for a stack
+        pre = self.dec_hidden(zg)
         sig = torch.sigmoid(self.dec_out(F.relu(pre)))
-        B, d = z.shape
+        *lead, B, d = zg.shape
+        W1, W2 = self.dec_hidden.weight, self.dec_out.weight
         # J_b = W₂ (1(pre_b > 0) ⊙ W₁) for the whole batch as one (D, h) × (h, B·d) product, laid out (D, B, d)
-        masked = (pre > 0).to(z.dtype)[:, :, None] * self.dec_hidden.weight  # (B, h, d)
-        jac = (self.dec_out.weight @ masked.transpose(0, 1).reshape(self.hidden_dim, B * d)).reshape(-1, B, d)
-        weighted = jac * (sig * (1.0 - sig)).T[:, :, None]
-        hessian = jac.permute(1, 2, 0) @ weighted.transpose(0, 1)  # (B, d, d)
+        masked = (pre > 0).to(z.dtype)[..., None] * W1.unsqueeze(-3)  # (…, B, h, d)
+        flat = masked.transpose(-3, -2).reshape(*lead, self.hidden_dim, B * d)
+        jac = (W2 @ flat).reshape(*lead, -1, B, d)
+        weighted = jac * (sig * (1.0 - sig)).mT[..., None]
+        hessian = (jac.movedim(-3, -1) @ weighted.transpose(-3, -2)).reshape(-1, d, d)  # (rows, d, d)
         eye = torch.eye(d, dtype=z.dtype, device=z.device)
         return sym2_max_eigenvalue(hessian + eye)
 
     # ------------------------------------------------------------------------------------------- objective
     def sample_posterior(self, mu, log_var, generator=None) -> torch.Tensor:
-        eps = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=generator)
-        return mu + torch.exp(0.5 * log_var) * eps
+        return mu + torch.exp(0.5 * log_var) * self.standard_normal(mu.shape, mu, generator)
 
     @staticmethod
     def posterior_log_density(z, mu, log_var) -> torch.Tensor:
@@ -267,7 +371,7 @@ class HVAE(VAE):
 
     def initial_momentum(self, at0: MetricAt, x, metric, generator=None) -> torch.Tensor:
         """ρ₀ ~ N(0, G(z₀)/β₀) (for G = I: γ/√β₀)."""
-        gamma = torch.randn(at0.z.shape, dtype=at0.z.dtype, device=at0.z.device, generator=generator)
+        gamma = self.standard_normal(at0.z.shape, at0.z, generator)
         if metric.constant:
             return gamma / math.sqrt(self.beta_zero)
         return apply(cholesky(at0.G), gamma) / math.sqrt(self.beta_zero)
@@ -370,12 +474,20 @@ class HVAE(VAE):
             objective = log_weight
         else:
             objective = log_pxz + log_rhoK - log_q_z0
-        step = float(eps.detach().median()) if isinstance(eps, torch.Tensor) else float(eps)
+        step = self.median_step(eps)
         return FlowOutput(mu, log_var, z0, z, rho0, rho, logits, log_weight, objective, residual, step)
 
     def step_of(self, k: int, eps):
         """The step of leapfrog step k (1 … K) given the flow's step ε (HVAE: ε itself)."""
         return eps
+
+    def median_step(self, eps) -> float | list[float]:
+        """The median of the step ε (a float or one per row) over the batch, or over each member's rows."""
+        if not isinstance(eps, torch.Tensor):
+            return float(eps) if self.members is None else [float(eps)] * self.members
+        if self.members is None:
+            return float(eps.detach().median())
+        return self.grouped(eps.detach()).reshape(self.members, -1).median(1).values.tolist()
 
     def authors_initial_momentum(self, x, generator=None):  # pragma: no cover - overridden by RHVAE
         raise NotImplementedError
@@ -445,6 +557,16 @@ class RHVAE(HVAE):
         self.register_buffer("centroids", torch.zeros(0, latent_dim))
         self.register_buffer("M", torch.zeros(0, latent_dim, latent_dim))
 
+    def _stack_buffers(self, models: Sequence[RHVAE]) -> None:
+        """The members' frozen metrics side by side, (M, N, d) and (M, N, d, d) (empty if they have none)."""
+        if len({m.centroids.shape for m in models}) != 1:
+            raise ValueError("stack needs models whose frozen metrics have one number of centroids")
+        self.centroids = torch.stack([m.centroids for m in models])
+        self.M = torch.stack([m.M for m in models])
+
+    def _set_buffers(self, state: dict) -> None:
+        self.centroids, self.M = state["centroids"], state["M"]
+
     def config(self) -> dict:
         return {
             **super().config(),
@@ -497,7 +619,7 @@ class RHVAE(HVAE):
         """
         if self.step_bound == "none":
             return self.eps_lf
-        kappa = metric.max_eigenvalue()
+        kappa = self.per_row(metric.max_eigenvalue(), len(mu))
         curvature = self.potential_curvature(mu)
         wall = WALL_SAFETY * self.temperature * math.sqrt(self.regularization * self.beta_zero) / kappa
         if self.objective == "authors":  # p(x) ≥ 1/√(λβ₀): the release's momentum can be larger
@@ -519,12 +641,13 @@ class RHVAE(HVAE):
     # ---------------------------------------------------------------------------------------- the metric
     def lower_factor(self, x: torch.Tensor) -> torch.Tensor:
         """L(x): lower triangular (B, d, d) with exp(diag head) on the diagonal and the lower head below."""
-        h = F.relu(self.metric_hidden(x))
+        h = F.relu(self.metric_hidden(self.grouped(x)))
         d = self.latent_dim
-        L = torch.diag_embed(torch.exp(self.metric_diag(h)))
+        L = torch.diag_embed(torch.exp(self.as_rows(self.metric_diag(h))))
         if d > 1:
             rows, cols = torch.tril_indices(d, d, offset=-1, device=x.device)
-            L = L.index_put((torch.arange(len(x), device=x.device)[:, None], rows, cols), self.metric_lower(h))
+            index = (torch.arange(len(x), device=x.device)[:, None], rows, cols)
+            L = L.index_put(index, self.as_rows(self.metric_lower(h)))
         return L
 
     def metric_matrices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -551,7 +674,7 @@ class RHVAE(HVAE):
         M = L @ L.transpose(-1, -2)
         if self.metric_scale == "free":
             return M
-        scale = (self.metric_peak() - self.regularization) / len(L)
+        scale = (self.metric_peak() - self.regularization) / (len(L) // (self.members or 1))  # N per member
         peak = sym2_max_eigenvalue(M)
         return M * (scale / (peak if self.metric_scale == "normalized" else 1.0 + peak))[:, None, None]
 
@@ -562,12 +685,12 @@ class RHVAE(HVAE):
         if len(x_train) == 0:
             raise ValueError("freeze_metric needs at least one training image, got x_train with 0 rows")
         centroids, M = self.metric_matrices(x_train)
-        self.centroids = centroids.detach().clone()
-        self.M = M.detach().clone()
+        self.centroids = self.grouped(centroids.detach().clone())  # a stack: (M, N, d), one metric per member
+        self.M = self.grouped(M.detach().clone())
 
     @property
     def has_frozen_metric(self) -> bool:
-        return self.centroids.shape[0] > 0
+        return self.centroids.shape[-2] > 0
 
     def metric(self, temperature: float | None = None) -> LearnedMetric:
         """The frozen metric (after training or ``freeze_metric``), evaluated with the kernel width ``temperature``
@@ -605,14 +728,14 @@ class RHVAE(HVAE):
         if self.training:
             # the centroids are μ(x): reuse the encoder output of the forward pass instead of encoding x again
             M = self._metric_matrices_from_factor(self.lower_factor(x))
-            return LearnedMetric(mu, M, self.temperature, self.regularization)
+            return LearnedMetric(self.grouped(mu), self.grouped(M), self.temperature, self.regularization)
         return self.metric()
 
     def authors_initial_momentum(self, x, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The release's ρ₀ = L(x) γ / √β₀, γ ~ N(0, I) (covariance L Lᵀ/β₀ instead of G(z₀)/β₀), and its log
         density log N(ρ₀; 0, L Lᵀ/β₀) = −(d/2) log 2π − Σⱼ log Lⱼⱼ + (d/2) log β₀ − ½ ‖γ‖²."""
         d = self.latent_dim
-        gamma = torch.randn(len(x), d, dtype=x.dtype, device=x.device, generator=generator)
+        gamma = self.standard_normal((len(x), d), x, generator)
         L = self.lower_factor(x)  # one pass of the metric network for ρ₀ and its density
         rho0 = apply(L, gamma) / math.sqrt(self.beta_zero)
         log_diag = torch.log(torch.diagonal(L, dim1=-2, dim2=-1))  # log Lⱼⱼ

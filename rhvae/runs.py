@@ -27,14 +27,14 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
 from .data import ExperimentData, experiment_data
 from .diagnostics import flow_diagnostics
-from .experiments import MODEL_CONFIGS, generate, train_experiment_model
+from .experiments import MODEL_CONFIGS, generate, train_experiment_models
 from .models import HVAE, RHVAE, VAE
 from .parameters import check_parameter
 from .paths import CACHE_DIR, FIGURES_DIR, ROOT, SHIPPED_DIR
@@ -240,36 +240,50 @@ class Run:
         Returns the ``TrainedModel``, or None when training diverged: the divergence is printed, recorded in
         ``results.json`` (``status: diverged``) and the notebook carries on with the other models."""
         label = label or f"{model}_seed{seed}"
-        data = data or self.data()
-        with self.timer(f"train_{label}"):
-            try:
-                trained = train_experiment_model(
-                    self.experiment,
-                    model,
-                    epochs=self.params["epochs"],
-                    seed=seed,
-                    lr=self.params.get("lr", 1e-3),
-                    threads=self.threads,
-                    data=data,
-                    use_cache=self.params["reuse_cache"],
-                    cache_dir=self.cache_dir,
-                    progress="notebook" if self.params.get("interactive") else True,
-                    **config,
-                )
-            except TrainingDiverged as err:
-                message = f"{label}: training DIVERGED at epoch {err.epoch}: {err}"
-                print("!" * 100 + f"\n{message}\n" + "!" * 100)
-                self.problems.append(message)
-                self.models[label] = {
-                    "model": model,
-                    "seed": seed,
-                    "config": dict(config),
-                    "status": "diverged",
-                    "diverged_epoch": err.epoch,
-                    "message": str(err),
-                    "train_loss": err.history.train_loss if err.history else [],
-                }
-                return None
+        return self.train_many(model, config, [(label, seed, data or self.data())])[label]
+
+    def train_many(self, model: str, config: Mapping, requests: Sequence[tuple[str, int, ExperimentData]]) -> dict:
+        """``train`` for several (label, seed, subset) ``requests`` of one model kind and config: the ones that
+        cannot be reused are trained side by side as one stack (``rhvae.experiments.train_experiment_models``).
+        Returns {label: TrainedModel, or None when its training diverged}."""
+        with self.timer(f"train_{model}_x{len(requests)}" if len(requests) > 1 else f"train_{requests[0][0]}"):
+            results = train_experiment_models(
+                self.experiment,
+                model,
+                [(seed, data) for _, seed, data in requests],
+                epochs=self.params["epochs"],
+                lr=self.params.get("lr", 1e-3),
+                threads=self.threads,
+                use_cache=self.params["reuse_cache"],
+                cache_dir=self.cache_dir,
+                progress="notebook" if self.params.get("interactive") else True,
+                **config,
+            )
+        trained = {}
+        for (label, seed, data), result in zip(requests, results, strict=True):
+            if isinstance(result, TrainingDiverged):
+                self._record_divergence(label, model, seed, config, result)
+                trained[label] = None
+            else:
+                self._record_model(label, model, seed, result, data)
+                trained[label] = result
+        return trained
+
+    def _record_divergence(self, label: str, model: str, seed: int, config: Mapping, err: TrainingDiverged) -> None:
+        message = f"{label}: training DIVERGED at epoch {err.epoch}: {err}"
+        print("!" * 100 + f"\n{message}\n" + "!" * 100)
+        self.problems.append(message)
+        self.models[label] = {
+            "model": model,
+            "seed": seed,
+            "config": dict(config),
+            "status": "diverged",
+            "diverged_epoch": err.epoch,
+            "message": str(err),
+            "train_loss": err.history.train_loss if err.history else [],
+        }
+
+    def _record_model(self, label: str, model: str, seed: int, trained, data: ExperimentData) -> None:
         h = trained.history
         diagnostics = None
         if isinstance(trained.model, HVAE) and len(data.test):
@@ -292,6 +306,7 @@ class Run:
             "kappa": float(trained.model.metric().max_eigenvalue()) if isinstance(trained.model, RHVAE) else None,
             "diagnostics": diagnostics,
             "train_seconds": trained.provenance.get("train_seconds"),
+            "trained_side_by_side": trained.provenance.get("trained_side_by_side", 1),
             "trained_with": trained.provenance.get("environment"),
         }
         where = f"reused from cache {trained.path}" if trained.reused else "trained"
@@ -302,19 +317,19 @@ class Run:
                 f"{label}: flow displacement {diagnostics['displacement']:.2g} posterior σ, ELBO gain "
                 f"{diagnostics['flow_gain']:+.2g} nats, step {diagnostics['step']:.2g}: {flags}"
             )
-        return trained
 
     def train_over_seeds(self, specs: Mapping[str, tuple[str, Mapping]]) -> dict[int, dict[str, VAE]]:
         """Train (or reuse) every model of ``specs`` (display name → (model kind, config)) for every seed of the
-        run's ``seeds``: ``{seed: {name: model}}``, without the models whose training diverged."""
-        models: dict[int, dict[str, VAE]] = {}
-        for seed in self.params["seeds"]:
-            models[seed] = {}
-            for name, (kind, config) in specs.items():
-                label = f"{name.lower().replace(' ', '').replace('=', '')}_seed{seed}"
-                trained = self.train(kind, config, seed, label=label)
-                if trained is not None:
-                    models[seed][name] = trained.model
+        run's ``seeds``: ``{seed: {name: model}}``, without the models whose training diverged. The seeds of one
+        model train side by side (``train_many``)."""
+        models: dict[int, dict[str, VAE]] = {seed: {} for seed in self.params["seeds"]}
+        for name, (kind, config) in specs.items():
+            tag = name.lower().replace(" ", "").replace("=", "")
+            requests = [(f"{tag}_seed{seed}", seed, self.data()) for seed in self.params["seeds"]]
+            trained = self.train_many(kind, config, requests)
+            for label, seed, _ in requests:
+                if trained[label] is not None:
+                    models[seed][name] = trained[label].model
         return models
 
     def generate_over_seeds(self, models: Mapping[int, Mapping[str, VAE]], classes) -> tuple[dict, dict]:

@@ -6,6 +6,7 @@ import copy
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -107,9 +108,10 @@ def train(
     """Train ``model`` in place with Adam and return its per-epoch ``History``.
 
     ``batch_size=None`` trains full batch (the authors' setting: with N ≤ a few hundred images their batch was
-    larger than the training set, which also makes the batch metric equal to the full one). The run is
-    deterministic for a given ``seed`` and thread count. At the end of every epoch an RHVAE freezes its metric
-    over all of ``x_train``; the test loss uses the frozen metric, in eval mode.
+    larger than the training set, which also makes the batch metric equal to the full one). Every random draw
+    (minibatch order, z₀, ρ₀, the test loss's draws) comes from one ``torch.Generator`` seeded with ``seed``, so
+    the run is deterministic for a given ``seed`` and thread count. At the end of every epoch an RHVAE freezes its
+    metric over all of ``x_train``; the test loss uses the frozen metric, in eval mode.
 
     ``warmup_epochs``: the first epochs train the encoder and decoder alone, with the VAE's ELBO (the flow and
     the metric switched off), before the flow's objective takes over. ``metric_lr``: the learning rate of the
@@ -121,21 +123,137 @@ def train(
 
     ``progress``: True, a text bar (batch logs); ``"notebook"``, one live widget bar (a notebook opened by a
     person); False, none. Pixels must be finite numbers in [0, 1] (``model.check_input``).
+
+    Several models that share the training settings train faster side by side: ``train_group``.
     """
+    return _train(
+        model,
+        [x_train],
+        None if x_test is None else [x_test],
+        [seed],
+        epochs,
+        lr,
+        batch_size,
+        threads,
+        progress,
+        max_latent_norm,
+        desc,
+        warmup_epochs,
+        metric_lr,
+    )[0]
+
+
+def train_group(
+    models: Sequence[VAE],
+    x_trains: Sequence[torch.Tensor],
+    x_tests: Sequence[torch.Tensor] | None = None,
+    seeds: Sequence[int] = (0,),
+    epochs: int = 100,
+    lr: float = 1e-3,
+    batch_size: int | None = None,
+    threads: int | None = None,
+    progress: bool | str = True,
+    max_latent_norm: float = 1e3,
+    desc: str | None = None,
+    warmup_epochs: int = 0,
+    metric_lr: float | None = None,
+) -> list[History | TrainingDiverged]:
+    """Train ``models[m]`` on ``x_trains[m]`` (test images ``x_tests[m]``) with seed ``seeds[m]``, in place, as
+    ``train`` would one by one, and return their histories; the settings are ``train``'s, shared by all.
+
+    The models (one class, one config; e.g. the seeds of an experiment, or one per class) train side by side as
+    one stack (``VAE.stack``: batched products over a leading member dimension, one Adam over the stacked weights,
+    which is Adam on each member since Adam acts elementwise). Member m draws from its own generator seeded with
+    ``seeds[m]`` in the order a separate run draws, so each member matches ``train(models[m], …, seed=seeds[m])``
+    to rounding (tests/test_stack.py). The training sets must have one size (and the test sets one size). Each
+    history records the group's epoch time divided by the number of members.
+
+    If any member diverges, the group is abandoned and every model is trained on its own with ``train`` (so that
+    the others still match separate runs). A member whose training diverged is returned as its
+    ``TrainingDiverged`` (which holds its history and leaves the model at its last good state) instead of a
+    ``History``. A single model is simply trained with ``train``.
+    """
+    models, x_trains, seeds = list(models), list(x_trains), [check("seed", s) for s in seeds]
+    x_tests = None if x_tests is None else list(x_tests)
+    if not (len(models) == len(x_trains) == len(seeds)) or (x_tests is not None and len(x_tests) != len(models)):
+        raise ValueError("train_group needs one training set, one seed (and one test set) per model")
+    options = {
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "threads": threads,
+        "progress": progress,
+        "max_latent_norm": max_latent_norm,
+        "desc": desc,
+        "warmup_epochs": warmup_epochs,
+        "metric_lr": metric_lr,
+    }
+    if len(models) == 1:
+        return _train_one_by_one(models, x_trains, x_tests, seeds, options)
+    if len({len(x) for x in x_trains}) != 1 or (x_tests is not None and len({len(x) for x in x_tests}) != 1):
+        raise ValueError("train_group needs training sets of one size and test sets of one size")
+    stack = VAE.stack(models)
+    try:
+        histories = _train(stack, x_trains, x_tests, seeds, **options)
+    except TrainingDiverged:
+        return _train_one_by_one(models, x_trains, x_tests, seeds, options)
+    for model, member in zip(models, stack.unstack(), strict=True):
+        state = member.state_dict()
+        model._set_buffers(state)  # an RHVAE's frozen metric: its buffers take the trained shapes
+        model.load_state_dict(state)
+        model.eval()
+    return histories
+
+
+def _train_one_by_one(models, x_trains, x_tests, seeds, options) -> list[History | TrainingDiverged]:
+    """``train`` for each model in turn: its history, or its ``TrainingDiverged``."""
+    histories = []
+    for m, model in enumerate(models):
+        x_test = None if x_tests is None else x_tests[m]
+        try:
+            histories.append(train(model, x_trains[m], x_test, seed=seeds[m], **options))
+        except TrainingDiverged as err:
+            histories.append(err)
+    return histories
+
+
+def _train(
+    model: VAE,
+    x_trains: list[torch.Tensor],
+    x_tests: list[torch.Tensor] | None,
+    seeds: list[int],
+    epochs: int,
+    lr: float,
+    batch_size: int | None,
+    threads: int | None,
+    progress: bool | str,
+    max_latent_norm: float,
+    desc: str | None,
+    warmup_epochs: int,
+    metric_lr: float | None,
+) -> list[History]:
+    """The training loop of ``train`` (one model) and ``train_group`` (``model`` a stack, one training set, test
+    set and seed per member): one history per member."""
     epochs = check("epochs", epochs)
     batch_size = None if batch_size is None else check("batch_size", batch_size)
     lr = check("lr", lr)
-    seed = check("seed", seed)
+    seeds = [check("seed", seed) for seed in seeds]
     max_latent_norm = check("max_latent_norm", max_latent_norm)
     if progress not in (True, False, "notebook"):
         raise ValueError(f"progress must be True, False or 'notebook', got {progress!r}")
-    x_train = model.check_input(x_train, "x_train")
-    if len(x_train) == 0:
+    x_trains = [model.check_input(x, "x_train") for x in x_trains]
+    if len(x_trains[0]) == 0:
         raise ValueError("x_train must hold at least one image, got 0 rows")
-    x_test = None if x_test is None or len(x_test) == 0 else model.check_input(x_test, "x_test")
+    if x_tests is not None and all(len(x) for x in x_tests):
+        x_test = torch.cat([model.check_input(x, "x_test") for x in x_tests])
+    else:
+        x_test = None
+    x_train = torch.cat(x_trains)
     threads = set_threads(threads)
-    torch.manual_seed(seed)
-    n = len(x_train)
+    members = model.members or 1
+    generators = [torch.Generator(device=x_train.device).manual_seed(seed) for seed in seeds]
+    generator = generators[0] if model.members is None else generators
+    n = len(x_trains[0])
     batch = n if batch_size is None else min(batch_size, n)
     warmup_epochs = check("warmup_epochs", warmup_epochs)
     optimizer = torch.optim.Adam(_parameter_groups(model, lr, metric_lr), lr=lr)
@@ -145,15 +263,17 @@ def train(
         "epochs": epochs,
         "lr": lr,
         "batch_size": batch_size,
-        "seed": seed,
         "threads": threads,
         "n_train": n,
-        "n_test": 0 if x_test is None else len(x_test),
+        "n_test": 0 if x_test is None else len(x_test) // members,
         "max_latent_norm": max_latent_norm,
         "warmup_epochs": warmup_epochs,
         "metric_lr": metric_lr,
     }
-    history = History(settings=settings)
+    histories = [History(settings={**settings, "seed": seed}) for seed in seeds]
+    if model.members is not None:
+        for m, history in enumerate(histories):
+            history.settings["trained_in_stack"] = {"members": members, "index": m}
     last_good = copy.deepcopy(model.state_dict())
     bar = _progress_bar(epochs, desc or model.model_type, progress)
     epoch = 0
@@ -161,15 +281,19 @@ def train(
         for epoch in bar:
             start = time.perf_counter()
             model.train()
-            order = torch.randperm(n) if batch < n else torch.arange(n)
-            total, max_norm, residual = 0.0, 0.0, 0.0
+            orders = [torch.randperm(n, generator=g) if batch < n else torch.arange(n) for g in generators]
+            totals = torch.zeros(members, dtype=torch.float64)
+            max_norms = torch.zeros(members, dtype=torch.float64)
+            residual = 0.0
             for begin in range(0, n, batch):
-                xb = x_train[order[begin : begin + batch]]
-                out = VAE.forward(model, xb) if epoch <= warmup_epochs else model(xb)
-                loss = -out.objective.mean()
-                max_norm = max(max_norm, float(out.zK.detach().norm(dim=-1).max()))
+                xb = torch.cat([x[order[begin : begin + batch]] for x, order in zip(x_trains, orders, strict=True)])
+                out = VAE.forward(model, xb, generator) if epoch <= warmup_epochs else model(xb, generator)
+                member_losses = -_member_means(model, out.objective)
+                loss = member_losses.sum()  # the members share no weight: each gets its own loss's gradient
+                norms = model.grouped(out.zK.detach().norm(dim=-1)).reshape(members, -1).amax(1).double()
+                max_norms = torch.maximum(max_norms, norms)
                 residual = max(residual, out.fixed_point_residual)
-                problem = _problem(loss, max_norm, max_latent_norm)
+                problem = _problem(member_losses.detach(), max_norms, max_latent_norm, model.members)
                 if problem is None:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -178,35 +302,63 @@ def train(
                         problem = "the parameters became non-finite after the update"
                 if problem is not None:
                     model.load_state_dict(last_good)
-                    history.status = f"diverged at epoch {epoch}"
+                    for history in histories:
+                        history.status = f"diverged at epoch {epoch}"
                     raise TrainingDiverged(
                         f"{model.model_type} training diverged at epoch {epoch}: {problem} "
-                        f"(settings: {_describe(model)}, lr={lr}, batch_size={batch_size or 'full'}, seed={seed}). "
+                        f"(settings: {_describe(model)}, lr={lr}, batch_size={batch_size or 'full'}, "
+                        f"seed={seeds[0] if model.members is None else seeds}). "
                         f"The model holds its state after epoch {epoch - 1}.",
                         epoch,
-                        history,
+                        histories[0],
                     )
-                total += float(loss.detach()) * len(xb)
+                totals += member_losses.detach().double() * (len(xb) // members)
             if isinstance(model, RHVAE):
                 model.freeze_metric(x_train)
-            test_loss = evaluate_loss(model, x_test) if x_test is not None else None
-            seconds = time.perf_counter() - start
-            diagnostics = None
-            if isinstance(model, HVAE) and x_test is not None and (epoch % DIAGNOSTICS_EVERY == 0 or epoch == epochs):
-                diagnostics = flow_diagnostics(model, x_test, n_draws=DIAGNOSTICS_DRAWS, seed=seed).to_dict()
-            record = EpochRecord(epoch, total / n, test_loss, seconds, max_norm, residual, out.step_size, diagnostics)
-            history.epochs.append(record)
+            test_losses = evaluate_member_losses(model, x_test, generator) if x_test is not None else None
+            seconds = (time.perf_counter() - start) / members
+            steps = out.step_size if isinstance(out.step_size, list) else [out.step_size] * members
+            for m, history in enumerate(histories):
+                diagnostics = None
+                if (
+                    isinstance(model, HVAE)
+                    and x_test is not None
+                    and (epoch % DIAGNOSTICS_EVERY == 0 or epoch == epochs)
+                ):
+                    one = model if model.members is None else model.member(m)
+                    x_test_m = x_test if model.members is None else model.grouped(x_test)[m]
+                    diagnostics = flow_diagnostics(one, x_test_m, n_draws=DIAGNOSTICS_DRAWS, seed=seeds[m]).to_dict()
+                test_loss = None if test_losses is None else test_losses[m]
+                record = EpochRecord(
+                    epoch,
+                    float(totals[m]) / n,
+                    test_loss,
+                    seconds,
+                    float(max_norms[m]),
+                    residual,
+                    steps[m],
+                    diagnostics,
+                )
+                history.epochs.append(record)
             last_good = copy.deepcopy(model.state_dict())
-            bar.set_postfix(train=f"{record.train_loss:.2f}", test=f"{test_loss:.2f}" if test_loss else "-")
+            first = histories[0].epochs[-1]
+            bar.set_postfix(train=f"{first.train_loss:.2f}", test=f"{first.test_loss:.2f}" if first.test_loss else "-")
     except KeyboardInterrupt as err:
         model.load_state_dict(last_good)
-        history.status = f"interrupted at epoch {epoch}"
-        raise TrainingInterrupted(max(epoch, 1), history) from err
+        for history in histories:
+            history.status = f"interrupted at epoch {epoch}"
+        raise TrainingInterrupted(max(epoch, 1), histories[0]) from err
     finally:
         bar.close()
-    history.status = "finished"
+    for history in histories:
+        history.status = "finished"
     model.eval()
-    return history
+    return histories
+
+
+def _member_means(model: VAE, per_row: torch.Tensor) -> torch.Tensor:
+    """The mean of a per-row quantity over each member's rows, (members,) (one value for one model)."""
+    return model.grouped(per_row).reshape(model.members or 1, -1).mean(1)
 
 
 def _progress_bar(epochs: int, desc: str, progress: bool | str):
@@ -240,11 +392,14 @@ def _parameter_groups(model: VAE, lr: float, metric_lr: float | None) -> list[di
     ]
 
 
-def _problem(loss: torch.Tensor, max_norm: float, max_latent_norm: float) -> str | None:
-    if not torch.isfinite(loss):
-        return f"the loss is {float(loss.detach())}"
-    if not math.isfinite(max_norm) or max_norm > max_latent_norm:
-        return f"a latent code reached norm {max_norm:.3g} > max_latent_norm={max_latent_norm:g}"
+def _problem(losses: torch.Tensor, max_norms: torch.Tensor, max_latent_norm: float, members) -> str | None:
+    """What went wrong in a training step, given each member's loss and largest latent norm, or None."""
+    for m, (loss, max_norm) in enumerate(zip(losses.tolist(), max_norms.tolist(), strict=True)):
+        who = "" if members is None else f"member {m}: "
+        if not math.isfinite(loss):
+            return f"{who}the loss is {loss}"
+        if not math.isfinite(max_norm) or max_norm > max_latent_norm:
+            return f"{who}a latent code reached norm {max_norm:.3g} > max_latent_norm={max_latent_norm:g}"
     return None
 
 
@@ -254,5 +409,11 @@ def _describe(model: VAE) -> str:
 
 def evaluate_loss(model: VAE, x: torch.Tensor, generator: torch.Generator | None = None) -> float:
     """Mean negative objective on ``x`` in eval mode (RHVAE: the frozen metric)."""
+    return evaluate_member_losses(model, x, generator)[0]
+
+
+def evaluate_member_losses(model: VAE, x: torch.Tensor, generator=None) -> list[float]:
+    """The mean negative objective on ``x`` in eval mode (RHVAE: the frozen metric), one per member of a stack
+    (x: one block of rows per member; ``generator``: one per member) or a list of one value for one model."""
     with EvalMode(model):
-        return float(-model(model.check_input(x, "x_test"), generator).objective.mean())
+        return (-_member_means(model, model(model.check_input(x, "x_test"), generator).objective)).tolist()

@@ -196,10 +196,10 @@ def test_run_writes_results_json_with_provenance(tmp_path, tiny_rhvae):
 def test_divergence_is_recorded_not_raised(tmp_path, monkeypatch):
     from rhvae.training import History, TrainingDiverged
 
-    def diverge(*args, **kwargs):
-        raise TrainingDiverged("loss is nan at epoch 3", 3, History())
+    def diverge(experiment, model, requests, *args, **kwargs):  # one model of the group diverges
+        return [TrainingDiverged("loss is nan at epoch 3", 3, History()) for _ in requests]
 
-    monkeypatch.setattr(runs, "train_experiment_model", diverge)
+    monkeypatch.setattr(runs, "train_experiment_models", diverge)
     params = runs.validate_parameters("metric", defaults("metric", output_dir=str(tmp_path)))
     run = runs.Run("metric", params)
     assert run.train("rhvae", MODEL_CONFIGS["rhvae"], 0) is None
