@@ -23,7 +23,7 @@ from .models import MODELS, OBJECTIVES
 from .persistence import atomic_write_text, save_model
 from .provenance import environment, set_threads
 from .training import TrainingDiverged, TrainingInterrupted, train
-from .validation import RANGES
+from .validation import RANGES, check_device
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -50,6 +50,13 @@ def _ranged(name: str, low: int | None = None):
             raise argparse.ArgumentTypeError(f"expected {spec.describe()}, got {text}") from None
 
     return parse
+
+
+def _device(text):
+    try:
+        return str(check_device(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _folder(text):
@@ -204,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="images per class (default: the experiment's)",
     )
     t.add_argument("--threads", type=_ranged("threads"), default=1, help="torch CPU threads (recorded)")
+    t.add_argument("--device", type=_device, default="cpu", help="where the model trains: cpu (default) or cuda")
     t.add_argument(
         "--max-latent-norm",
         dest="max_latent_norm",
@@ -283,7 +291,7 @@ def run_train(args) -> int:
     data = experiment_data(
         args.experiment, args.classes, args.n_per_class, seed=args.data_seed, source=args.source, download=args.download
     )
-    model = build_model(args.model, seed=args.seed, **model_config(args))
+    model = build_model(args.model, seed=args.seed, **model_config(args)).to(args.device)
     run = {
         "command": "train",
         "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

@@ -111,7 +111,7 @@ def log_weights(
             f"{n} images × n_samples {n_samples} = {total:.2g} passes through the model: at most "
             f"{MAX_FLOW_PASSES:.0e} (about an hour of CPU for an RHVAE); lower n_samples or evaluate fewer images"
         )
-    out = torch.empty(total, dtype=x.dtype)
+    out = torch.empty(total, dtype=x.dtype, device=x.device)
     with EvalMode(model):
         for start in range(0, total, batch_size):
             rows = torch.arange(start, min(start + batch_size, total))
@@ -266,7 +266,8 @@ def _log_joint(model: VAE, z: torch.Tensor, x64: torch.Tensor, chunk: int) -> to
     out = torch.empty(len(z), len(x64), dtype=torch.float64)
     for start in range(0, len(z), chunk):
         zc = z[start : start + chunk]
-        logits = model.decode_logits(zc.to(dtype)).double()
+        # the decoder runs on the model's device; the quadrature's sums stay on the CPU
+        logits = model.decode_logits(zc.to(dtype=dtype, device=model.dec_hidden.weight.device)).double().cpu()
         prior = standard_normal_log_density(zc)
         out[start : start + chunk] = logits @ x64.T - (F.softplus(logits).sum(-1) - prior)[:, None]
     return out
@@ -333,7 +334,7 @@ def exact_log_likelihood(
     centres = (torch.arange(n_side, dtype=torch.float64) + 0.5) * h - box
     cx, cy = torch.meshgrid(centres, centres, indexing="ij")
     cells = torch.stack([cx.flatten(), cy.flatten()], -1)  # (C, 2), row-major over the (n_side, n_side) grid
-    x64 = x.double()
+    x64 = x.double().cpu()
     n = len(x)
     with EvalMode(model):
         coarse = _log_joint(model, cells, x64, chunk) + 2.0 * math.log(h)  # (C, n) coarse cell masses

@@ -29,7 +29,7 @@ from .persistence import (
 )
 from .provenance import environment, set_threads
 from .training import History, TrainingDiverged, train_group
-from .validation import check
+from .validation import check, check_device
 
 
 @dataclass
@@ -63,13 +63,23 @@ def model_spec(
 
 
 def model_request(
-    data: ExperimentData, model: str, epochs: int, seed: int, lr: float, batch_size, threads: int, **config
+    data: ExperimentData,
+    model: str,
+    epochs: int,
+    seed: int,
+    lr: float,
+    batch_size,
+    threads: int,
+    device: torch.device | str = "cpu",
+    **config,
 ) -> tuple[VAE, dict, str]:
     """What identifies a trained model: the untrained network (its weights drawn from ``seed``), the spec (subset,
     model, normalised config, training settings) and the file name ``EXPERIMENT/MODEL_KEY.pt`` under which the
     trained result is cached (``data/cache``) or shipped (``data/models``)."""
     net = build_model(model, seed=seed, **config)
     spec = model_spec(data, model, net.config(), epochs, lr, batch_size, seed, threads)
+    if torch.device(device).type != "cpu":  # CPU-trained models keep the cache keys they always had
+        spec["training"]["device"] = str(device)
     return net, spec, f"{data.experiment}/{model.lower()}_{cache_key(spec)}.pt"
 
 
@@ -89,6 +99,7 @@ def train_experiment_model(
     use_cache: bool = True,
     cache_dir: Path | str | None = None,
     progress: bool = True,
+    device: str = "cpu",
     **config,
 ) -> TrainedModel:
     """Train ``model`` on the subset of ``experiment``, or, with ``use_cache``, reuse a model trained with exactly
@@ -96,13 +107,26 @@ def train_experiment_model(
     (``data/models``, committed with the project). A trained model is saved in ``cache_dir``.
 
     ``config`` holds the model's keyword arguments (n_lf, eps_lf, beta_zero, temperature, regularization, …).
-    ``threads`` pins torch's thread count (part of the cache key: CPU results depend on it). Raises
-    ``TrainingDiverged`` when training diverges. Several seeds or subsets at once: ``train_experiment_models``.
+    ``threads`` pins torch's thread count (part of the cache key: CPU results depend on it). ``device``: where the
+    model trains ('cpu', or 'cuda' where torch sees a GPU; part of the cache key when not 'cpu'); the trained model
+    is returned on the CPU, like a cached one. Raises ``TrainingDiverged`` when training diverges. Several seeds
+    or subsets at once: ``train_experiment_models``.
     """
     if data is None:
         data = experiment_data(experiment, classes, n_per_class, seed=check("data_seed", data_seed), source=source)
     (result,) = train_experiment_models(
-        experiment, model, [(seed, data)], epochs, lr, batch_size, threads, use_cache, cache_dir, progress, **config
+        experiment,
+        model,
+        [(seed, data)],
+        epochs,
+        lr,
+        batch_size,
+        threads,
+        use_cache,
+        cache_dir,
+        progress,
+        device,
+        **config,
     )
     if isinstance(result, TrainingDiverged):
         raise result
@@ -120,6 +144,7 @@ def train_experiment_models(
     use_cache: bool = True,
     cache_dir: Path | str | None = None,
     progress: bool = True,
+    device: str = "cpu",
     **config,
 ) -> list[TrainedModel | TrainingDiverged]:
     """``train_experiment_model`` for several (seed, subset) ``requests`` of one model kind and config (the seeds of
@@ -131,8 +156,9 @@ def train_experiment_models(
     epochs, lr = check("epochs", epochs), check("lr", lr)
     batch_size = None if batch_size is None else check("batch_size", batch_size)
     threads = set_threads(threads)
+    device = check_device(device)
     requested = [
-        (data, *model_request(data, model, epochs, check("seed", seed), lr, batch_size, threads, **config))
+        (data, *model_request(data, model, epochs, check("seed", seed), lr, batch_size, threads, device, **config))
         for seed, data in requests
     ]
     folder = Path(cache_dir or CACHE_DIR)
@@ -151,7 +177,7 @@ def train_experiment_models(
     for group in by_size.values():
         start = time.perf_counter()
         histories = train_group(
-            [requested[i][1] for i in group],
+            [requested[i][1].to(device) for i in group],
             [requested[i][0].train.x for i in group],
             [requested[i][0].test.x for i in group],
             seeds=[requested[i][2]["training"]["seed"] for i in group],
@@ -165,6 +191,7 @@ def train_experiment_models(
         seconds = (time.perf_counter() - start) / len(group)
         for i, history in zip(group, histories, strict=True):
             data, net, spec, name = requested[i]
+            net.cpu()
             if isinstance(history, TrainingDiverged):
                 results[i] = history
                 continue

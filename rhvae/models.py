@@ -198,15 +198,19 @@ class VAE(nn.Module):
         return per_member if self.members is None else per_member.repeat_interleave(n_rows // self.members)
 
     def standard_normal(self, shape: tuple, like: torch.Tensor, generator=None) -> torch.Tensor:
-        """N(0, I) draws of ``shape`` (rows, …) in ``like``'s dtype and device. For a stack, ``generator`` may be a
-        sequence of M generators: block m of the rows is then drawn from generator m, exactly what a separate run of
-        member m with that generator draws."""
-        if isinstance(generator, torch.Generator) or generator is None:
-            return torch.randn(shape, dtype=like.dtype, device=like.device, generator=generator)
+        """N(0, I) draws of ``shape`` (rows, …) in ``like``'s dtype, on ``like``'s device. A generator draws on its own
+        device (a CPU generator gives the same numbers whatever device the model is on). For a stack, ``generator``
+        may be a sequence of M generators: block m of the rows is then drawn from generator m, exactly what a
+        separate run of member m with that generator draws."""
+        if generator is None:
+            return torch.randn(shape, dtype=like.dtype, device=like.device)
+        if isinstance(generator, torch.Generator):
+            return torch.randn(shape, dtype=like.dtype, device=generator.device, generator=generator).to(like.device)
         if self.members is None or len(generator) != self.members:
             raise ValueError("generator must be a torch.Generator, None or one generator per member of a stack")
         block = (shape[0] // self.members, *shape[1:])
-        return torch.cat([torch.randn(block, dtype=like.dtype, device=like.device, generator=g) for g in generator])
+        draws = [torch.randn(block, dtype=like.dtype, device=g.device, generator=g) for g in generator]
+        return torch.cat(draws).to(like.device)
 
     # --------------------------------------------------------------------------------------------- networks
     def check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
@@ -220,7 +224,8 @@ class VAE(nn.Module):
             raise ValueError(f"{name} must be a tensor of shape (batch, {self.input_dim}), got {shape}")
         if x.dtype == torch.bool or x.is_complex():
             raise ValueError(f"{name} must hold real pixel values in [0, 1], got dtype {x.dtype}")
-        x = x.to(self.enc_hidden.weight.dtype)
+        weight = self.enc_hidden.weight
+        x = x.to(dtype=weight.dtype, device=weight.device)
         if len(x) and not (torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
             bad = int((~torch.isfinite(x)).sum())
             what = f"{bad} non-finite pixel(s)" if bad else f"pixels in [{float(x.min()):g}, {float(x.max()):g}]"
@@ -234,7 +239,7 @@ class VAE(nn.Module):
         if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.latent_dim:
             shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
             raise ValueError(f"z must be a tensor of shape (batch, {self.latent_dim}), got {shape}")
-        z = z.to(self.enc_hidden.weight.dtype)
+        z = z.to(dtype=self.enc_hidden.weight.dtype, device=self.enc_hidden.weight.device)
         if not torch.isfinite(z).all():
             bad = int((~torch.isfinite(z)).sum())
             raise ValueError(f"z must hold finite latent codes, got {bad} non-finite value(s)")
@@ -417,7 +422,7 @@ class HVAE(VAE):
             return z_new, rho_half - half * grad_U_new, grad_U_new, logits_new, at_new, z.new_zeros(())
         n_iter = self.n_implicit_iterations()
         # ε/2 as a (1, 1) or (B, 1) tensor, so that every update a ± (ε/2) b is one fused addcmul
-        half = torch.as_tensor(half, dtype=z.dtype).reshape(-1, 1)
+        half = torch.as_tensor(half, dtype=z.dtype, device=z.device).reshape(-1, 1)
         # ρ½ = ρ − (ε/2)(∇U − ½ ∇ log det G⁻¹) − (ε/4) ∇(ρ½ᵀ G⁻¹ ρ½): the first two terms do not change
         base = torch.addcmul(rho, half, grad_U.sub(metric.grad_log_det_G_inv(at_z), alpha=0.5), value=-1.0)
         exact = self.exact_gradient()

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Integral, Real
 
-from .validation import RANGES, scalar
+from .validation import DEVICES, RANGES, check_device, scalar
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Param:
     """What one notebook parameter accepts.
 
     ``kind``: 'int', 'float', 'bool', 'choice', 'floats' (a non-empty list of floats), 'ints' (a non-empty list
-    of distinct integers), 'path' (str or None).
+    of distinct integers), 'path' (str or None), 'device' ('cpu', or 'cuda' where torch sees a GPU).
     ``low``/``high`` bound numbers (``low_open`` makes the lower bound strict); ``optional`` allows None
     (for model hyper-parameters: None means the value of ``rhvae.experiments.MODEL_CONFIGS``)."""
 
@@ -38,6 +38,8 @@ class Param:
             text = "one of " + ", ".join(repr(c) for c in self.choices)
         elif self.kind == "path":
             text = "a folder path (str) or None"
+        elif self.kind == "device":
+            text = "'cpu' or 'cuda' (a CUDA GPU that torch sees)"
         else:
             what = {
                 "int": "an integer",
@@ -94,6 +96,11 @@ def check_parameter(name: str, value, spec: Param):
     if spec.kind == "choice":
         if value not in spec.choices:
             fail()
+        return value
+    if spec.kind == "device":
+        if value not in DEVICES:
+            fail()
+        check_device(value, name)  # 'cuda' without a GPU: one line saying so
         return value
     if spec.kind == "path":
         if not isinstance(value, (str, os.PathLike)) or not str(value):

@@ -71,6 +71,7 @@ _COMMON = {
     "interactive": Param("bool"),
     "quick": Param("bool"),
     "threads": ranged("threads"),
+    "device": Param("device"),
     "output_dir": Param("path"),
     "cache_dir": Param("path"),
 }

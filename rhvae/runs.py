@@ -254,6 +254,7 @@ class Run:
                 epochs=self.params["epochs"],
                 lr=self.params.get("lr", 1e-3),
                 threads=self.threads,
+                device=self.params.get("device", "cpu"),
                 use_cache=self.params["reuse_cache"],
                 cache_dir=self.cache_dir,
                 progress="notebook" if self.params.get("interactive") else True,

@@ -61,7 +61,7 @@ def sample_prior(model: VAE, n: int = 100, seed: int = 0) -> PriorSamples:
     seed = check("seed", seed)
     gen = torch.Generator().manual_seed(seed)
     dtype = model.dec_hidden.weight.dtype
-    z = torch.randn(n, model.latent_dim, generator=gen, dtype=dtype)
+    z = torch.randn(n, model.latent_dim, generator=gen, dtype=dtype).to(model.dec_hidden.weight.device)
     with torch.no_grad():
         images = model.decode(z)
     return PriorSamples(z, images, seed)
@@ -108,8 +108,8 @@ def _resolve_box(box, metric: LearnedMetric, margin) -> tuple[torch.Tensor, torc
     d, dtype = metric.dim, metric.centroids.dtype
     try:
         low, high = box
-        low = torch.as_tensor(low, dtype=dtype).reshape(-1)
-        high = torch.as_tensor(high, dtype=dtype).reshape(-1)
+        low = torch.as_tensor(low, dtype=dtype, device=metric.centroids.device).reshape(-1)
+        high = torch.as_tensor(high, dtype=dtype, device=metric.centroids.device).reshape(-1)
     except (TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"box must be a pair (low, high) of length-{d} sequences, got {box!r}") from err
     if low.shape != (d,) or high.shape != (d,):
@@ -192,10 +192,10 @@ def riemannian_hmc(
     with torch.no_grad():
         z = centroids[start_indices].clone()
         U, grad = potential_and_grad(z)
-        accepted = torch.zeros(n_samples, dtype=torch.long)
+        accepted = torch.zeros(n_samples, dtype=torch.long, device=z.device)
         trace = [z.clone()] if keep_trace else None
         for _ in range(mcmc_steps):
-            p = torch.randn(z.shape, generator=gen, dtype=dtype)
+            p = torch.randn(z.shape, generator=gen, dtype=dtype).to(z.device)  # CPU draws: the same on any device
             H0 = U + 0.5 * (p * p).sum(-1)
             z_new, g = z, grad
             p_new = p - 0.5 * eps * g
@@ -206,7 +206,7 @@ def riemannian_hmc(
                 p_new = torch.add(p_new, grad_log_det, alpha=0.5 * (eps if step < n_lf - 1 else 0.5 * eps))
             U_new, g = -0.5 * log_det, -0.5 * grad_log_det
             H1 = U_new + 0.5 * (p_new * p_new).sum(-1)
-            log_u = torch.log(torch.rand(n_samples, generator=gen, dtype=dtype))
+            log_u = torch.log(torch.rand(n_samples, generator=gen, dtype=dtype)).to(z.device)
             accept = _inside(z_new, low, high) & torch.isfinite(H1) & (log_u < H0 - H1)
             z = torch.where(accept[:, None], z_new, z)
             U = torch.where(accept, U_new, U)

@@ -251,7 +251,7 @@ def _train(
     x_train = torch.cat(x_trains)
     threads = set_threads(threads)
     members = model.members or 1
-    generators = [torch.Generator(device=x_train.device).manual_seed(seed) for seed in seeds]
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]  # on the CPU: the same draws on any device
     generator = generators[0] if model.members is None else generators
     n = len(x_trains[0])
     batch = n if batch_size is None else min(batch_size, n)
@@ -290,7 +290,7 @@ def _train(
                 out = VAE.forward(model, xb, generator) if epoch <= warmup_epochs else model(xb, generator)
                 member_losses = -_member_means(model, out.objective)
                 loss = member_losses.sum()  # the members share no weight: each gets its own loss's gradient
-                norms = model.grouped(out.zK.detach().norm(dim=-1)).reshape(members, -1).amax(1).double()
+                norms = model.grouped(out.zK.detach().norm(dim=-1)).reshape(members, -1).amax(1).double().cpu()
                 max_norms = torch.maximum(max_norms, norms)
                 residual = max(residual, out.fixed_point_residual)
                 problem = _problem(member_losses.detach(), max_norms, max_latent_norm, model.members)
@@ -312,7 +312,7 @@ def _train(
                         epoch,
                         histories[0],
                     )
-                totals += member_losses.detach().double() * (len(xb) // members)
+                totals += member_losses.detach().double().cpu() * (len(xb) // members)
             if isinstance(model, RHVAE):
                 model.freeze_metric(x_train)
             test_losses = evaluate_member_losses(model, x_test, generator) if x_test is not None else None

@@ -14,6 +14,8 @@ import math
 import numbers
 from dataclasses import dataclass
 
+import torch
+
 
 class ParameterError(ValueError):
     """A parameter outside its accepted range (a ``ValueError``)."""
@@ -112,3 +114,25 @@ RANGES: dict[str, Range] = {
 def check(name: str, value, as_name: str | None = None):
     """``value`` checked against ``RANGES[name]`` (named ``as_name`` in the error, default ``name``)."""
     return RANGES[name].check(as_name or name, value)
+
+
+#: The devices a model can train and run on: the CPU (the default, and all this package's results), or a CUDA GPU.
+DEVICES = ("cpu", "cuda")
+
+
+def check_device(value, name: str = "device") -> torch.device:
+    """``value`` ('cpu', 'cuda', 'cuda:N' or a ``torch.device``) as a ``torch.device`` that exists on this machine;
+    one ``ParameterError`` line otherwise (e.g. 'cuda' where torch sees no GPU)."""
+    try:
+        device = torch.device(value) if isinstance(value, (str, torch.device)) else None
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in DEVICES:
+        raise ParameterError(f"{name} must be one of {DEVICES} (or 'cuda:N'), got {value!r}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ParameterError(f"{name}={str(value)!r} is not available: torch sees no CUDA GPU here; use 'cpu'")
+        if device.index is not None and device.index >= count:
+            raise ParameterError(f"{name}={str(value)!r} is not available: torch sees {count} CUDA GPU(s)")
+    return device
