@@ -71,7 +71,6 @@ def ship_models(folder: Path, half: bool) -> list[Path]:
                 write_half_precision(source, target)
             else:
                 shutil.copyfile(source, target)
-            load_model(target, expected_type=info["model"])
         shipped.append(target)
         print(f"shipped {label}: {target.relative_to(ROOT)}")
     return shipped
@@ -116,6 +115,8 @@ def main() -> None:
         path.unlink()
         print(f"removed stale {path.relative_to(ROOT)}")
     print(f"wrote {write_checksums()} ({len(set(shipped))} files published)")
+    for path in shipped:  # every shipped file loads, through its new checksum (weights_only=True)
+        load_model(path)
     print(f"wrote {publish_report(run, names, everything=only is None)}")
 
 
