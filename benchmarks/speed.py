@@ -55,6 +55,7 @@ GRADIENTS = (
 
 N_LF, EPS_LF, BETA_ZERO, TEMPERATURE, REGULARIZATION = 10, 0.01, 0.3, 1.0, 0.1
 PYTHAE_FIXED_POINT = 3  # pythae's leapfrog runs 3 fixed-point iterations (steps=3)
+STACKED = 3  # models trained side by side in the stacked workload (the three seeds of an experiment)
 
 
 # ------------------------------------------------------------------------------------------------ pythae networks
@@ -140,6 +141,16 @@ def our_epoch(model, optimizer, x, batch_size, generator):
         optimizer.step()
     if isinstance(model, rhvae.RHVAE):
         model.freeze_metric(x)
+
+
+def stacked_epoch(stack, optimizer, x):
+    """One full-batch epoch of a stack of models (x: one block of rows per member), as ``train_group`` runs it."""
+    stack.train()
+    loss = -stack(x).objective.reshape(stack.members, -1).mean(1).sum()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    stack.freeze_metric(x)
 
 
 def pythae_epoch(model, optimizer, x, batch_size, generator):
@@ -238,9 +249,17 @@ def bench_training(x, repeats):
             gen = torch.Generator().manual_seed(1)
             epoch = pythae_epoch if key == "pythae" else our_epoch
             fns[key] = lambda m=model, o=opt, g=gen, e=epoch, b=batch: e(m, o, x, b, g)
+        if batch == len(x):  # the seeds of an experiment side by side, as one stack (rhvae.training.train_group)
+            seeds = [make_ours() for _ in range(STACKED - 1)]
+            stack = rhvae.RHVAE.stack([default, *seeds])
+            opt = torch.optim.Adam(stack.parameters(), 1e-3)
+            fns["stack"] = lambda m=stack, o=opt: stacked_epoch(m, o, x.repeat(STACKED, 1))
         t = alternate(fns, repeats)
         print(row(f"{name}: ours step_bound='none', 3 fixed-point its", t["fixed"], t.get("pythae")))
         print(row(f"{name}: ours default (stability bound, 5 its)", t["default"], t.get("pythae")))
+        if "stack" in t:
+            label = f"{name}: ours default, {STACKED} seeds side by side, per model"
+            print(row(label, t["stack"] / STACKED, t.get("pythae")))
 
 
 def bench_sampler(ours, theirs, repeats, sizes):

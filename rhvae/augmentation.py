@@ -172,75 +172,36 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def train_classifier(kind, x, y, x_val, y_val, steps: int, seed: int = 0) -> Fitted:
     """Train a ``kind`` classifier on (x, y) for at most ``steps`` Adam updates with early stopping on the
     validation cross-entropy (see the module docstring); deterministic for a seed and a thread count."""
-    return train_classifiers(kind, [(x, y)], x_val, y_val, steps, seed)[0]
-
-
-def train_classifiers(kind, sets, x_val, y_val, steps: int, seed: int = 0) -> list[Fitted]:
-    """``train_classifier`` on each (x, y) of ``sets`` (e.g. every arm of one seed), side by side: the classifiers
-    are one vectorised computation (``torch.func.vmap`` over their stacked weights, one Adam over the stack, which
-    is Adam on each since it acts elementwise). Classifier a starts from ``make_classifier(kind, seed)`` and draws
-    its batches from its own generator seeded with ``seed``, as a separate run would; each stops on its own
-    (early stopping), the others go on. One ``Fitted`` per set, in order."""
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    for x, y in sets:
-        if len(x) == 0 or len(x) != len(y) or len(x_val) == 0:
-            raise ValueError(f"need training and validation images, got {len(x)} (labels {len(y)}) and {len(x_val)}")
-    batch_sizes = [min(BATCH_SIZE, len(x)) for x, _ in sets]
-    if len(set(batch_sizes)) > 1:  # batches of one size only can be stacked
-        return [train_classifiers(kind, [one], x_val, y_val, steps, seed)[0] for one in sets]
-    members = [make_classifier(kind, seed) for _ in sets]
-    weights, buffers = torch.func.stack_module_state(members)  # leaf tensors with a leading classifier dimension
-    template = members[0]
-
-    def logits(w, b, images):
-        return torch.func.functional_call(template, (w, b), (images,))
-
-    stacked_logits = torch.vmap(logits)
-    optimizer = torch.optim.Adam(weights.values(), lr=LR)
-    generators = [torch.Generator().manual_seed(seed) for _ in sets]
-    n, labels = len(sets), y_val.expand(len(sets), -1)
-    val_images = x_val.expand(n, *x_val.shape)
-    best, best_step, curve, since = [math.inf] * n, [0] * n, [[] for _ in sets], [0] * n
-    best_state: list = [None] * n
-    running, steps_run = [True] * n, [0] * n
+    if len(x) == 0 or len(x) != len(y) or len(x_val) == 0:
+        raise ValueError(f"need training and validation images, got {len(x)} (labels {len(y)}) and {len(x_val)}")
+    model = make_classifier(kind, seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    generator = torch.Generator().manual_seed(seed)
+    best, best_state, best_step, curve, since = math.inf, None, 0, [], 0
     step = 0
-    while step < steps and any(running):
-        draws = zip(sets, generators, strict=True)
-        batches = [torch.randint(len(x), (batch_sizes[0],), generator=g) for (x, _), g in draws]
-        images = torch.stack([x[i] for (x, _), i in zip(sets, batches, strict=True)])
-        targets = torch.stack([y[i] for (_, y), i in zip(sets, batches, strict=True)])
-        loss = _cross_entropies(stacked_logits(weights, buffers, images), targets).sum()
+    while step < steps and since < PATIENCE:
+        model.train()
+        batch = torch.randint(len(x), (min(BATCH_SIZE, len(x)),), generator=generator)
+        loss = F.cross_entropy(model(x[batch]), y[batch])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         step += 1
         if step % EVAL_EVERY == 0 or step == steps:
+            model.eval()
             with torch.no_grad():
-                val = _cross_entropies(stacked_logits(weights, buffers, val_images), labels).tolist()
-            for a in (a for a in range(n) if running[a]):
-                curve[a].append(val[a])
-                steps_run[a] = step
-                if best_state[a] is None or val[a] < best[a]:
-                    best[a], best_step[a], since[a] = val[a], step, 0
-                    best_state[a] = {k: w[a].detach().clone() for k, w in weights.items()}
-                else:
-                    since[a] += 1
-                running[a] = since[a] < PATIENCE
-    for a in (a for a in range(n) if running[a]):
-        steps_run[a] = step
-    fitted = []
-    for a, model in enumerate(members):
-        model.load_state_dict({**model.state_dict(), **best_state[a]})
-        model.eval()
-        fitted.append(Fitted(model, curve[a], best_step[a], steps_run[a]))
-    return fitted
-
-
-def _cross_entropies(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The mean cross-entropy of each classifier, (classifiers,), for logits (classifiers, B, 10)."""
-    per_image = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
-    return per_image.reshape(labels.shape).mean(1)
+                val = float(F.cross_entropy(model(x_val), y_val))
+            curve.append(val)
+            if best_state is None or val < best:
+                best, best_step, since = val, step, 0
+                best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            else:
+                since += 1
+    model.load_state_dict(best_state)
+    model.eval()
+    return Fitted(model, curve, best_step, step)
 
 
 # ---------------------------------------------------------------------------------------------------- the arms
@@ -365,18 +326,17 @@ def run_arms(run, configs: Mapping[str, Mapping]) -> Outcome:
                 images[size] = {"real": (fit.x, fit.y), **{ADDED[a]: extra[a] for a in extra}}
             for clf in CLASSIFIERS:
                 row = row_name(clf, size)
-                arms = arms_available(extra)
-                sets = [arm_training_set(arm, fit, extra) for arm in arms]
-                with run.timer("classifiers"):  # every arm's classifier side by side
-                    fitted = train_classifiers(clf, sets, val.x, val.y, p["classifier_steps"], seed)
                 scores[seed][row] = {}
-                for arm, (x, _), one in zip(arms, sets, fitted, strict=True):
-                    scores[seed][row][arm] = accuracy(one.model, test.x, test.y)
+                for arm in arms_available(extra):
+                    x, y = arm_training_set(arm, fit, extra)
+                    with run.timer("classifiers"):
+                        fitted = train_classifier(clf, x, y, val.x, val.y, p["classifier_steps"], seed)
+                    scores[seed][row][arm] = accuracy(fitted.model, test.x, test.y)
                     training.setdefault(seed, {}).setdefault(row, {})[arm] = {
                         "n_train": len(x),
-                        "best_step": one.best_step,
-                        "steps_run": one.steps_run,
-                        "val_loss": one.val_loss,
+                        "best_step": fitted.best_step,
+                        "steps_run": fitted.steps_run,
+                        "val_loss": fitted.val_loss,
                     }
                 print(f"seed {seed}, {row}: " + ", ".join(f"{a} {v:.3f}" for a, v in scores[seed][row].items()))
     table = {

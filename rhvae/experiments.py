@@ -145,13 +145,18 @@ def train_experiment_models(
     cache_dir: Path | str | None = None,
     progress: bool = True,
     device: str = "cpu",
+    save: bool | None = None,
     **config,
 ) -> list[TrainedModel | TrainingDiverged]:
     """``train_experiment_model`` for several (seed, subset) ``requests`` of one model kind and config (the seeds of
     an experiment, the classes of the augmentation experiment): each is reused from the cache or the shipped models
     when it can be, and the others are trained side by side as stacks (``rhvae.training.train_group``; one stack
     per training-set size), each member matching a separate run to rounding. One result per request, in order: a
-    ``TrainedModel``, or the ``TrainingDiverged`` of a model whose training diverged (the others are kept)."""
+    ``TrainedModel``, or the ``TrainingDiverged`` of a model whose training diverged (the others are kept).
+
+    ``save`` (default: ``use_cache``) writes every trained model to ``cache_dir``, replacing a cached one: a run
+    that retrains everything (``use_cache=False, save=True``, i.e. ``run_all.sh --train``) leaves its models there
+    for ``tools/publish_run.py``."""
     # NumPy numbers become Python numbers here: they go into the cache key and the saved provenance (JSON)
     epochs, lr = check("epochs", epochs), check("lr", lr)
     batch_size = None if batch_size is None else check("batch_size", batch_size)
@@ -162,7 +167,8 @@ def train_experiment_models(
         for seed, data in requests
     ]
     folder = Path(cache_dir or CACHE_DIR)
-    if use_cache:  # before training: a model that cannot be saved at the end would be lost
+    save = use_cache if save is None else save
+    if save:  # before training: a model that cannot be saved at the end would be lost
         for *_, name in requested:
             writable_folder((folder / name).parent, "cache_dir")
     results: list = [None] * len(requested)
@@ -202,9 +208,9 @@ def train_experiment_models(
                 "train_seconds": seconds,
                 "trained_side_by_side": len(group),  # a stack of that many models (train_seconds: its time / that)
             }
-            if use_cache:
+            if save:
                 save_model(net, folder / name, history, provenance)
-            results[i] = TrainedModel(net, history, data, folder / name if use_cache else None, False, provenance)
+            results[i] = TrainedModel(net, history, data, folder / name if save else None, False, provenance)
     return results
 
 

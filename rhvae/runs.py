@@ -204,8 +204,7 @@ class Run:
         self.dir = make_run_dir(experiment, self.params.get("output_dir"))
         clear_earlier_run(self.dir)
         self.cache_dir = cache_folder(self.params.get("cache_dir"))
-        if self.params.get("reuse_cache", True):  # checked now: a trained model that cannot be saved is lost
-            writable_folder(self.cache_dir, "cache_dir")
+        writable_folder(self.cache_dir, "cache_dir")  # checked now: a trained model that cannot be saved is lost
         self.started = _dt.datetime.now()
         self._t0 = time.perf_counter()
         self.timings: dict[str, float] = {}
@@ -256,6 +255,7 @@ class Run:
                 threads=self.threads,
                 device=self.params.get("device", "cpu"),
                 use_cache=self.params["reuse_cache"],
+                save=True,  # also with --train (reuse_cache=False): the retrained models replace the cached ones
                 cache_dir=self.cache_dir,
                 progress="notebook" if self.params.get("interactive") else True,
                 **config,
