@@ -169,7 +169,7 @@ def riemannian_hmc(
         model, metric = None, model_or_metric
     else:
         raise TypeError(
-            "model_or_metric must be an RHVAE, a LearnedMetric or a TruncatedMetric, "
+            "model_or_metric must be an RHVAE or a LearnedMetric (or a TruncatedMetric), "
             f"got {type(model_or_metric).__name__}"
         )
     metric = truncate_if_large(metric, truncation_tolerance)
