@@ -143,7 +143,7 @@ def riemannian_hmc(
     box=None,
     margin: float | None = None,
     keep_trace: bool = False,
-    truncation_tolerance: float = DEFAULT_TOLERANCE,
+    truncation_tolerance: float | None = DEFAULT_TOLERANCE,
 ) -> HMCSamples:
     r"""HMC targeting π(z) ∝ √det G⁻¹(z) on a box B (module docstring), ``n_samples`` chains in parallel.
 
@@ -161,7 +161,7 @@ def riemannian_hmc(
     margin: enlargement of the default box on every side (≥ 0); default 3 · T. Only with ``box=None``.
     keep_trace: also return every state, shape (mcmc_steps + 1, n_samples, d).
     truncation_tolerance: τ in (0, 0.1] of the truncated metric used above ``MIN_CENTROIDS`` centroids (module
-        docstring): ‖G⁻¹ − G_r⁻¹‖ ≤ τ λ.
+        docstring): ‖G⁻¹ − G_r⁻¹‖ ≤ τ λ. None: always the full sum.
     """
     if isinstance(model_or_metric, RHVAE):
         model, metric = model_or_metric, model_or_metric.metric()

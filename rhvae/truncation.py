@@ -238,10 +238,13 @@ class TruncatedMetric:
 
 
 def truncate_if_large(
-    metric, tolerance: float = DEFAULT_TOLERANCE, min_centroids: int = MIN_CENTROIDS
+    metric, tolerance: float | None = DEFAULT_TOLERANCE, min_centroids: int = MIN_CENTROIDS
 ) -> LearnedMetric | TruncatedMetric:
     """``TruncatedMetric(metric, tolerance)`` for a ``LearnedMetric`` of more than ``min_centroids`` centroids, else
-    ``metric`` itself (a ``TruncatedMetric`` is returned as it is). ``tolerance`` is checked in every case."""
+    ``metric`` itself (a ``TruncatedMetric`` is returned as it is). ``tolerance=None``: never truncate (the full
+    sum); any other tolerance is checked in every case."""
+    if tolerance is None:
+        return metric
     tolerance = check("truncation_tolerance", tolerance)
     if isinstance(metric, LearnedMetric) and len(metric.centroids) > min_centroids:
         return TruncatedMetric(metric, tolerance)

@@ -184,6 +184,8 @@ def test_sampler_truncates_above_the_threshold():
     record = samples.params["truncation"]
     assert record["n_centroids"] == MIN_CENTROIDS + 1 and record["tolerance"] == 1e-4
     assert record["bounds"]["G_inv"] == pytest.approx(1e-4 * LAMBDA)
+    full_sum = riemannian_hmc(metric, n_samples=3, mcmc_steps=2, seed=0, truncation_tolerance=None)
+    assert full_sum.params["truncation"] is None
 
 
 @pytest.mark.parametrize("bad", [0, -1e-3, 0.5, float("nan"), "1e-3"])
