@@ -19,6 +19,11 @@ path does in between, so this is exactly the Metropolis–Hastings correction fo
 holds. Non-finite energies are rejected as well. All chains run in parallel as one batch; chains start at training
 centroids drawn with the seed (without replacement when ``n_samples`` ≤ the number of centroids inside B, with
 replacement otherwise).
+
+**Many centroids.** A metric of more than ``rhvae.truncation.MIN_CENTROIDS`` centroids is replaced by its truncated
+version (``rhvae.truncation.TruncatedMetric``, tolerance ``truncation_tolerance``): π_r ∝ √det G_r⁻¹ with
+‖G⁻¹ − G_r⁻¹‖ ≤ τ λ, so log π moves by at most (d/2) log(1 + τ), and the sampler targets π_r exactly. Its settings
+and error bounds are recorded in ``params["truncation"]`` (None when the full sum is used).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import torch
 
 from .metric import LearnedMetric
 from .models import RHVAE, VAE
+from .truncation import DEFAULT_TOLERANCE, TruncatedMetric, truncate_if_large
 from .validation import RANGES, check, check_float, check_int
 
 DEFAULT_EPS_PER_TEMPERATURE = 0.05
@@ -90,7 +96,9 @@ class HMCSamples:
     trace: torch.Tensor | None = None
 
 
-def default_box(metric: LearnedMetric, margin: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def default_box(
+    metric: LearnedMetric | TruncatedMetric, margin: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The centroids' bounding box enlarged by ``margin`` (default 3 T) on every side: (low, high), each (d,)."""
     if margin is None:
         margin = DEFAULT_MARGIN_PER_TEMPERATURE * metric.temperature
@@ -100,7 +108,7 @@ def default_box(metric: LearnedMetric, margin: float | None = None) -> tuple[tor
     return metric.centroids.min(0).values - margin, metric.centroids.max(0).values + margin
 
 
-def _resolve_box(box, metric: LearnedMetric, margin) -> tuple[torch.Tensor, torch.Tensor]:
+def _resolve_box(box, metric: LearnedMetric | TruncatedMetric, margin) -> tuple[torch.Tensor, torch.Tensor]:
     if box is None:
         return default_box(metric, margin)
     if margin is not None:
@@ -135,12 +143,14 @@ def riemannian_hmc(
     box=None,
     margin: float | None = None,
     keep_trace: bool = False,
+    truncation_tolerance: float | None = DEFAULT_TOLERANCE,
 ) -> HMCSamples:
     r"""HMC targeting π(z) ∝ √det G⁻¹(z) on a box B (module docstring), ``n_samples`` chains in parallel.
 
     Parameters
     ----------
-    model_or_metric: a trained RHVAE (its frozen metric is used and the samples are decoded) or a ``LearnedMetric``.
+    model_or_metric: a trained RHVAE (its frozen metric is used and the samples are decoded), a ``LearnedMetric``
+        or a ``TruncatedMetric`` (used as it is).
     n_samples: number of chains = number of samples (≥ 1).
     mcmc_steps: MCMC steps per chain (≥ 0; the paper uses 90, or 150 for the 7-class experiment).
     n_lf: leapfrog steps per MCMC step (≥ 1).
@@ -150,13 +160,19 @@ def riemannian_hmc(
     box: (low, high), each of length d, or None for the default box (centroid bounding box ± ``margin``).
     margin: enlargement of the default box on every side (≥ 0); default 3 · T. Only with ``box=None``.
     keep_trace: also return every state, shape (mcmc_steps + 1, n_samples, d).
+    truncation_tolerance: τ in (0, 0.1] of the truncated metric used above ``MIN_CENTROIDS`` centroids (module
+        docstring): ‖G⁻¹ − G_r⁻¹‖ ≤ τ λ. None: always the full sum.
     """
     if isinstance(model_or_metric, RHVAE):
         model, metric = model_or_metric, model_or_metric.metric()
-    elif isinstance(model_or_metric, LearnedMetric):
+    elif isinstance(model_or_metric, (LearnedMetric, TruncatedMetric)):
         model, metric = None, model_or_metric
     else:
-        raise TypeError(f"model_or_metric must be an RHVAE or a LearnedMetric, got {type(model_or_metric).__name__}")
+        raise TypeError(
+            "model_or_metric must be an RHVAE or a LearnedMetric (or a TruncatedMetric), "
+            f"got {type(model_or_metric).__name__}"
+        )
+    metric = truncate_if_large(metric, truncation_tolerance)
     n_samples = check("n_samples", n_samples)
     mcmc_steps = check("mcmc_steps", mcmc_steps)
     n_lf = check_int("n_lf", n_lf, 1, RANGES["n_lf"].high)
@@ -228,6 +244,7 @@ def riemannian_hmc(
         "temperature": metric.temperature,
         "regularization": metric.regularization,
         "box_rule": "reject proposals whose end point leaves the box",
+        "truncation": metric.describe() if isinstance(metric, TruncatedMetric) else None,
     }
     return HMCSamples(
         z=z,

@@ -6,7 +6,8 @@ direct call instead (DESIGN §5: exceptions inside a widget callback are swallow
 * ``MetricExplorer``: a temperature slider that redraws the magnitude and orientation of a trained RHVAE's
   metric. The model is **not** retrained: its frozen centroids cᵢ and matrices Mᵢ are re-evaluated at the
   chosen T, i.e. ``LearnedMetric(model.centroids, model.M, T, model.regularization)``. Cheap: redraws when the
-  slider is released.
+  slider is released. Above ``rhvae.truncation.MIN_CENTROIDS`` centroids the truncated metric is drawn (error
+  ≤ 10⁻⁵ λ), as the sampler uses it.
 * ``SamplerExplorer``: MCMC steps, number of samples, seed and metric temperature; the (possibly slow)
   re-sampling runs only when the **Sample** button is pressed.
 * ``AugmentationExplorer``: generated images per class; **Train** fits a quick classifier on real + generated
@@ -31,6 +32,7 @@ from matplotlib import pyplot as plt
 from .experiments import generate
 from .models import RHVAE
 from .plotting import plot_image_grid, plot_metric_magnitude, plot_metric_orientation
+from .truncation import truncate_if_large
 
 FROZEN_METRIC_NOTE = "frozen metric of the trained model re-evaluated at T (no retraining)"
 #: The error box: red, wrapped, and with its own line height (a widget's HTML inherits the 28 px line height of
@@ -118,7 +120,7 @@ class MetricExplorer(_Explorer):
         return self.redraw()
 
     def draw(self, temperature: float):
-        metric = self.model.metric(temperature)
+        metric = truncate_if_large(self.model.metric(temperature))  # many centroids: rhvae.truncation
         fig = plt.figure(figsize=(10, 4.2), layout="constrained")
         ax1, ax2 = fig.subplots(1, 2)
         plot_metric_magnitude(metric, self.codes, self.labels, ax=ax1, grid_n=self.grid_n)
