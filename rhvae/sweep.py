@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import datetime as _dt
 import json
+import logging
 import os
 import re
 import shlex
@@ -122,11 +123,25 @@ def dask_client(address: str) -> Iterator:
         with client:
             yield client
         return
-    with (
-        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+    quiet = _QuietWorkerShutdown()
+    logging.getLogger("distributed.nanny").addFilter(quiet)
+    try:
+        with (
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+    finally:
+        logging.getLogger("distributed.nanny").removeFilter(quiet)
+
+
+class _QuietWorkerShutdown(logging.Filter):
+    """Drops the nanny's warning that a worker process was "still alive after 4.0 seconds, killing" when the
+    LocalCluster closes: a worker that imported torch (every worker of a sweep) takes longer than that to exit,
+    and killing it then, idle, is its normal end."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "still alive after" not in record.getMessage()
 
 
 # ------------------------------------------------------------------------------------------------- on a worker
@@ -227,10 +242,14 @@ def run_sweep(jobs: Sequence[Job], out: str | os.PathLike, address: str, heartbe
             try:
                 wait(list(pending), timeout=heartbeat, return_when="FIRST_COMPLETED")
             except TimeoutError:
-                running = ", ".join(
-                    f"{submitted[f][0].name} ({time.monotonic() - submitted[f][2]:.0f} s)" for f in pending
+                on_workers = {key for keys in client.run(_executing_keys).values() for key in keys}
+                running = sorted(submitted[f][0].name for f in pending if f.key in on_workers)
+                queued = sorted(submitted[f][0].name for f in pending if f.key not in on_workers)
+                print(
+                    f"{_dt.datetime.now():%H:%M:%S} running: {', '.join(running) or 'none'}; queued: "
+                    f"{', '.join(queued) or 'none'}; {len(statuses)}/{len(jobs)} done",
+                    flush=True,
                 )
-                print(f"{_dt.datetime.now():%H:%M:%S} waiting for {running}; {len(statuses)}/{len(jobs)} done")
                 continue
             for future in [f for f in pending if f.done()]:
                 pending.discard(future)
@@ -244,6 +263,11 @@ def run_sweep(jobs: Sequence[Job], out: str | os.PathLike, address: str, heartbe
                     flush=True,
                 )
     return statuses
+
+
+def _executing_keys(dask_worker) -> list:
+    """The keys of the tasks this worker is executing (not those waiting in its queue); run by ``client.run``."""
+    return [key for key, task in dask_worker.state.tasks.items() if task.state == "executing"]
 
 
 def _outcome(future, job: Job, seconds: float) -> Outcome:
