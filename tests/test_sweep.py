@@ -197,3 +197,12 @@ def test_unknown_papermill_arguments_are_refused():
     }
     with pytest.raises(ValueError, match="unexpected papermill argument '-r'"):
         sweep.papermill_parameters(["-r", "epochs", "3"])
+
+
+def test_a_local_cluster_runs_notebooks_in_the_clients_environment(tmp_path, monkeypatch):
+    # dask's nanny would set MALLOC_TRIM_THRESHOLD_ and OMP_NUM_THREADS=1 in its workers (slower torch training)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.setenv("RHVAE_SWEEP_TEST", "from the client")
+    show = notebook("import os\nprint([os.environ.get(k) for k in ('MALLOC_TRIM_THRESHOLD_', 'RHVAE_SWEEP_TEST')])")
+    assert sweep.run_sweep([sweep.Job("env", show, {"reuse_cache": False})], tmp_path, "local:1") == {"env": 0}
+    assert "[None, 'from the client']" in (tmp_path / "logs" / "env.log").read_text()
