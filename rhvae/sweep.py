@@ -134,7 +134,7 @@ def dask_client(address: str) -> Iterator:
             # the workers, and the notebooks they run, keep this process's environment: by default the nanny sets
             # MALLOC_TRIM_THRESHOLD_ and OMP_NUM_THREADS=1 in theirs (torch training measured 10-20 % slower)
             dask.config.set({"distributed.nanny.pre-spawn-environ": {}}),
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
             Client(cluster) as client,
         ):
             yield client
