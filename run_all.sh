@@ -18,14 +18,21 @@
 #   --jobs N             run up to N notebooks at once (default 1; each uses `threads` torch threads, default 1,
 #                        so --jobs 2 uses both cores of a 2-core machine). With N > 1 the cell outputs go to the
 #                        logs only, and every notebook runs to its end even if another one fails.
+#   --dask ADDRESS       run each notebook as one job of a Dask cluster instead, as --jobs N > 1 does (logs,
+#                        summary, exit status): 'local' (a LocalCluster of 2 worker processes x 1 thread on this
+#                        machine), 'local:N' (N workers) or a scheduler address such as tcp://host:8786 (its
+#                        workers need this package installed, not this disk). A job runs in a temporary folder on
+#                        its worker; its executed notebook, log, run folder and trained models come back into the
+#                        output folder and the model cache (rhvae/sweep.py). Not with --jobs.
 #   --yes                do not ask before --train (never asked when CI=true or without a terminal)
 #   -h, --help           this help
 #
 # Layout of the output folder: README.md (the results report: claims, verdicts, tables over seeds, figures),
 # executed/NAME.ipynb (executed notebooks, with outputs), logs/NAME.log (cell outputs and progress bars), NAME/
 # (the notebook's run folder: figures and results.json). A run under figures/ also writes figures/README.md.
-# Exit status: 0 all fine, 1 a notebook failed (stops at the first failure), 2 bad usage, 3 all notebooks ran
-# but a model's training diverged (see the summary and the results.json of that notebook).
+# Exit status: 0 all fine, 1 a notebook failed (stops at the first failure), 2 bad usage (or a --dask scheduler
+# that does not answer), 3 all notebooks ran but a model's training diverged (see the summary and the
+# results.json of that notebook).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -39,6 +46,7 @@ die_usage() { echo "run_all.sh: $*" >&2; echo "run 'run_all.sh --help' for the o
 
 quick=0
 jobs=1
+dask=""
 train=0
 yes=0
 only=""
@@ -53,6 +61,10 @@ while [[ $# -gt 0 ]]; do
         --jobs)
             [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || die_usage "--jobs needs a whole number >= 1"
             jobs="$2"; shift ;;
+        --dask)
+            [[ $# -ge 2 ]] || die_usage "--dask needs an ADDRESS (local, local:N or tcp://host:8786)"
+            problem="$("$PYTHON" -m rhvae.sweep --check --dask "$2" 2>&1)" || die_usage "$problem"
+            dask="$2"; shift ;;
         --only)
             [[ $# -ge 2 && -n "${2//[[:space:],]/}" ]] || die_usage "--only needs one or more notebook names"
             only="$2"; shift ;;
@@ -67,6 +79,7 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
+[[ -z "$dask" || $jobs -eq 1 ]] || die_usage "--jobs and --dask do not combine (--dask local:N runs N at once)"
 
 notebooks=()
 if [[ -n "$only" ]]; then
@@ -237,7 +250,7 @@ collect() {
 }
 
 failed=0
-if [[ $jobs -eq 1 ]]; then
+if [[ $jobs -eq 1 && -z "$dask" ]]; then
     for nb in "${notebooks[@]}"; do
         echo
         echo "=== $nb -> $out/$nb (log: $out/logs/$nb.log)"
@@ -245,12 +258,18 @@ if [[ $jobs -eq 1 ]]; then
         collect "$nb" || { summary; exit 1; }  # stop at the first failure
     done
 else
-    for nb in "${notebooks[@]}"; do
-        while [[ $(jobs -rp | wc -l) -ge $jobs ]]; do wait -n || true; done
-        echo "=== $nb -> $out/$nb (log: $out/logs/$nb.log), started $(date +%H:%M:%S)"
-        run_notebook "$nb" &
-    done
-    wait
+    if [[ -n "$dask" ]]; then
+        # one job per notebook on the cluster (rhvae/sweep.py), which writes the files run_notebook writes
+        "$PYTHON" -m rhvae.sweep --dask "$dask" --out "$out" --notebooks "$ROOT/notebooks" -- "${common[@]}" \
+            <<< "$plan" || exit $?
+    else
+        for nb in "${notebooks[@]}"; do
+            while [[ $(jobs -rp | wc -l) -ge $jobs ]]; do wait -n || true; done
+            echo "=== $nb -> $out/$nb (log: $out/logs/$nb.log), started $(date +%H:%M:%S)"
+            run_notebook "$nb" &
+        done
+        wait
+    fi
     for nb in "${notebooks[@]}"; do collect "$nb" || failed=1; done
     if [[ $failed -ne 0 ]]; then summary; exit 1; fi
 fi
