@@ -71,7 +71,7 @@ _COMMON = {
     "interactive": Param("bool"),
     "quick": Param("bool"),
     "threads": ranged("threads"),
-    "device": Param("device"),
+    "device": Param("device", optional=True),  # None: the CPU
     "output_dir": Param("path"),
     "cache_dir": Param("path"),
 }

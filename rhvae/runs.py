@@ -253,7 +253,7 @@ class Run:
                 epochs=self.params["epochs"],
                 lr=self.params.get("lr", 1e-3),
                 threads=self.threads,
-                device=self.params.get("device", "cpu"),
+                device=self.params.get("device") or "cpu",
                 use_cache=self.params["reuse_cache"],
                 save=True,  # also with --train (reuse_cache=False): the retrained models replace the cached ones
                 cache_dir=self.cache_dir,

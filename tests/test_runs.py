@@ -26,6 +26,7 @@ def defaults(experiment, **overrides):
         "interactive": False,
         "quick": False,
         "threads": 1,
+        "device": "cpu",
         "output_dir": None,
         "cache_dir": None,
         "n_lf": None,
