@@ -58,7 +58,7 @@ def main() -> int:
     print(
         f"\npeak_memory: {' '.join(command)}\n  wall {seconds:.0f} s ({seconds / 60:.1f} min), exit status "
         f"{child.returncode}\n  peak memory of the process tree: {peak_pss / 2**20:.0f} MiB PSS "
-        f"({peak_rss / 2**20:.0f} MiB RSS, shared pages counted once per process)",
+        f"({peak_rss / 2**20:.0f} MiB RSS, which counts shared pages in every process)",
         flush=True,
     )
     return child.returncode
