@@ -278,9 +278,9 @@ class LearnedMetric:
         """κ = maxᵢ λmax G⁻¹(cᵢ), the largest inverse metric over the centroids (where G⁻¹ peaks), a scalar, or one
         per member (members,) for a grouped metric (computed once per metric: O(N²))."""
         if self._max_eigenvalue is None:
-            grouped = self.centroids if self.groups else self.centroids[None]
+            grouped = self.centroids if self.groups else self.centroids[None]  # (groups or 1, N, d)
             peaks = [
-                sym2_max_eigenvalue(self.G_inv(self.ungroup(c) if self.groups else c[0])).reshape(len(c), -1).amax(1)
+                sym2_max_eigenvalue(self.G_inv(c.reshape(-1, self.dim))).reshape(len(c), -1).amax(1)
                 for c in grouped.split(chunk, dim=1)
             ]
             kappa = torch.stack(peaks).amax(0)

@@ -154,11 +154,11 @@ class VAE(nn.Module):
         for name, layer in first.named_children():
             if isinstance(layer, nn.Linear):
                 setattr(stacked, name, StackedLinear([getattr(m, name) for m in models]))
-        stacked._stack_buffers(models)
+        for name, _ in first.named_buffers(recurse=False):  # an RHVAE's frozen metric: (M, N, d), (M, N, d, d)
+            if len({getattr(m, name).shape for m in models}) != 1:
+                raise ValueError("stack needs models whose frozen metrics have one number of centroids")
+            setattr(stacked, name, torch.stack([getattr(m, name) for m in models]))
         return stacked
-
-    def _stack_buffers(self, models: Sequence[VAE]) -> None:
-        """Stack the members' buffers (the VAE has none)."""
 
     def member(self, index: int) -> VAE:
         """Member ``index`` of a stack as a separate model (a copy of its weights and buffers)."""
@@ -166,14 +166,17 @@ class VAE(nn.Module):
             raise ValueError(f"index must be a member of the stack, 0 to {(self.members or 1) - 1}, got {index}")
         with torch.random.fork_rng(devices=[]):  # the throw-away initialisation leaves the global RNG alone
             single = type(self)(**self.config())
-        state = {k: v[index].clone() for k, v in self.state_dict().items()}
-        single._set_buffers(state)
-        single.load_state_dict(state)
+        single.load_trained_state({k: v[index].clone() for k, v in self.state_dict().items()})
         single.train(self.training)
         return single.to(next(self.parameters()).device)
 
-    def _set_buffers(self, state: dict) -> None:
-        """Give the buffers the shapes of ``state`` before ``load_state_dict`` (the VAE has none)."""
+    def load_trained_state(self, state: dict) -> None:
+        """``load_state_dict(state)`` (strict) after giving the buffers the shapes they have in ``state``: an RHVAE's
+        frozen metric holds one row per training image, so its size is known from the state only."""
+        for name, _ in self.named_buffers(recurse=False):
+            if name in state:
+                setattr(self, name, torch.empty_like(state[name]))
+        self.load_state_dict(state)
 
     def unstack(self) -> list[VAE]:
         """The members of a stack as separate models."""
@@ -561,16 +564,6 @@ class RHVAE(HVAE):
         self.metric_lower = nn.Linear(hidden_dim, latent_dim * (latent_dim - 1) // 2)
         self.register_buffer("centroids", torch.zeros(0, latent_dim))
         self.register_buffer("M", torch.zeros(0, latent_dim, latent_dim))
-
-    def _stack_buffers(self, models: Sequence[RHVAE]) -> None:
-        """The members' frozen metrics side by side, (M, N, d) and (M, N, d, d) (empty if they have none)."""
-        if len({m.centroids.shape for m in models}) != 1:
-            raise ValueError("stack needs models whose frozen metrics have one number of centroids")
-        self.centroids = torch.stack([m.centroids for m in models])
-        self.M = torch.stack([m.M for m in models])
-
-    def _set_buffers(self, state: dict) -> None:
-        self.centroids, self.M = state["centroids"], state["M"]
 
     def config(self) -> dict:
         return {

@@ -165,11 +165,7 @@ def load_model(path: str | Path, expected_type: str | None = None, with_history:
     config = json_field(payload, "config", path)
     try:
         model = classes[model_type](**config)
-        state = payload["state_dict"]
-        for name in ("centroids", "M"):  # the frozen metric's size is the number of training points
-            if name in state and hasattr(model, name):
-                setattr(model, name, torch.empty_like(state[name]))
-        model.load_state_dict(state, strict=True)
+        model.load_trained_state(payload["state_dict"])  # the frozen metric's size is the number of training points
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ModelFileError(f"{path} does not match a {model_type} of its own config: {err}") from err
     bad = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]

@@ -131,15 +131,15 @@ def train(
         [x_train],
         None if x_test is None else [x_test],
         [seed],
-        epochs,
-        lr,
-        batch_size,
-        threads,
-        progress,
-        max_latent_norm,
-        desc,
-        warmup_epochs,
-        metric_lr,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        threads=threads,
+        progress=progress,
+        max_latent_norm=max_latent_norm,
+        desc=desc,
+        warmup_epochs=warmup_epochs,
+        metric_lr=metric_lr,
     )[0]
 
 
@@ -198,9 +198,7 @@ def train_group(
     except TrainingDiverged:
         return _train_one_by_one(models, x_trains, x_tests, seeds, options)
     for model, member in zip(models, stack.unstack(), strict=True):
-        state = member.state_dict()
-        model._set_buffers(state)  # an RHVAE's frozen metric: its buffers take the trained shapes
-        model.load_state_dict(state)
+        model.load_trained_state(member.state_dict())
         model.eval()
     return histories
 
