@@ -17,7 +17,8 @@
 #                        rhvae.runs before anything runs.
 #   --jobs N             run up to N notebooks at once (default 1; each uses `threads` torch threads, default 1,
 #                        so --jobs 2 uses both cores of a 2-core machine). With N > 1 the cell outputs go to the
-#                        logs only, and every notebook runs to its end even if another one fails.
+#                        logs only, every notebook runs to its end even if another one fails, and the longest
+#                        notebooks start first (rhvae/registry.py, ``minutes``).
 #   --dask ADDRESS       run each notebook as one job of a Dask cluster instead, as --jobs N > 1 does (logs,
 #                        summary, exit status): 'local' (a LocalCluster of 2 worker processes x 1 thread on this
 #                        machine), 'local:N' (N workers) or a scheduler address such as tcp://host:8786 (its
@@ -249,6 +250,18 @@ collect() {
     rows+=("$nb|$status|$secs|$folder")
 }
 
+# Notebooks run at once start longest first (rhvae/registry.py, ``minutes``), so that the run does not end with
+# a long notebook that started when the short ones were done; they are collected and reported in report order.
+start_order=("${notebooks[@]}")
+if [[ $jobs -gt 1 || -n "$dask" ]]; then
+    cost_mode=default; [[ $train -eq 0 ]] || cost_mode=train
+    mapfile -t start_order < <("$PYTHON" -c 'import sys
+from rhvae.registry import longest_first
+print("\n".join(longest_first(sys.argv[2:], sys.argv[1])))' "$cost_mode" "${notebooks[@]}")
+    [[ ${#start_order[@]} -eq ${#notebooks[@]} ]] || { echo "run_all.sh: cannot order the notebooks" >&2; exit 1; }
+    plan="$(for nb in "${start_order[@]}"; do grep -P "^$nb\t" <<< "$plan"; done)"
+fi
+
 failed=0
 if [[ $jobs -eq 1 && -z "$dask" ]]; then
     for nb in "${notebooks[@]}"; do
@@ -263,7 +276,7 @@ else
         "$PYTHON" -m rhvae.sweep --dask "$dask" --out "$out" --notebooks "$ROOT/notebooks" -- "${common[@]}" \
             <<< "$plan" || exit $?
     else
-        for nb in "${notebooks[@]}"; do
+        for nb in "${start_order[@]}"; do
             while [[ $(jobs -rp | wc -l) -ge $jobs ]]; do wait -n || true; done
             echo "=== $nb -> $out/$nb (log: $out/logs/$nb.log), started $(date +%H:%M:%S)"
             run_notebook "$nb" &

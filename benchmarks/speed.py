@@ -32,6 +32,7 @@ from torch import nn
 import rhvae
 from rhvae.evaluation import log_likelihood
 from rhvae.sampling import riemannian_hmc
+from rhvae.training import adam
 
 try:  # optional: the reference implementation we compare with
     import pythae  # noqa: F401
@@ -206,7 +207,7 @@ def trained_pair(x, epochs: int = 20, seed: int = 0):
     the same weights and frozen metric."""
     torch.manual_seed(seed)
     ours = make_ours(n_fixed_point=PYTHAE_FIXED_POINT, step_bound="none")
-    opt = torch.optim.Adam(ours.parameters(), 1e-3)
+    opt = adam(ours.parameters(), 1e-3)
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         our_epoch(ours, opt, x, len(x), g)
@@ -245,14 +246,15 @@ def bench_training(x, repeats):
             models["pythae"] = pythae_twin(fixed)
         fns = {}
         for key, model in models.items():
-            opt = torch.optim.Adam(model.parameters(), 1e-3)
+            # each side's own optimizer: ours fused (rhvae.training.adam), pythae's trainer the default loop
+            opt = torch.optim.Adam(model.parameters(), 1e-3) if key == "pythae" else adam(model.parameters(), 1e-3)
             gen = torch.Generator().manual_seed(1)
             epoch = pythae_epoch if key == "pythae" else our_epoch
             fns[key] = lambda m=model, o=opt, g=gen, e=epoch, b=batch: e(m, o, x, b, g)
         if batch == len(x):  # the seeds of an experiment side by side, as one stack (rhvae.training.train_group)
             seeds = [make_ours() for _ in range(STACKED - 1)]
             stack = rhvae.RHVAE.stack([default, *seeds])
-            opt = torch.optim.Adam(stack.parameters(), 1e-3)
+            opt = adam(stack.parameters(), 1e-3)
             fns["stack"] = lambda m=stack, o=opt: stacked_epoch(m, o, x.repeat(STACKED, 1))
         t = alternate(fns, repeats)
         print(row(f"{name}: ours step_bound='none', 3 fixed-point its", t["fixed"], t.get("pythae")))
@@ -309,7 +311,7 @@ def bench_models(x, repeats):
         }
         fns = {}
         for key, model in models.items():
-            opt = torch.optim.Adam(model.parameters(), 1e-3)
+            opt = adam(model.parameters(), 1e-3)
             gen = torch.Generator().manual_seed(1)
             fns[key] = lambda m=model, o=opt, g=gen, b=batch: our_epoch(m, o, x, b, g)
         t = alternate(fns, repeats)
@@ -362,7 +364,7 @@ def memory_worker(name: str, threads: int) -> None:
     base = _status_kb("VmRSS") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if what == "epoch_full":
         model = ours if side == "ours" else theirs
-        opt = torch.optim.Adam(model.parameters(), 1e-3)
+        opt = adam(model.parameters(), 1e-3) if side == "ours" else torch.optim.Adam(model.parameters(), 1e-3)
         (our_epoch if side == "ours" else pythae_epoch)(model, opt, x, len(x), torch.Generator().manual_seed(0))
     elif what.startswith("sampler"):
         n = int(what.split("_")[1])

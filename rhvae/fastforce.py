@@ -161,36 +161,41 @@ class MetricEvaluation(torch.autograd.Function):
 
 class MomentumSolve(torch.autograd.Function):
     """(ρ_{n+1}, max |ρ_{n+1} − ρ_n|) of ρ_{k+1} = base − Q(ρ_k), k = 0 … n, from ρ₀ = rho; see the module
-    docstring. Inputs: rho and base (B, d), J (B, d², d), n ≥ 0."""
+    docstring. Inputs: rho and base (B, d), J (B, d², d), n ≥ 0.
+
+    Q(ρ) is one batched product per iteration, vec(ρρᵀ) J, and the backward's K + Kᵀ is one product with the
+    symmetrised table J + Jᵀ (transposed in (j, k)); the n + 1 contributions to J̄ and bāse are summed in one
+    product after the loop. Few, larger operations: at d = 2 every tensor here is tiny and the cost is per call."""
 
     @staticmethod
     def forward(ctx, rho, base, J, n):
         B, d = rho.shape
-        J_rows = J.reshape(B, d, d * d)
-        states = [rho]
+        base_row = base[:, None, :]
+        states, outers = [rho], []
         for _ in range(n + 1):
-            row = states[-1][:, None, :]
-            inner = (row @ J_rows).reshape(B, d, d)  # Σ_j ρ_j J_(jk)l, indexed [k, l]
-            states.append(torch.sub(base, (row @ inner).squeeze(1)))
+            outers.append((states[-1][:, :, None] * states[-1][:, None, :]).view(B, 1, d * d))  # vec(ρ_k ρ_kᵀ)
+            states.append(torch.baddbmm(base_row, outers[-1], J, alpha=-1.0).view(B, d))
         residual = (states[-1] - states[-2]).abs().max() if n > 0 else rho.new_zeros(())
         ctx.mark_non_differentiable(residual)
-        ctx.save_for_backward(J, *states[:-1])
+        ctx.save_for_backward(J, *states[:-1], *outers)
         return states[-1], residual
 
     @staticmethod
     @once_differentiable
     def backward(ctx, rho_bar, _residual_bar):
-        J, *states = ctx.saved_tensors
+        J, *saved = ctx.saved_tensors
+        states, outers = saved[: len(saved) // 2], saved[len(saved) // 2 :]
         B, d = rho_bar.shape
-        J_cols = J.reshape(B, d * d, d)
-        base_bar = torch.zeros_like(rho_bar)
-        J_bar = torch.zeros_like(J)
+        # −(J_(jk)l + J_(kj)l): its product with ρ̄ is −(K + Kᵀ) in one call
+        J_sym_neg = J.view(B, d, d, d).transpose(1, 2).reshape(B, d * d, d).add(J).neg_()
+        rho_bars = []  # ρ̄_{k+1}, k = n … 0
         for rho in reversed(states):
-            base_bar += rho_bar
-            outer = (rho[:, :, None] * rho[:, None, :]).reshape(B, d * d, 1)
-            J_bar.baddbmm_(outer, rho_bar[:, None, :], alpha=-1.0)
-            K = (J_cols @ rho_bar[:, :, None]).reshape(B, d, d)
-            rho_bar = -((K + K.transpose(1, 2)) @ rho[:, :, None]).squeeze(2)
+            rho_bars.append(rho_bar)
+            K_sym_neg = torch.bmm(J_sym_neg, rho_bar[:, :, None]).view(B, d, d)
+            rho_bar = torch.bmm(K_sym_neg, rho[:, :, None]).view(B, d)
+        bars = torch.stack(rho_bars[::-1], 1)  # (B, n + 1, d), in iteration order like the outers
+        base_bar = bars.sum(1)
+        J_bar = torch.bmm(torch.cat(outers, 1).mT, bars).neg_()  # −Σ_k vec(ρ_k ρ_kᵀ) ρ̄_{k+1}ᵀ
         return rho_bar, base_bar, J_bar, None
 
 

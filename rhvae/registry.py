@@ -11,7 +11,7 @@ The model hyper-parameters (``RHVAE_CONFIG`` …) are not experiment facts: they
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -48,7 +48,9 @@ class Experiment:
     its notebook declares, whether ``tools/publish_run.py`` ships its models with half-precision weights
     (``ship_half``: the many small per-class models of the augmentation experiment), and whether its paper-mode
     models are shipped in ``data/models`` yet (``shipped``; False: a default run trains them, and
-    tests/test_shipped_models.py checks the others only)."""
+    tests/test_shipped_models.py checks the others only), and how long its notebook runs (``minutes``: wall
+    minutes by mode, "default" and "train", measured with ``run_all.sh --jobs 2`` on a 2-core machine; only their
+    order matters: concurrent runs start the longest notebook first)."""
 
     name: str
     title: str
@@ -58,6 +60,7 @@ class Experiment:
     quick: Mapping = field(default_factory=lambda: dict(QUICK))
     ship_half: bool = False
     shipped: bool = True
+    minutes: Mapping[str, float] = field(default_factory=lambda: {"default": 1.0, "train": 1.0})
 
 
 _COMMON = {
@@ -100,6 +103,7 @@ _EXPERIMENTS = (
         Subset((1, 2, 3), 50),
         {"models": ("rhvae",), "epochs": 500, "temperatures": (0.6, 0.8, 1.0)},
         {**_COMMON, **_RHVAE, "temperatures": ranged("temperature", "floats"), "grid_n": ranged("grid_n", low=10)},
+        minutes={"default": 0.8, "train": 22.0},
     ),
     Experiment(
         "reconstruction",
@@ -115,6 +119,7 @@ _EXPERIMENTS = (
             "ll_samples": ranged("ll_samples"),
             "n_show": Param("int", 1, 100),
         },
+        minutes={"default": 1.7, "train": 14.0},
     ),
     Experiment(
         "generation_5",
@@ -122,6 +127,7 @@ _EXPERIMENTS = (
         Subset((5,), 200),
         {"models": ("vae", "hvae", "rhvae"), "epochs": 1000, "mcmc_steps": 90, "n_samples": 100},
         {**_COMMON, **_RHVAE, **_TEMPERATURE, **_HVAE, **_SAMPLING},
+        minutes={"default": 0.4, "train": 30.0},
     ),
     Experiment(
         "generation_7_classes",
@@ -129,6 +135,7 @@ _EXPERIMENTS = (
         Subset((0, 1, 2, 3, 4, 5, 6), 50),
         {"models": ("rhvae",), "epochs": 1000, "temperature": 0.6, "mcmc_steps": 150, "n_samples": 100},
         {**_COMMON, **_RHVAE, **_TEMPERATURE, **_SAMPLING, "grid_n": ranged("grid_n", low=10)},
+        minutes={"default": 0.45, "train": 31.0},
     ),
     Experiment(
         "augmentation",
@@ -156,6 +163,7 @@ _EXPERIMENTS = (
         },
         quick={"epochs": 5, "mcmc_steps": 5, "n_generated": 20, "classifier_steps": 30},
         ship_half=True,
+        minutes={"default": 6.7, "train": 29.0},
     ),
 )
 
@@ -164,6 +172,15 @@ REGISTRY: Mapping[str, Experiment] = MappingProxyType({e.name: e for e in _EXPER
 #: Read-only views by name (what the notebooks, the tests and the report read).
 PAPER_SETTINGS: Mapping[str, Mapping] = MappingProxyType({n: e.paper for n, e in REGISTRY.items()})
 PARAMETERS: Mapping[str, Mapping[str, Param]] = MappingProxyType({n: e.parameters for n, e in REGISTRY.items()})
+
+
+def longest_first(names: Sequence[str], mode: str) -> list[str]:
+    """``names`` ordered by their notebook's ``minutes`` in ``mode`` ("default" or "train"), longest first (ties
+    in report order): the start order of notebooks run at once, so that the run does not end with a long
+    notebook started after the short ones."""
+    if mode not in ("default", "train"):
+        raise ValueError(f"mode must be 'default' or 'train', got {mode!r}")
+    return sorted(names, key=lambda name: -experiment(name).minutes[mode])
 
 
 def experiment(name: str) -> Experiment:

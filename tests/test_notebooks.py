@@ -260,6 +260,11 @@ def test_run_all_jobs_runs_notebooks_concurrently_and_reports_every_failure(tmp_
     assert "notebook 'generation_5' FAILED" in proc.stderr and "notebook 'generation_7_classes' FAILED" in proc.stderr
     assert proc.stdout.count("FAILED") == 2  # both rows of the summary: one failure does not stop the other
     assert (out / "logs" / "generation_5.log").stat().st_size > 0
+    # started longest first (registry ``minutes``), summarised in report order
+    started = proc.stdout.index("=== generation_7_classes"), proc.stdout.index("=== generation_5")
+    assert started[0] < started[1]
+    summary = proc.stdout[proc.stdout.index("notebook  "):]
+    assert summary.index("generation_5") < summary.index("generation_7_classes")
 
 
 def test_interactive_mode_builds_widgets_without_errors(tmp_path, cache_dir):

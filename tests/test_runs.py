@@ -272,3 +272,18 @@ def test_metric_explorer_needs_rhvae():
     with pytest.raises(TypeError):
         rw.MetricExplorer(VAE(hidden_dim=8))
     assert isinstance(RHVAE, type)
+
+
+def test_concurrent_runs_start_the_longest_notebook_first():
+    from rhvae.registry import longest_first
+
+    names = list(REGISTRY)
+    for mode in ("default", "train"):
+        order = longest_first(names, mode)
+        assert sorted(order) == sorted(names)
+        minutes = [REGISTRY[name].minutes[mode] for name in order]
+        assert minutes == sorted(minutes, reverse=True)
+    assert longest_first(names, "default")[0] == "augmentation"  # its 72 classifiers dominate a default run
+    assert longest_first(["metric"], "train") == ["metric"]
+    with pytest.raises(ValueError, match="mode must be 'default' or 'train', got 'quick'"):
+        longest_first(names, "quick")
