@@ -263,7 +263,7 @@ def test_run_all_jobs_runs_notebooks_concurrently_and_reports_every_failure(tmp_
     # started longest first (registry ``minutes``), summarised in report order
     started = proc.stdout.index("=== generation_7_classes"), proc.stdout.index("=== generation_5")
     assert started[0] < started[1]
-    summary = proc.stdout[proc.stdout.index("notebook  "):]
+    summary = proc.stdout[proc.stdout.index("notebook  ") :]
     assert summary.index("generation_5") < summary.index("generation_7_classes")
 
 
