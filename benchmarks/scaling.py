@@ -13,9 +13,13 @@ For every N it times, in one process:
   (``rhvae.evaluation.log_likelihood``, S = ``IS_SAMPLES`` draws through the flow) per image, with the frozen
   metric of the N centroids; apart, κ = maxᵢ λmax G⁻¹(cᵢ), which the flow's stability-bounded step needs once per
   frozen metric (O(N²));
-* the Riemannian HMC sampler, 100 samples × 90 MCMC steps (``rhvae.sampling.riemannian_hmc``), with the full sum
-  and, above ``rhvae.truncation.MIN_CENTROIDS`` centroids, with the truncated metric (the default tolerance);
-  at the largest N also at T = 0.5 (the widgets' temperature slider), truncated.
+* the Riemannian HMC sampler, 100 samples × 90 MCMC steps (``rhvae.sampling.riemannian_hmc``), with the full sum,
+  with the grid target (``rhvae.interpolation``, the default tolerance; its build included), and above
+  ``rhvae.truncation.MIN_CENTROIDS`` centroids with the truncated metric (the default tolerance); at the largest N
+  also at T = 0.5 (the widgets' temperature slider), truncated and on the grid.
+
+``--only-grid`` measures only the grid sampler columns and merges them into the rows of an existing
+``scaling.json`` in ``--out`` (the other columns and their load figures are kept).
 
 The model: the default RHVAE trained for ``EPOCHS`` epochs (batch ``BATCH``) on the 5,000 bundled real MNIST
 digits. Its frozen metric at N: the centroids cᵢ = μ(xᵢ) and matrices Mᵢ = L(xᵢ)L(xᵢ)ᵀ of N images: the first N
@@ -43,9 +47,11 @@ from matplotlib import pyplot as plt  # noqa: E402
 from rhvae.data import load_mnist  # noqa: E402
 from rhvae.evaluation import exact_log_likelihood, log_likelihood  # noqa: E402
 from rhvae.experiments import RHVAE_CONFIG, build_model  # noqa: E402
+from rhvae.interpolation import DEFAULT_TOLERANCE as GRID_TOLERANCE  # noqa: E402
+from rhvae.interpolation import interpolate_if_possible  # noqa: E402
 from rhvae.persistence import atomic_write, atomic_write_text, writable_folder  # noqa: E402
 from rhvae.provenance import environment, set_threads  # noqa: E402
-from rhvae.sampling import riemannian_hmc  # noqa: E402
+from rhvae.sampling import default_box, riemannian_hmc  # noqa: E402
 from rhvae.training import train  # noqa: E402
 from rhvae.truncation import DEFAULT_TOLERANCE, MIN_CENTROIDS, TruncatedMetric  # noqa: E402
 
@@ -103,6 +109,29 @@ def epoch_seconds(model, x: torch.Tensor, batch_size: int | None, threads: int) 
     return history.epochs[0].seconds
 
 
+def grid_sampler(metric, suffix: str = "") -> dict:
+    """The sampler on the grid target of ``metric`` (build + 100 × 90 steps), keys suffixed with ``suffix``."""
+    build, grid = timed(lambda: interpolate_if_possible(metric, *default_box(metric), GRID_TOLERANCE))
+    if grid is None:
+        return {f"sampler_grid{suffix}": None}
+    samples = riemannian_hmc(grid, SAMPLES, MCMC_STEPS, seed=0)
+    return {
+        f"sampler_grid{suffix}": build + samples.seconds,
+        f"grid_build{suffix}": build,
+        f"acceptance_grid{suffix}": samples.acceptance_rate,
+        f"grid{suffix}": grid.describe(),
+        f"load_grid{suffix}": load(),
+    }
+
+
+def frozen_metric(model, real: torch.Tensor, n: int):
+    """A copy of ``model`` with its metric frozen on the n images of ``images_for`` (eval mode), and x."""
+    x = images_for(real, n)
+    frozen = copy.deepcopy(model).eval()
+    frozen.freeze_metric(x)
+    return frozen, x
+
+
 def measure(model, real: torch.Tensor, n: int, threads: int, minibatch_5000: float | None, sizes) -> dict:
     row = {"n": n, "synthetic": max(0, n - len(real)), "load_before": load()}
     x = images_for(real, n)
@@ -114,8 +143,7 @@ def measure(model, real: torch.Tensor, n: int, threads: int, minibatch_5000: flo
     else:
         row["epoch_minibatch"] = minibatch_5000 * n / len(real)
         row["epoch_minibatch_measured"] = False
-    frozen = copy.deepcopy(model).eval()
-    frozen.freeze_metric(x)
+    frozen, _ = frozen_metric(model, real, n)
     x_eval = real[-EVAL_IMAGES:]
     seconds, _ = timed(lambda: exact_log_likelihood(frozen, x_eval, warn=False))
     row["exact_ll_per_image"] = seconds / EVAL_IMAGES
@@ -123,8 +151,11 @@ def measure(model, real: torch.Tensor, n: int, threads: int, minibatch_5000: flo
     row["kappa"], _ = timed(metric.max_eigenvalue)  # κ of the stability-bounded step: once per metric, O(N²)
     seconds, _ = timed(lambda: log_likelihood(frozen, x_eval, n_samples=IS_SAMPLES, seed=0))
     row["is_ll_per_image"] = seconds / EVAL_IMAGES
-    samples = riemannian_hmc(metric, SAMPLES, MCMC_STEPS, seed=0, truncation_tolerance=None)
+    samples = riemannian_hmc(metric, SAMPLES, MCMC_STEPS, seed=0, truncation_tolerance=None, grid_tolerance=None)
     row["sampler_full"], row["acceptance_full"] = samples.seconds, samples.acceptance_rate
+    row.update(grid_sampler(metric))
+    if n == max(sizes):
+        row.update(grid_sampler(frozen.metric(WIDGET_TEMPERATURE), "_T0.5"))
     if n > MIN_CENTROIDS:
         setup, truncated = timed(lambda: TruncatedMetric(metric, DEFAULT_TOLERANCE))
         samples = riemannian_hmc(truncated, SAMPLES, MCMC_STEPS, seed=0)
@@ -151,8 +182,8 @@ def table(rows: list[dict]) -> str:
     lines = [
         "| N (centroids) | epoch, full batch | epoch, batch 100 | exact log p(x) / image "
         "| IS log p(x) / image (S = 100) | κ, once per metric | sampler 100 × 90, full sum | sampler, truncated "
-        "| load (1 min) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| sampler, grid (build) | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         n = f"{r['n']:,}" + (f" ({r['synthetic']:,} synthetic)" if r["synthetic"] else "")
@@ -160,9 +191,12 @@ def table(rows: list[dict]) -> str:
         truncated = fmt(r.get("sampler_truncated"))
         if "sampler_truncated" in r:
             truncated += f" (r = {r['truncation']['radius']:.2f})"
+        grid = fmt(r.get("sampler_grid"))
+        if r.get("sampler_grid") is not None:
+            grid += f" ({fmt(r['grid_build'])}, spacing T/{round(1 / r['grid']['spacing_per_temperature'])})"
         lines.append(
             f"| {n} | {fmt(r.get('epoch_full_batch'))} | {minibatch} | {fmt(r['exact_ll_per_image'])} "
-            f"| {fmt(r['is_ll_per_image'])} | {fmt(r['kappa'])} | {fmt(r['sampler_full'])} | {truncated} "
+            f"| {fmt(r['is_ll_per_image'])} | {fmt(r['kappa'])} | {fmt(r['sampler_full'])} | {truncated} | {grid} "
             f"| {r['load_before'][0]}–{r['load_after'][0]} |"
         )
     return "\n".join(lines)
@@ -178,6 +212,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ("kappa", "κ of the frozen metric (once, O(N²))", "x:"),
         ("sampler_full", "sampler 100 × 90, full sum", "D-"),
         ("sampler_truncated", "sampler, truncated (τ = 1e-5)", "D--"),
+        ("sampler_grid", "sampler, grid target (build included)", "P-"),
     ]
     for key, label, style in series:
         points = [(r["n"], r[key]) for r in rows if r.get(key) is not None]
@@ -186,6 +221,8 @@ def plot(rows: list[dict], path: Path) -> None:
     big = rows[-1]
     if "sampler_truncated_T0.5" in big:
         ax.plot([big["n"]], [big["sampler_truncated_T0.5"]], "*", ms=12, label="sampler, truncated, T = 0.5")
+    if big.get("sampler_grid_T0.5") is not None:
+        ax.plot([big["n"]], [big["sampler_grid_T0.5"]], "X", ms=10, label="sampler, grid, T = 0.5")
     ax.axvline(N_REAL, color="grey", lw=0.8, ls=":")
     ax.text(N_REAL * 1.1, ax.get_ylim()[0] * 2, "synthetic →", color="grey", fontsize=8)
     ax.axhline(5.0, color="red", lw=0.6, ls=":")
@@ -202,6 +239,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="results/scaling")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="epochs of the timing model")
+    parser.add_argument("--only-grid", action="store_true", help="measure the grid sampler only, merged into --out")
     args = parser.parse_args(argv)
     out = writable_folder(args.out, "--out")
     threads = set_threads(args.threads)
@@ -213,6 +251,8 @@ def main(argv=None) -> int:
     model = build_model("rhvae", seed=0, **RHVAE_CONFIG)
     say(f"training the timing model: {args.epochs} epochs, batch {BATCH}, {N_REAL} real digits, {threads} threads")
     history = train(model, real, None, epochs=args.epochs, batch_size=BATCH, seed=0, threads=threads, progress=True)
+    if args.only_grid:
+        return merge_grid_columns(out, model, real, args.sizes)
     minibatch_5000 = None
     rows = []
     for n in sorted(args.sizes):
@@ -224,8 +264,6 @@ def main(argv=None) -> int:
             minibatch_5000 = row["epoch_minibatch"]
         rows.append(row)
         say(json.dumps(row))
-    text = table(rows)
-    say(text)
     record = {
         "rows": rows,
         "settings": {
@@ -239,17 +277,46 @@ def main(argv=None) -> int:
             "sampler": {"n_samples": SAMPLES, "mcmc_steps": MCMC_STEPS},
             "truncation_tolerance": DEFAULT_TOLERANCE,
             "truncation_min_centroids": MIN_CENTROIDS,
+            "grid_tolerance": GRID_TOLERANCE,
             "shifts": SHIFTS,
             "threads": threads,
         },
         "environment": environment(),
         "command": " ".join(sys.argv),
     }
+    return write(out, record)
+
+
+def write(out: Path, record: dict) -> int:
+    text = table(record["rows"])
+    say(text)
     atomic_write_text(out / "scaling.json", json.dumps(record, indent=1))
     atomic_write_text(out / "scaling.md", text + "\n")
-    plot(rows, out / "scaling.png")
+    plot(record["rows"], out / "scaling.png")
     say(f"wrote {out / 'scaling.json'}, {out / 'scaling.md'} and {out / 'scaling.png'}")
     return 0
+
+
+def merge_grid_columns(out: Path, model, real: torch.Tensor, sizes) -> int:
+    """``--only-grid``: the grid sampler columns of ``sizes`` measured now, merged into ``out``/scaling.json."""
+    path = out / "scaling.json"
+    if not path.is_file():
+        raise SystemExit(f"--only-grid merges into an existing {path}: run the whole benchmark first")
+    record = json.loads(path.read_text())
+    rows = {r["n"]: r for r in record["rows"]}
+    missing = sorted(set(sizes) - set(rows))
+    if missing:
+        raise SystemExit(f"--only-grid: {path} has no row for N = {missing}")
+    for n in sorted(sizes):
+        frozen, _ = frozen_metric(model, real, n)
+        rows[n].update(grid_sampler(frozen.metric()))
+        if n == max(rows):
+            rows[n].update(grid_sampler(frozen.metric(WIDGET_TEMPERATURE), "_T0.5"))
+        say(f"N = {n:,}: grid sampler {rows[n]['sampler_grid']}")
+    record["settings"]["grid_tolerance"] = GRID_TOLERANCE
+    record["grid_command"] = " ".join(sys.argv)
+    record["grid_environment"] = environment()
+    return write(out, record)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,21 @@ holds. Non-finite energies are rejected as well. All chains run in parallel as o
 centroids drawn with the seed (without replacement when ``n_samples`` ≤ the number of centroids inside B, with
 replacement otherwise).
 
-**Many centroids.** A metric of more than ``rhvae.truncation.MIN_CENTROIDS`` centroids is replaced by its truncated
-version (``rhvae.truncation.TruncatedMetric``, tolerance ``truncation_tolerance``): π_r ∝ √det G_r⁻¹ with
-‖G⁻¹ − G_r⁻¹‖ ≤ τ λ, so log π moves by at most (d/2) log(1 + τ), and the sampler targets π_r exactly. Its settings
-and error bounds are recorded in ``params["truncation"]`` (None when the full sum is used).
+**Many centroids.** For a metric of many centroids every O(N) evaluation is replaced, and the sampler targets the
+replacement exactly:
+
+* above ``rhvae.interpolation.MIN_CENTROIDS`` (1,000) centroids in a 2-D latent space, by the **grid target**
+  (``rhvae.interpolation``): log det G⁻¹ interpolated by bicubic
+  Hermite patches on a grid over B, built once in O(nodes · N) and then O(1) per step; its largest difference to
+  log det G⁻¹ over the cell centres is checked to be at most ``grid_tolerance`` (so log π moves by at most half of
+  it there), and recorded with the grid in ``params["grid"]``;
+* otherwise above ``rhvae.truncation.MIN_CENTROIDS`` (10,000) centroids (another d, no grid meets the tolerance,
+  or ``grid_tolerance=None``) by the **truncated metric** (``rhvae.truncation.TruncatedMetric``, tolerance
+  ``truncation_tolerance``): π_r ∝ √det G_r⁻¹ with
+  ‖G⁻¹ − G_r⁻¹‖ ≤ τ λ, so log π moves by at most (d/2) log(1 + τ) anywhere; its settings and error bounds are in
+  ``params["truncation"]``.
+
+Both records are None when not used; with both tolerances None the full sum is always used.
 """
 
 from __future__ import annotations
@@ -33,9 +44,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .interpolation import DEFAULT_TOLERANCE as GRID_TOLERANCE
+from .interpolation import MIN_CENTROIDS as GRID_MIN_CENTROIDS
+from .interpolation import GridTarget, interpolate_if_possible
 from .metric import LearnedMetric
 from .models import RHVAE, VAE
-from .truncation import DEFAULT_TOLERANCE, TruncatedMetric, truncate_if_large
+from .truncation import DEFAULT_TOLERANCE, MIN_CENTROIDS, TruncatedMetric
 from .validation import RANGES, check, check_float, check_int
 
 DEFAULT_EPS_PER_TEMPERATURE = 0.05
@@ -133,6 +147,23 @@ def _inside(z: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Ten
     return ((z >= low) & (z <= high)).all(-1)
 
 
+def large_metric_target(metric, low, high, grid_tolerance: float | None, truncation_tolerance: float | None):
+    """What the sampler evaluates for ``metric`` on the box [low, high] (module docstring, "Many centroids"): above
+    1,000 centroids the grid target if ``grid_tolerance`` is given and met, else above 10,000 the truncated metric
+    if ``truncation_tolerance`` is given, else the metric itself (the full sum; also a ``TruncatedMetric`` or a
+    ``GridTarget`` given as the metric)."""
+    if not isinstance(metric, LearnedMetric):
+        return metric
+    n = len(metric.centroids)
+    if grid_tolerance is not None and n > GRID_MIN_CENTROIDS:
+        grid = interpolate_if_possible(metric, low, high, grid_tolerance)
+        if grid is not None:
+            return grid
+    if truncation_tolerance is not None and n > MIN_CENTROIDS:
+        return TruncatedMetric(metric, truncation_tolerance)
+    return metric
+
+
 def riemannian_hmc(
     model_or_metric: RHVAE | LearnedMetric,
     n_samples: int = 100,
@@ -144,13 +175,14 @@ def riemannian_hmc(
     margin: float | None = None,
     keep_trace: bool = False,
     truncation_tolerance: float | None = DEFAULT_TOLERANCE,
+    grid_tolerance: float | None = GRID_TOLERANCE,
 ) -> HMCSamples:
     r"""HMC targeting π(z) ∝ √det G⁻¹(z) on a box B (module docstring), ``n_samples`` chains in parallel.
 
     Parameters
     ----------
     model_or_metric: a trained RHVAE (its frozen metric is used and the samples are decoded), a ``LearnedMetric``
-        or a ``TruncatedMetric`` (used as it is).
+        or a ``TruncatedMetric`` or ``GridTarget`` (used as it is).
     n_samples: number of chains = number of samples (≥ 1).
     mcmc_steps: MCMC steps per chain (≥ 0; the paper uses 90, or 150 for the 7-class experiment).
     n_lf: leapfrog steps per MCMC step (≥ 1).
@@ -160,19 +192,24 @@ def riemannian_hmc(
     box: (low, high), each of length d, or None for the default box (centroid bounding box ± ``margin``).
     margin: enlargement of the default box on every side (≥ 0); default 3 · T. Only with ``box=None``.
     keep_trace: also return every state, shape (mcmc_steps + 1, n_samples, d).
-    truncation_tolerance: τ in (0, 0.1] of the truncated metric used above ``MIN_CENTROIDS`` centroids (module
-        docstring): ‖G⁻¹ − G_r⁻¹‖ ≤ τ λ. None: always the full sum.
+    truncation_tolerance: τ in (0, 0.1] of the truncated metric used above 10,000 centroids when the grid target is
+        not (module docstring): ‖G⁻¹ − G_r⁻¹‖ ≤ τ λ. None: the full sum instead.
+    grid_tolerance: in (0, 0.1], the largest accepted |f̃ − log det G⁻¹| at the grid's cell centres (in nats) of
+        the grid target used above 1,000 centroids in 2-D (module docstring). None: never the grid.
     """
     if isinstance(model_or_metric, RHVAE):
         model, metric = model_or_metric, model_or_metric.metric()
-    elif isinstance(model_or_metric, (LearnedMetric, TruncatedMetric)):
+    elif isinstance(model_or_metric, (LearnedMetric, TruncatedMetric, GridTarget)):
         model, metric = None, model_or_metric
     else:
         raise TypeError(
-            "model_or_metric must be an RHVAE or a LearnedMetric (or a TruncatedMetric), "
+            "model_or_metric must be an RHVAE or a LearnedMetric (or a TruncatedMetric or GridTarget), "
             f"got {type(model_or_metric).__name__}"
         )
-    metric = truncate_if_large(metric, truncation_tolerance)
+    if truncation_tolerance is not None:
+        truncation_tolerance = check("truncation_tolerance", truncation_tolerance)
+    if grid_tolerance is not None:
+        grid_tolerance = check("grid_tolerance", grid_tolerance)
     n_samples = check("n_samples", n_samples)
     mcmc_steps = check("mcmc_steps", mcmc_steps)
     n_lf = check_int("n_lf", n_lf, 1, RANGES["n_lf"].high)
@@ -188,6 +225,7 @@ def riemannian_hmc(
     low, high = _resolve_box(box, metric, margin)
 
     start = time.perf_counter()
+    target = large_metric_target(metric, low, high, grid_tolerance, truncation_tolerance)
     gen = torch.Generator().manual_seed(seed)
     dtype = metric.centroids.dtype
     centroids = metric.centroids.detach()
@@ -202,7 +240,7 @@ def riemannian_hmc(
 
     def potential_and_grad(z):
         # one evaluation of the metric gives both U = −½ log det G⁻¹ and ∇U = −½ ∇ log det G⁻¹
-        log_det, grad = metric.log_det_and_grad(z)
+        log_det, grad = target.log_det_and_grad(z)
         return -0.5 * log_det, -0.5 * grad
 
     with torch.no_grad():
@@ -217,7 +255,7 @@ def riemannian_hmc(
             p_new = p - 0.5 * eps * g
             for step in range(n_lf):
                 z_new = torch.add(z_new, p_new, alpha=eps)
-                log_det, grad_log_det = metric.log_det_and_grad(z_new)
+                log_det, grad_log_det = target.log_det_and_grad(z_new)
                 # p − ε ∇U with ∇U = −½ ∇ log det G⁻¹ (a half step at the end)
                 p_new = torch.add(p_new, grad_log_det, alpha=0.5 * (eps if step < n_lf - 1 else 0.5 * eps))
             U_new, g = -0.5 * log_det, -0.5 * grad_log_det
@@ -244,7 +282,8 @@ def riemannian_hmc(
         "temperature": metric.temperature,
         "regularization": metric.regularization,
         "box_rule": "reject proposals whose end point leaves the box",
-        "truncation": metric.describe() if isinstance(metric, TruncatedMetric) else None,
+        "truncation": target.describe() if isinstance(target, TruncatedMetric) else None,
+        "grid": target.describe() if isinstance(target, GridTarget) else None,
     }
     return HMCSamples(
         z=z,

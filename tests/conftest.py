@@ -22,3 +22,13 @@ def small_rhvae():
     model.centroids = model.centroids * 20.0
     model.eval()
     return model, x
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for a sampler run of many tiny operations (two threads spin against each other on a busy
+    machine); the previous count is restored."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

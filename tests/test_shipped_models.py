@@ -92,3 +92,14 @@ def test_the_default_run_finds_every_model_it_needs_among_the_shipped_ones():
     assert not missing, f"the default run would train: {missing}"
     unshipped = [r for r in requests if r[0] not in shipped and (SHIPPED_DIR / r[3]).is_file()]
     assert not unshipped, f"models are shipped for an experiment the registry says is not: {unshipped[:3]}"
+
+
+@pytest.mark.parametrize("name", [n for n, e in REGISTRY.items() if e.shipped])
+def test_the_committed_report_was_computed_from_the_shipped_files(name):
+    """results/NAME must be what a clean clone's default run reproduces: every model it used came from
+    data/models (a run from the cache's full-precision copies of half-precision shipped models does not)."""
+    results = json.loads((ROOT / "results" / name / "results.json").read_text())
+    assert results["models"], name
+    for label, info in results["models"].items():
+        assert info["source"] == "shipped", f"{name}/{label} came from {info['source']}"
+        assert (SHIPPED_DIR / name / info["cache_file"].rsplit("/", 1)[-1]).is_file(), label

@@ -134,16 +134,6 @@ def histogram(z: torch.Tensor, low, high, bins: int) -> torch.Tensor:
     return (counts / counts.sum()).reshape(bins, bins)
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread for a sampler run of many tiny operations (two threads spin against each other on a busy
-    machine); the previous count is restored."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_sampler_targets_the_truncated_density(one_thread):
     """A radius small enough to change the target visibly: the chains follow √det G_r⁻¹, not √det G⁻¹ (total
     variation over a 4 × 4 histogram of the box; 2,000 chains leave about 0.03 of sampling noise)."""
@@ -171,7 +161,7 @@ def test_truncated_and_full_chains_agree_below_rounding(one_thread):
     accept decisions and its chains end within 1e-6 of the full ones."""
     metric = random_metric(MIN_CENTROIDS, 0.8, spread=3.0)
     truncated = TruncatedMetric(metric, 1e-7)
-    a = riemannian_hmc(metric, n_samples=40, mcmc_steps=15, seed=4)
+    a = riemannian_hmc(metric, n_samples=40, mcmc_steps=15, seed=4, grid_tolerance=None)
     b = riemannian_hmc(truncated, n_samples=40, mcmc_steps=15, seed=4)
     assert a.params["truncation"] is None and b.params["truncation"]["tolerance"] == 1e-7
     assert a.acceptance_per_chain.tolist() == b.acceptance_per_chain.tolist()
@@ -180,7 +170,7 @@ def test_truncated_and_full_chains_agree_below_rounding(one_thread):
 
 def test_sampler_truncates_above_the_threshold():
     metric = random_metric(MIN_CENTROIDS + 1, 0.5, dtype=torch.float32)
-    samples = riemannian_hmc(metric, n_samples=3, mcmc_steps=2, seed=0, truncation_tolerance=1e-4)
+    samples = riemannian_hmc(metric, n_samples=3, mcmc_steps=2, seed=0, truncation_tolerance=1e-4, grid_tolerance=None)
     record = samples.params["truncation"]
     assert record["n_centroids"] == MIN_CENTROIDS + 1 and record["tolerance"] == 1e-4
     assert record["bounds"]["G_inv"] == pytest.approx(1e-4 * LAMBDA)

@@ -18,6 +18,12 @@ in ``results/``) and ``results/README.md`` is rebuilt from every experiment in `
 ``./run_all.sh --train --only augmentation``.
 
 Refuses quick-mode runs and runs with a diverged model. A maintainer's tool: run it after ``./run_all.sh --train``.
+
+The report of a ``ship_half`` experiment is published only from a run that used the shipped files themselves
+(every model's ``source`` is "shipped"): a run from the float32 models of the cache gives slightly different
+generated images, so its report would not be what a clean clone reproduces. A first publication therefore ships
+the models and stops; rerun the experiment on the shipped files (``./run_all.sh --only NAME -p cache_dir
+EMPTY_FOLDER``) and publish that run.
 """
 
 from __future__ import annotations
@@ -76,6 +82,13 @@ def ship_models(folder: Path, half: bool) -> list[Path]:
     return shipped
 
 
+def models_not_shipped(folder: Path) -> list[str]:
+    """The labels of the models a run's results.json says did not come from ``data/models`` (source "cache" or
+    "trained")."""
+    results = json.loads((folder / "results.json").read_text())
+    return [label for label, info in results["models"].items() if info.get("source") != "shipped"]
+
+
 def write_checksums() -> Path:
     files = sorted(p for p in SHIPPED_DIR.rglob("*.pt"))
     lines = [f"{sha256(p)}  {p.relative_to(SHIPPED_DIR).as_posix()}" for p in files]
@@ -117,6 +130,18 @@ def main() -> None:
     print(f"wrote {write_checksums()} ({len(set(shipped))} files published)")
     for path in shipped:  # every shipped file loads, through its new checksum (weights_only=True)
         load_model(path)
+    from_copies = {n: models_not_shipped(run / n) for n in names if REGISTRY[n].ship_half}
+    from_copies = {n: labels for n, labels in from_copies.items() if labels}
+    if from_copies:
+        for name, labels in from_copies.items():
+            print(
+                f"{name}: {len(labels)} models (e.g. {labels[0]}) came from the full-precision cache, not the shipped"
+                f" half-precision files: its report would not reproduce from a clean clone"
+            )
+        raise SystemExit(
+            "models shipped, report NOT published: rerun on the shipped files (./run_all.sh --only "
+            f"{','.join(from_copies)} -p cache_dir EMPTY_FOLDER) and publish that run"
+        )
     print(f"wrote {publish_report(run, names, everything=only is None)}")
 
 
