@@ -10,6 +10,7 @@ raises or whose worker dies is a failed notebook.
 import json
 import os
 import subprocess
+import sys
 
 import dask
 import nbformat
@@ -206,3 +207,94 @@ def test_a_local_cluster_runs_notebooks_in_the_clients_environment(tmp_path, mon
     show = notebook("import os\nprint([os.environ.get(k) for k in ('MALLOC_TRIM_THRESHOLD_', 'RHVAE_SWEEP_TEST')])")
     assert sweep.run_sweep([sweep.Job("env", show, {"reuse_cache": False})], tmp_path, "local:1") == {"env": 0}
     assert "[None, 'from the client']" in (tmp_path / "logs" / "env.log").read_text()
+
+
+@pytest.fixture
+def separate_cluster(tmp_path):
+    """A Dask scheduler and two one-thread workers started as their own processes by the ``dask`` command line, as
+    on other machines: the client reaches them over TCP only, and each worker runs in its own folder. Yields the
+    scheduler's address."""
+    import time
+
+    scheduler_file = tmp_path / "scheduler.json"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dask",
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--dashboard-address",
+                ":0",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+            **quiet,
+        )  # fmt: skip
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        for k in range(2):
+            folder = tmp_path / f"worker{k}"
+            folder.mkdir()
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "dask",
+                        "worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--nworkers",
+                        "1",
+                        "--local-directory",
+                        str(folder),
+                        "--dashboard-address",
+                        ":0",
+                    ],
+                    cwd=folder,
+                    **quiet,
+                )  # fmt: skip
+            )
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=60)
+
+
+def test_run_all_sends_jobs_to_a_scheduler_address(tmp_path, separate_cluster):
+    """``--dask tcp://host:port``: the scheduler and workers were started apart (``dask scheduler``, ``dask
+    worker``); two quick notebooks run on them and their outputs and trained models come back."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    names = ["metric", "generation_5"]
+    proc = run_all(
+        "--quick", "--only", ",".join(names), "--dask", separate_cluster, "--out", str(out),
+        "-p", "seeds", "0", "-p", "cache_dir", str(cache),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"Dask cluster {separate_cluster}: 2 workers, 2 threads" in proc.stdout
+    for name in names:
+        results = json.loads((out / name / "results.json").read_text())
+        assert results["status"] == "ok" and results["run_dir"] == str(out / name)
+        assert not os.path.exists(results["provenance"]["executed_on"]["worker_folder"])  # removed by the job
+        for label, model in results["models"].items():
+            assert model["cache_file"].startswith(f"{cache}/{name}/")
+            assert rhvae.load_model(model["cache_file"]).config() == model["config"], label
+        assert all((out / name / f).stat().st_size > 0 for f in results["figures"])
+    assert "| metric (quick) |" in (out / "README.md").read_text()
