@@ -176,7 +176,7 @@ PY
 )" || { echo "run_all.sh: bad -p parameter (nothing was run)" >&2; exit 2; }
 
 if [[ $train -eq 1 && $yes -eq 0 && "${CI:-}" != "true" && -t 0 ]]; then
-    read -r -p "--train retrains every model (paper mode, 3 seeds: about 50 min with --jobs 2 on 2 cores). Continue? [y/N] " answer
+    read -r -p "--train retrains every model (paper mode, 3 seeds: about 55 min with --jobs 2 on 2 cores). Continue? [y/N] " answer
     [[ "$answer" == [yY]* ]] || { echo "aborted"; exit 2; }
 fi
 

@@ -256,12 +256,20 @@ def bench_training(x, repeats):
             stack = rhvae.RHVAE.stack([default, *seeds])
             opt = adam(stack.parameters(), 1e-3)
             fns["stack"] = lambda m=stack, o=opt: stacked_epoch(m, o, x.repeat(STACKED, 1))
+            # a tenth of the rows: what an epoch costs whatever the batch (per-call overhead, weight-sized work)
+            small = make_ours()
+            small.load_state_dict(fixed.state_dict())
+            opt = adam(small.parameters(), 1e-3)
+            x_small = x[: len(x) // 10]
+            fns["tenth"] = lambda m=small, o=opt, s=x_small: our_epoch(m, o, s, len(s), torch.Generator())
         t = alternate(fns, repeats)
         print(row(f"{name}: ours step_bound='none', 3 fixed-point its", t["fixed"], t.get("pythae")))
         print(row(f"{name}: ours default (stability bound, 5 its)", t["default"], t.get("pythae")))
         if "stack" in t:
             label = f"{name}: ours default, {STACKED} seeds side by side, per model"
             print(row(label, t["stack"] / STACKED, t.get("pythae")))
+            label = f"full batch of {len(x) // 10} digits: ours default (the per-epoch cost that rows do not scale)"
+            print(row(label, t["tenth"], None))
 
 
 def bench_sampler(ours, theirs, repeats, sizes):

@@ -7,7 +7,7 @@ direct call instead (DESIGN §5: exceptions inside a widget callback are swallow
   metric. The model is **not** retrained: its frozen centroids cᵢ and matrices Mᵢ are re-evaluated at the
   chosen T, i.e. ``LearnedMetric(model.centroids, model.M, T, model.regularization)``. Cheap: redraws when the
   slider is released. Above ``rhvae.truncation.MIN_CENTROIDS`` centroids the truncated metric is drawn (error
-  ≤ 10⁻⁵ λ), as the sampler uses it.
+  ≤ 10⁻⁵ λ); the sampler's target is then the grid of ``rhvae.interpolation`` (2-D, above 1,000 centroids).
 * ``SamplerExplorer``: MCMC steps, number of samples, seed and metric temperature; the (possibly slow)
   re-sampling runs only when the **Sample** button is pressed.
 * ``AugmentationExplorer``: generated images per class; **Train** fits a quick classifier on real + generated
