@@ -167,6 +167,11 @@ def pythae_epoch(model, optimizer, x, batch_size, generator):
     model.update()
 
 
+def optimizer(model, pythae: bool) -> torch.optim.Adam:
+    """Each side's own Adam at lr 1e-3: ours fused (``rhvae.training.adam``), pythae's trainer the default loop."""
+    return torch.optim.Adam(model.parameters(), 1e-3) if pythae else adam(model.parameters(), 1e-3)
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -246,8 +251,7 @@ def bench_training(x, repeats):
             models["pythae"] = pythae_twin(fixed)
         fns = {}
         for key, model in models.items():
-            # each side's own optimizer: ours fused (rhvae.training.adam), pythae's trainer the default loop
-            opt = torch.optim.Adam(model.parameters(), 1e-3) if key == "pythae" else adam(model.parameters(), 1e-3)
+            opt = optimizer(model, key == "pythae")
             gen = torch.Generator().manual_seed(1)
             epoch = pythae_epoch if key == "pythae" else our_epoch
             fns[key] = lambda m=model, o=opt, g=gen, e=epoch, b=batch: e(m, o, x, b, g)
@@ -372,7 +376,7 @@ def memory_worker(name: str, threads: int) -> None:
     base = _status_kb("VmRSS") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if what == "epoch_full":
         model = ours if side == "ours" else theirs
-        opt = adam(model.parameters(), 1e-3) if side == "ours" else torch.optim.Adam(model.parameters(), 1e-3)
+        opt = optimizer(model, side == "pythae")
         (our_epoch if side == "ours" else pythae_epoch)(model, opt, x, len(x), torch.Generator().manual_seed(0))
     elif what.startswith("sampler"):
         n = int(what.split("_")[1])

@@ -49,7 +49,7 @@ from .interpolation import MIN_CENTROIDS as GRID_MIN_CENTROIDS
 from .interpolation import GridTarget, interpolate_if_possible
 from .metric import LearnedMetric
 from .models import RHVAE, VAE
-from .truncation import DEFAULT_TOLERANCE, MIN_CENTROIDS, TruncatedMetric
+from .truncation import DEFAULT_TOLERANCE, TruncatedMetric, truncate_if_large
 from .validation import RANGES, check, check_float, check_int
 
 DEFAULT_EPS_PER_TEMPERATURE = 0.05
@@ -149,19 +149,14 @@ def _inside(z: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Ten
 
 def large_metric_target(metric, low, high, grid_tolerance: float | None, truncation_tolerance: float | None):
     """What the sampler evaluates for ``metric`` on the box [low, high] (module docstring, "Many centroids"): above
-    1,000 centroids the grid target if ``grid_tolerance`` is given and met, else above 10,000 the truncated metric
-    if ``truncation_tolerance`` is given, else the metric itself (the full sum; also a ``TruncatedMetric`` or a
-    ``GridTarget`` given as the metric)."""
-    if not isinstance(metric, LearnedMetric):
-        return metric
-    n = len(metric.centroids)
-    if grid_tolerance is not None and n > GRID_MIN_CENTROIDS:
+    1,000 centroids the grid target if ``grid_tolerance`` is given and met, else ``truncate_if_large`` (the
+    truncated metric above 10,000 centroids if ``truncation_tolerance`` is given, else the metric itself; a
+    ``TruncatedMetric`` or a ``GridTarget`` given as the metric is used as it is)."""
+    if grid_tolerance is not None and isinstance(metric, LearnedMetric) and len(metric.centroids) > GRID_MIN_CENTROIDS:
         grid = interpolate_if_possible(metric, low, high, grid_tolerance)
         if grid is not None:
             return grid
-    if truncation_tolerance is not None and n > MIN_CENTROIDS:
-        return TruncatedMetric(metric, truncation_tolerance)
-    return metric
+    return truncate_if_large(metric, truncation_tolerance)
 
 
 def riemannian_hmc(
