@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 python -m pip install --quiet --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1"
-# The test extra includes voila and playwright for tests/test_browser.py, which also needs Debian's chromium
+# The test extra includes voila and playwright for tests/interfaces/test_browser.py, which also needs Debian's chromium
 # (apt-get install chromium; .ci/run installs it): Playwright is given its path, it never downloads a browser.
 python -m pip install --quiet --disable-pip-version-check -e ".[test]"

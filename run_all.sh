@@ -3,28 +3,28 @@
 #
 #   ./run_all.sh            reuse cached (or shipped) models whose settings match, train the others
 #   ./run_all.sh --train    retrain every model (reuse_cache=False)
-#   ./run_all.sh --quick    the quick settings of rhvae.registry: the whole pipeline in a few minutes
+#   ./run_all.sh --quick    the quick settings of rhvae.experiments.registry: the whole pipeline in a few minutes
 #
 # Options:
 #   --only NAME[,NAME]   run only these notebooks (metric, reconstruction, generation_5, generation_7_classes,
-#                        augmentation: the experiments of rhvae/registry.py)
+#                        augmentation: the experiments of rhvae/experiments/registry.py)
 #   --quick              the registry's quick settings (epochs, mcmc_steps, n_samples, …), except those given with -p
 #   --out DIR            output folder (default: figures/run_all_MM_DD_YYYY_hh_mm_ss under the repository root)
 #   -p NAME VALUE        set a notebook parameter (repeatable). The name must be a parameter of at least one
 #                        selected notebook (checked before anything runs; papermill itself only warns); it is
 #                        passed to the notebooks that have it. Values are parsed like papermill's -p, except
 #                        that a list is accepted as such: -p seeds "[0, 1]". Each value is checked by
-#                        rhvae.runs before anything runs.
+#                        rhvae.experiments.runs before anything runs.
 #   --jobs N             run up to N notebooks at once (default 1; each uses `threads` torch threads, default 1,
 #                        so --jobs 2 uses both cores of a 2-core machine). With N > 1 the cell outputs go to the
 #                        logs only, every notebook runs to its end even if another one fails, and the longest
-#                        notebooks start first (rhvae/registry.py, ``minutes``).
+#                        notebooks start first (rhvae/experiments/registry.py, ``minutes``).
 #   --dask ADDRESS       run each notebook as one job of a Dask cluster instead, as --jobs N > 1 does (logs,
 #                        summary, exit status): 'local' (a LocalCluster of 2 worker processes x 1 thread on this
 #                        machine), 'local:N' (N workers) or a scheduler address such as tcp://host:8786 (its
 #                        workers need this package installed, not this disk). A job runs in a temporary folder on
 #                        its worker; its executed notebook, log, run folder and trained models come back into the
-#                        output folder and the model cache (rhvae/sweep.py). Not with --jobs.
+#                        output folder and the model cache (rhvae/experiments/sweep.py). Not with --jobs.
 #   --yes                do not ask before --train (never asked when CI=true or without a terminal)
 #   -h, --help           this help
 #
@@ -38,9 +38,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYTHON="${PYTHON:-python}"
-# The experiments in report order, from the one registry (rhvae/registry.py).
-mapfile -t ALL_NOTEBOOKS < <("$PYTHON" -c 'from rhvae.registry import REGISTRY; print("\n".join(REGISTRY))')
-[[ ${#ALL_NOTEBOOKS[@]} -gt 0 ]] || { echo "run_all.sh: cannot read the experiments from rhvae.registry" >&2; exit 1; }
+# The experiments in report order, from the one registry (rhvae/experiments/registry.py).
+mapfile -t ALL_NOTEBOOKS < <("$PYTHON" -c 'from rhvae.experiments.registry import REGISTRY; print("\n".join(REGISTRY))')
+[[ ${#ALL_NOTEBOOKS[@]} -gt 0 ]] || { echo "run_all.sh: cannot read the experiments from rhvae.experiments.registry" >&2; exit 1; }
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die_usage() { echo "run_all.sh: $*" >&2; echo "run 'run_all.sh --help' for the options" >&2; exit 2; }
@@ -64,7 +64,7 @@ while [[ $# -gt 0 ]]; do
             jobs="$2"; shift ;;
         --dask)
             [[ $# -ge 2 ]] || die_usage "--dask needs an ADDRESS (local, local:N or tcp://host:8786)"
-            problem="$("$PYTHON" -m rhvae.sweep --check --dask "$2" 2>&1)" || die_usage "$problem"
+            problem="$("$PYTHON" -m rhvae.experiments.sweep --check --dask "$2" 2>&1)" || die_usage "$problem"
             dask="$2"; shift ;;
         --only)
             [[ $# -ge 2 && -n "${2//[[:space:],]/}" ]] || die_usage "--only needs one or more notebook names"
@@ -100,8 +100,8 @@ elif [[ $train -eq 1 || $quick -eq 1 ]]; then
     notebooks=("${ALL_NOTEBOOKS[@]}")
 else
     # default mode reproduces from shipped models: an experiment whose models are not shipped yet would train
-    # them for half an hour, so it runs only when named with --only (rhvae/registry.py, ``shipped``)
-    mapfile -t notebooks < <("$PYTHON" -c 'from rhvae.registry import REGISTRY
+    # them for half an hour, so it runs only when named with --only (rhvae/experiments/registry.py, ``shipped``)
+    mapfile -t notebooks < <("$PYTHON" -c 'from rhvae.experiments.registry import REGISTRY
 print("\n".join(n for n, e in REGISTRY.items() if e.shipped))')
     for name in "${ALL_NOTEBOOKS[@]}"; do
         [[ " ${notebooks[*]} " == *" $name "* ]] || echo "run_all.sh: skipping '$name': its models are not shipped" \
@@ -109,7 +109,7 @@ print("\n".join(n for n, e in REGISTRY.items() if e.shipped))')
     done
 fi
 
-# Check -p names against each notebook's parameters cell and values against rhvae.runs, before running anything.
+# Check -p names against each notebook's parameters cell and values against rhvae.experiments.runs, before running anything.
 # Prints, per notebook, the "-p NAME VALUE" arguments that apply to it (one notebook per line: NAME<TAB>args).
 plan="$("$PYTHON" - "${#notebooks[@]}" "${notebooks[@]}" "${params[@]+"${params[@]}"}" <<'PY'
 import shlex
@@ -121,8 +121,8 @@ import yaml
 from papermill.cli import _resolve_type
 
 from rhvae.paths import ROOT
-from rhvae.parameters import check_parameter
-from rhvae.registry import PARAMETERS
+from rhvae.experiments.parameters import check_parameter
+from rhvae.experiments.registry import PARAMETERS
 
 def value_of(raw):
     """papermill's -p parsing, and a YAML list for a value that starts with '[' (e.g. seeds "[0, 1]")."""
@@ -190,7 +190,7 @@ mkdir -p "$out/executed" "$out/logs"
 
 mode="default (reuse cached models when settings match)"
 common=(-p interactive False)
-# the parameters given with -p: with --quick they keep their values (rhvae.runs.validate_parameters)
+# the parameters given with -p: with --quick they keep their values (rhvae.experiments.runs.validate_parameters)
 RHVAE_GIVEN_PARAMETERS="$(IFS=,; echo "${given[*]+"${given[*]}"}")"
 export RHVAE_GIVEN_PARAMETERS
 if [[ $quick -eq 1 ]]; then common+=(-p quick True); mode="quick"; fi
@@ -250,13 +250,13 @@ collect() {
     rows+=("$nb|$status|$secs|$folder")
 }
 
-# Notebooks run at once start longest first (rhvae/registry.py, ``minutes``), so that the run does not end with
+# Notebooks run at once start longest first (rhvae/experiments/registry.py, ``minutes``), so that the run does not end with
 # a long notebook that started when the short ones were done; they are collected and reported in report order.
 start_order=("${notebooks[@]}")
 if [[ $jobs -gt 1 || -n "$dask" ]]; then
     cost_mode=default; [[ $train -eq 0 ]] || cost_mode=train
     mapfile -t start_order < <("$PYTHON" -c 'import sys
-from rhvae.registry import longest_first
+from rhvae.experiments.registry import longest_first
 print("\n".join(longest_first(sys.argv[2:], sys.argv[1])))' "$cost_mode" "${notebooks[@]}")
     [[ ${#start_order[@]} -eq ${#notebooks[@]} ]] || { echo "run_all.sh: cannot order the notebooks" >&2; exit 1; }
     plan="$(for nb in "${start_order[@]}"; do grep -P "^$nb\t" <<< "$plan"; done)"
@@ -272,8 +272,8 @@ if [[ $jobs -eq 1 && -z "$dask" ]]; then
     done
 else
     if [[ -n "$dask" ]]; then
-        # one job per notebook on the cluster (rhvae/sweep.py), which writes the files run_notebook writes
-        "$PYTHON" -m rhvae.sweep --dask "$dask" --out "$out" --notebooks "$ROOT/notebooks" -- "${common[@]}" \
+        # one job per notebook on the cluster (rhvae/experiments/sweep.py), which writes the files run_notebook writes
+        "$PYTHON" -m rhvae.experiments.sweep --dask "$dask" --out "$out" --notebooks "$ROOT/notebooks" -- "${common[@]}" \
             <<< "$plan" || exit $?
     else
         for nb in "${start_order[@]}"; do

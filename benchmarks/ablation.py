@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 
 import rhvae
-from rhvae.diagnostics import flow_diagnostics
-from rhvae.evaluation import elbo
-from rhvae.experiments import HVAE_CONFIG, RHVAE_CONFIG, build_model, train_experiment_model
+from rhvae.evaluation.diagnostics import flow_diagnostics
+from rhvae.evaluation.likelihood import elbo
+from rhvae.experiments.model_cache import HVAE_CONFIG, RHVAE_CONFIG, build_model, train_experiment_model
+from rhvae.experiments.registry import PAPER_SETTINGS
 from rhvae.models import RHVAE, VAE
 from rhvae.persistence import load_model, save_model
-from rhvae.registry import PAPER_SETTINGS
 from rhvae.training import TrainingDiverged, train
 
 #: scheme name → (model, model config overrides of the paper-mode RHVAE, training options, what it is)
@@ -105,8 +105,8 @@ TARGETS = {
 
 
 def diagnostics(model: VAE, x: torch.Tensor, seed: int) -> dict:
-    """``rhvae.diagnostics.flow_diagnostics`` (100 draws per image) and the test ELBO (the true-ELBO integrand's
-    mean over 100 draws per image)."""
+    """``rhvae.evaluation.diagnostics.flow_diagnostics`` (100 draws per image) and the test ELBO (the true-ELBO
+    integrand's mean over 100 draws per image)."""
     result = flow_diagnostics(model, x, n_draws=100, seed=seed).to_dict()
     result["test_elbo"] = float(elbo(model, x, n_samples=100, seed=seed).mean())
     if isinstance(model, RHVAE) and model.step_logits is not None:

@@ -2,7 +2,7 @@
 
 Criteria (each seed of each target): trains to the end; median displacement ≥ 1 posterior σ; flow gain ≥ 1 nat
 and ≥ the HVAE's on the same subset and seed; metric contrast ≥ 0.5 at the codes. With ``--exact``, the exact
-test log p(x) of every saved model is added (``rhvae.evaluation.exact_log_likelihood``; slow: ~30 s a model).
+test log p(x) of every saved model is added (``rhvae.evaluation.likelihood.exact_log_likelihood``; slow: ~30 s a model).
 
 Usage: python benchmarks/ablation_table.py figures/ablation/*.jsonl [--exact] [--markdown OUT]
 """
@@ -28,7 +28,7 @@ def load(paths: list[str]) -> list[dict]:
 
 def add_exact(records: list[dict]) -> None:
     import rhvae
-    from rhvae.evaluation import exact_log_likelihood
+    from rhvae.evaluation.likelihood import exact_log_likelihood
     from rhvae.persistence import load_model
 
     for r in records:

@@ -5,8 +5,8 @@ Usage: python benchmarks/end_to_end.py [--quick] [--only metric,generation_5] [-
 Each notebook runs in full paper mode (``reuse_cache=False``: every model is retrained; ``interactive=False``)
 into a fresh folder (default: a temporary directory; the executed notebooks, run folders and a model cache that
 only this run uses land there), and the script prints the wall time of each notebook and the total.
-``--quick`` passes ``quick=True`` (the quick settings of rhvae.registry) to check the pipeline in a few minutes.
-Only the parameters a notebook declares are passed to it. Exit status 1 if a notebook failed.
+``--quick`` passes ``quick=True`` (the quick settings of rhvae.experiments.registry) to check the pipeline in a few
+minutes. Only the parameters a notebook declares are passed to it. Exit status 1 if a notebook failed.
 """
 
 from __future__ import annotations

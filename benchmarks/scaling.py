@@ -4,19 +4,21 @@ Usage: python benchmarks/scaling.py [--threads 2] [--out results/scaling] [--siz
 
 For every N it times, in one process:
 
-* one training epoch of the default RHVAE (``rhvae.experiments.RHVAE_CONFIG``: n_lf 10, eps_lf 0.1, β₀ 0.3, T 1,
+* one training epoch of the default RHVAE (``rhvae.experiments.model_cache.RHVAE_CONFIG``: n_lf 10, eps_lf 0.1, β₀ 0.3,
+T 1,
   λ 0.1, stability-bounded step, 5 fixed-point iterations), full batch for N ≤ ``FULL_BATCH_MAX`` (the batch
   metric is N × N: O(N²) per leapfrog step) and with minibatches of ``BATCH`` images for every N. The minibatch
   epoch is measured for N ≤ 5,000; above, it is the 5,000-image epoch × N/5,000 (N/100 batches of the same size
   and one freeze pass over the N images: linear in N, which the measured sizes check);
-* the exact log-likelihood (``rhvae.evaluation.exact_log_likelihood``, d = 2) and the importance-sampling estimate
-  (``rhvae.evaluation.log_likelihood``, S = ``IS_SAMPLES`` draws through the flow) per image, with the frozen
+* the exact log-likelihood (``rhvae.evaluation.likelihood.exact_log_likelihood``, d = 2) and the importance-sampling
+estimate
+  (``rhvae.evaluation.likelihood.log_likelihood``, S = ``IS_SAMPLES`` draws through the flow) per image, with the frozen
   metric of the N centroids; apart, κ = maxᵢ λmax G⁻¹(cᵢ), which the flow's stability-bounded step needs once per
   frozen metric (O(N²));
-* the Riemannian HMC sampler, 100 samples × 90 MCMC steps (``rhvae.sampling.riemannian_hmc``), with the full sum,
-  with the grid target (``rhvae.interpolation``, the default tolerance; its build included), and above
-  ``rhvae.truncation.MIN_CENTROIDS`` centroids with the truncated metric (the default tolerance); at the largest N
-  also at T = 0.5 (the widgets' temperature slider), truncated and on the grid.
+* the Riemannian HMC sampler, 100 samples × 90 MCMC steps (``rhvae.sampling.hmc.riemannian_hmc``), with the full sum,
+  with the grid target (``rhvae.sampling.grid_target``, the default tolerance; its build included), and above
+  ``rhvae.sampling.truncation.MIN_CENTROIDS`` centroids with the truncated metric (the default tolerance); at the
+  largest N also at T = 0.5 (the widgets' temperature slider), truncated and on the grid.
 
 ``--only-grid`` measures only the grid sampler columns and merges them into the rows of an existing
 ``scaling.json`` in ``--out`` (the other columns and their load figures are kept).
@@ -44,16 +46,16 @@ matplotlib.use("Agg")
 import torch  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
-from rhvae.data import load_mnist  # noqa: E402
-from rhvae.evaluation import exact_log_likelihood, log_likelihood  # noqa: E402
-from rhvae.experiments import RHVAE_CONFIG, build_model  # noqa: E402
-from rhvae.interpolation import DEFAULT_TOLERANCE as GRID_TOLERANCE  # noqa: E402
-from rhvae.interpolation import interpolate_if_possible  # noqa: E402
-from rhvae.persistence import atomic_write, atomic_write_text, writable_folder  # noqa: E402
+from rhvae.evaluation.likelihood import exact_log_likelihood, log_likelihood  # noqa: E402
+from rhvae.experiments.data import load_mnist  # noqa: E402
+from rhvae.experiments.model_cache import RHVAE_CONFIG, build_model  # noqa: E402
+from rhvae.files import atomic_write, atomic_write_text, writable_folder  # noqa: E402
 from rhvae.provenance import environment, set_threads  # noqa: E402
-from rhvae.sampling import default_box, riemannian_hmc  # noqa: E402
+from rhvae.sampling.grid_target import DEFAULT_TOLERANCE as GRID_TOLERANCE  # noqa: E402
+from rhvae.sampling.grid_target import interpolate_if_possible  # noqa: E402
+from rhvae.sampling.hmc import default_box, riemannian_hmc  # noqa: E402
+from rhvae.sampling.truncation import DEFAULT_TOLERANCE, MIN_CENTROIDS, TruncatedMetric  # noqa: E402
 from rhvae.training import train  # noqa: E402
-from rhvae.truncation import DEFAULT_TOLERANCE, MIN_CENTROIDS, TruncatedMetric  # noqa: E402
 
 SIZES = (120, 500, 1000, 5000, 20000, 60000)
 N_REAL = 5000

@@ -1,10 +1,18 @@
-"""rhvae: reference reproducibility package for the Riemannian Hamiltonian VAE (arXiv 2010.11518)."""
+"""rhvae: reference reproducibility package for the Riemannian Hamiltonian VAE (arXiv 2010.11518).
 
-from .data import EXPERIMENTS, DataError, ExperimentData, experiment_data, load_mnist
-from .models import HVAE, MODELS, RHVAE, VAE, ConfigError
-from .persistence import ModelFileError, load_model, save_model
+The sub-packages are the layers, lowest first (tests/test_layering.py): ``rhvae.models`` (the models and their
+maths), ``rhvae.sampling`` and ``rhvae.evaluation``, then ``rhvae.training`` and ``rhvae.persistence``, then
+``rhvae.experiments``, and ``rhvae.interfaces`` (CLI, widgets, figures) on top; ``files``, ``paths``,
+``provenance``, ``validation`` and ``version`` are used by all. This module gathers what a user needs most.
+"""
 
-__version__ = "0.1.0"
+from rhvae.evaluation.likelihood import elbo, exact_log_likelihood, log_likelihood, reconstruction_error
+from rhvae.experiments.data import EXPERIMENTS, DataError, ExperimentData, experiment_data, load_mnist
+from rhvae.models import HVAE, MODELS, RHVAE, VAE, ConfigError
+from rhvae.persistence import ModelFileError, load_model, load_shipped, save_model, shipped_models
+from rhvae.sampling.hmc import generate, riemannian_hmc, sample_prior
+from rhvae.training import train
+from rhvae.version import __version__
 
 __all__ = [
     "EXPERIMENTS",
@@ -16,8 +24,19 @@ __all__ = [
     "DataError",
     "ExperimentData",
     "ModelFileError",
+    "__version__",
+    "elbo",
+    "exact_log_likelihood",
     "experiment_data",
+    "generate",
     "load_mnist",
     "load_model",
+    "load_shipped",
+    "log_likelihood",
+    "reconstruction_error",
+    "riemannian_hmc",
+    "sample_prior",
     "save_model",
+    "shipped_models",
+    "train",
 ]

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .models import MODELS, VAE
-from .paths import SHIPPED_DIR
-from .training import History
+from rhvae.files import atomic_write
+from rhvae.models import MODELS, VAE
+from rhvae.paths import SHIPPED_DIR
+from rhvae.training import History
 
 FORMAT = "rhvae-model"
 FORMAT_VERSION = 1
@@ -29,55 +29,6 @@ FORMAT_VERSION = 1
 
 class ModelFileError(ValueError):
     """A model file that is missing, unreadable, truncated, of another format, or of another model type."""
-
-
-def atomic_write(path: str | Path, write) -> Path:
-    """Call ``write(tmp_path)`` then move the temporary file onto ``path``: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result file is as readable as any other
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def writable_folder(path: str | Path, name: str) -> Path:
-    """Create the folder ``path`` (and its parents) and check that a file can be written in it; ``ValueError``
-    naming the parameter ``name`` otherwise (an existing file, no permission, a path that cannot exist). Called
-    before long work, so that its result is not lost at the end."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{name} {path} is an existing file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as err:
-        raise ValueError(f"{name} {path} cannot be written: {err.strerror or err}") from None
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    return atomic_write(path, write)
 
 
 def save_model(model: VAE, path: str | Path, history: History | None = None, provenance: dict | None = None) -> Path:
@@ -200,3 +151,79 @@ def cache_key(spec: dict) -> str:
     """A stable hash of everything that determines a trained model (experiment subset, model, training)."""
     canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    """One trained model committed in ``data/models``: what it is, from its own recorded provenance."""
+
+    experiment: str
+    model: str  # "vae", "hvae" or "rhvae"
+    seed: int
+    temperature: float | None  # the RHVAE's metric temperature T (None for the VAE and HVAE)
+    classes: tuple[int, ...]
+    n_per_class: int
+    objective: str | None
+    path: Path
+
+    def __str__(self) -> str:
+        t = "" if self.temperature is None else f" T={self.temperature:g}"
+        return (
+            f"{self.experiment:<21} {self.model:<5} seed {self.seed}{t:<7} classes {','.join(map(str, self.classes))}"
+            f" x{self.n_per_class}  {self.path.relative_to(SHIPPED_DIR.parent.parent)}"
+        )
+
+
+class ShippedModels(list):
+    """The list that ``shipped_models`` returns; printed as one line per model."""
+
+    def __str__(self) -> str:
+        return "\n".join(map(str, self))
+
+
+def shipped_models() -> ShippedModels:
+    """Every model shipped in ``data/models`` (listed in its SHA256SUMS), with its experiment, model type, seed,
+    metric temperature, classes and images per class read from the file's provenance, in experiment, model and
+    seed order. ``load_shipped`` loads one by these fields."""
+    rows = []
+    for name in sorted(shipped_checksums()):
+        path = SHIPPED_DIR / name
+        provenance = json_field(read_model_file(path), "provenance", path, default="{}")
+        spec = provenance.get("spec", {})
+        config, subset = spec.get("config", {}), spec.get("subset", {})
+        rows.append(
+            ShippedModel(
+                experiment=name.split("/")[0],
+                model=spec.get("model", name.split("/")[-1].split("_")[0]),
+                seed=spec.get("training", {}).get("seed"),
+                temperature=config.get("temperature"),
+                classes=tuple(subset.get("classes", ())),
+                n_per_class=subset.get("n_per_class"),
+                objective=config.get("objective"),
+                path=path,
+            )
+        )
+    return ShippedModels(sorted(rows, key=lambda r: (r.experiment, r.model, r.seed, r.temperature or 0, r.n_per_class, r.classes)))
+
+
+def load_shipped(experiment: str, model: str, seed: int = 0, **fields) -> VAE:
+    """The shipped model of ``experiment`` (e.g. "reconstruction"), ``model`` ("vae", "hvae", "rhvae") and
+    ``seed``, checksum-verified and loaded with ``weights_only=True``. Where several match (the metric experiment's
+    three temperatures, the augmentation experiment's classes and sizes) name the field too: ``temperature=0.6``,
+    ``classes=(3,)``, ``n_per_class=20``. ``ValueError`` listing the choices when none or several match."""
+    wanted = {"experiment": experiment, "model": str(model).lower(), "seed": seed, **fields}
+    unknown = set(fields) - set(ShippedModel.__dataclass_fields__) - {"path"}
+    if unknown:
+        raise TypeError(
+            f"load_shipped() got unknown field(s) {sorted(unknown)}; fields: temperature, classes, n_per_class"
+        )
+    if "classes" in wanted:
+        wanted["classes"] = tuple(wanted["classes"])
+    rows = shipped_models()
+    matches = [r for r in rows if all(getattr(r, k) == v for k, v in wanted.items())]
+    if len(matches) != 1:
+        near = [r for r in rows if r.experiment == experiment and r.model == wanted["model"]] or rows
+        choices = "\n  ".join(str(r) for r in near[:12]) + ("\n  …" if len(near) > 12 else "")
+        what = "no shipped model matches" if not matches else f"{len(matches)} shipped models match"
+        raise ValueError(f"{what} {wanted}; name more fields. Shipped:\n  {choices}")
+    return load_model(matches[0].path, expected_type=wanted["model"])

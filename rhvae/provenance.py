@@ -11,7 +11,9 @@ import sys
 import numpy as np
 import torch
 
-from .validation import check
+from rhvae.paths import ROOT
+from rhvae.validation import check
+from rhvae.version import __version__
 
 
 def set_threads(threads: int | None) -> int:
@@ -32,8 +34,6 @@ def set_threads(threads: int | None) -> int:
 
 def environment() -> dict:
     """Versions and machine facts that can change a result."""
-    from . import __version__
-
     return {
         "rhvae": __version__,
         "git_commit": git_commit(),
@@ -50,8 +50,6 @@ def environment() -> dict:
 def git_commit() -> str | None:
     """The checkout's commit (with ``-dirty`` when files differ from it), or None outside a git checkout: floating-
     point rounding differs between code versions, and a long training run can follow a different path."""
-    from .paths import ROOT
-
     try:
         out = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=12"],

@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm import tqdm
 
-from .diagnostics import flow_diagnostics
-from .evaluation import EvalMode
-from .models import HVAE, RHVAE, VAE
-from .provenance import set_threads
-from .validation import check
+from rhvae.evaluation.diagnostics import flow_diagnostics
+from rhvae.models import HVAE, RHVAE, VAE
+from rhvae.models.eval_mode import EvalMode
+from rhvae.provenance import set_threads
+from rhvae.validation import check
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -48,11 +48,13 @@ class EpochRecord:
     max_latent_norm: float
     fixed_point_residual: float
     step_size: float = 0.0  # median leapfrog step of the epoch's last batch (RHVAE: the stability-bounded ε)
-    diagnostics: dict | None = None  # HVAE/RHVAE, every DIAGNOSTICS_EVERY epochs and the last: rhvae.diagnostics
+    diagnostics: dict | None = (
+        None  # HVAE/RHVAE, every DIAGNOSTICS_EVERY epochs and the last: rhvae.evaluation.diagnostics
+    )
 
 
-#: Epochs between two flow diagnostics (``rhvae.diagnostics``, on the test images, DIAGNOSTICS_DRAWS draws each)
-#: in the history of an HVAE/RHVAE; the last epoch always has them. About 0.3 s each, a few % of training.
+#: Epochs between two flow diagnostics (``rhvae.evaluation.diagnostics``, on the test images, DIAGNOSTICS_DRAWS draws
+#: each) in the history of an HVAE/RHVAE; the last epoch always has them. About 0.3 s each, a few % of training.
 DIAGNOSTICS_EVERY = 50
 DIAGNOSTICS_DRAWS = 10
 

@@ -106,9 +106,10 @@ RANGES: dict[str, Range] = {
     "mcmc_steps": Range(int, 0, 100_000),
     "n_samples": Range(int, 1, 100_000),
     "ll_samples": Range(int, 1, 100_000),
-    # the truncated metric (rhvae.truncation): ‖G⁻¹ − G_r⁻¹‖ ≤ τ λ; above 0.1 the cut would change the metric visibly
+    # the truncated metric (rhvae.sampling.truncation): ‖G⁻¹ − G_r⁻¹‖ ≤ τ λ; above 0.1 the cut would change the metric
+    # visibly
     "truncation_tolerance": Range(float, 0.0, 0.1, low_open=True),
-    # the grid target (rhvae.interpolation): max |f̃ − log det G⁻¹| at the cell centres, in nats
+    # the grid target (rhvae.sampling.grid_target): max |f̃ − log det G⁻¹| at the cell centres, in nats
     "grid_tolerance": Range(float, 0.0, 0.1, low_open=True),
     # pictures: an n × n grid of latent points
     "grid_n": Range(int, 2, 2000),

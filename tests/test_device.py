@@ -6,9 +6,9 @@ import sys
 import pytest
 import torch
 
-from rhvae.experiments import RHVAE_CONFIG, build_model
+from rhvae.experiments.model_cache import RHVAE_CONFIG, build_model
+from rhvae.experiments.parameters import Param, check_parameter
 from rhvae.models import VAE
-from rhvae.parameters import Param, check_parameter
 from rhvae.validation import ParameterError, check_device
 
 NO_GPU = not torch.cuda.is_available()
@@ -65,7 +65,7 @@ def test_cuda_without_a_gpu_is_one_clear_line(tmp_path):
 
 
 def test_a_model_trained_with_device_cpu_is_the_default(metric_data, tmp_path):
-    from rhvae.experiments import train_experiment_model
+    from rhvae.experiments.model_cache import train_experiment_model
 
     a = train_experiment_model("metric", "vae", 2, data=metric_data, cache_dir=tmp_path, progress=False)
     b = train_experiment_model(

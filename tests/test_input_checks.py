@@ -16,8 +16,11 @@ import pytest
 import torch
 
 import rhvae
-from rhvae import cli, experiments, persistence, registry, runs
-from rhvae.experiments import model_request, train_experiment_model
+from rhvae import files, persistence
+from rhvae.experiments import model_cache as experiments
+from rhvae.experiments import registry, runs
+from rhvae.experiments.model_cache import model_request, train_experiment_model
+from rhvae.interfaces import cli
 from rhvae.paths import ROOT, SHIPPED_DIR
 from rhvae.persistence import ModelFileError, load_model, save_model
 from rhvae.training import train
@@ -189,10 +192,10 @@ def test_freeze_metric_on_zero_images_is_refused_and_keeps_the_metric(tiny):
 def test_model_files_are_written_with_the_users_umask(tmp_path, tiny):
     old = os.umask(0o022)
     try:
-        path = tiny[0].save(tmp_path / "m.pt")  # model.save, the README's first example
+        path = save_model(tiny[0], tmp_path / "m.pt")
         assert stat.S_IMODE(path.stat().st_mode) == 0o644
         os.umask(0o027)
-        path = persistence.atomic_write_text(tmp_path / "t.json", "{}")
+        path = files.atomic_write_text(tmp_path / "t.json", "{}")
         assert stat.S_IMODE(path.stat().st_mode) == 0o640
     finally:
         os.umask(old)
@@ -331,8 +334,8 @@ def test_ranges_cover_every_count_of_the_cli():
 
 
 def test_work_that_would_run_for_hours_is_refused_with_an_estimate(tiny):
-    from rhvae.evaluation import log_likelihood
-    from rhvae.sampling import riemannian_hmc
+    from rhvae.evaluation.likelihood import log_likelihood
+    from rhvae.sampling.hmc import riemannian_hmc
 
     model, _, data = tiny
     with pytest.raises(ValueError, match=r"leapfrog steps, about .* h of CPU"):
@@ -366,8 +369,8 @@ def test_numpy_images_are_accepted_and_a_broken_results_json_is_named(tmp_path, 
 
 
 def test_the_metric_and_the_grids_share_the_ranges(tiny):
-    from rhvae.geometry import latent_grid
-    from rhvae.metric import LearnedMetric
+    from rhvae.evaluation.geometry import latent_grid
+    from rhvae.models.metric import LearnedMetric
 
     model = tiny[0]
     with pytest.raises(ValueError, match=r"temperature must be a finite number in \[0.01, 100.0\], got 1e-300"):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rhvae.experiments import RHVAE_CONFIG, build_model, train_experiment_models
+from rhvae.experiments.model_cache import RHVAE_CONFIG, build_model, train_experiment_models
 from rhvae.models import RHVAE, VAE
 from rhvae.training import TrainingDiverged, train, train_group
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import rhvae
-from rhvae.experiments import build_model, train_experiment_model
+from rhvae.experiments.model_cache import build_model, train_experiment_model
 from rhvae.training import TrainingDiverged, train
 
 # small but real: the metric subset, HVAE/RHVAE at settings that train in a few epochs

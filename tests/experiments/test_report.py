@@ -1,0 +1,121 @@
+"""rhvae.experiments.report: the Markdown results report built from a run folder's results.json files."""
+
+import json
+
+import pytest
+
+from rhvae.experiments import report
+
+
+def results(experiment="generation_5", quick=False):
+    over_seeds = {
+        "VAE": {"in_class_fraction": {"mean": 0.7, "std": 0.1, "values": {"0": 0.6, "1": 0.8}}},
+        "RHVAE": {"in_class_fraction": {"mean": 0.95, "std": None, "values": {"0": 0.95}}},
+    }
+    rhvae = {"eps_lf": 0.1, "n_lf": 10, "beta_zero": 0.3, "regularization": 0.1, "temperature": 1.0}
+    return {
+        "experiment": experiment,
+        "status": "ok",
+        "quick": quick,
+        "problems": [],
+        "parameters": {"epochs": 1000, "seeds": [0, 1], "data_seed": 0},
+        "results": {
+            "quality_over_seeds": over_seeds,
+            "quality_real_test_digits": {"in_class_fraction": 1.0},
+            "generation": {"0": {"RHVAE": {"sampler": "riemannian_hmc", "target": "HMC on sqrt det G^-1"}}},
+        },
+        "verdict": {
+            "claim": "RHVAE samples are better",
+            "verdict": "partly",
+            "checks": {"a": True, "b": False},
+            "agree": 1,
+            "total": 2,
+            "every_model_trained": True,
+        },
+        "models": {
+            "rhvae_seed0": {
+                "model": "rhvae",
+                "seed": 0,
+                "status": "ok",
+                "config": rhvae,
+                "source": "shipped",
+                "epochs": 1000,
+                "final_train_loss": 120.0,
+                "final_test_loss": 150.0,
+                "final_step_size": 0.1,
+                "kappa": 0.12,
+                "objective": "elbo",
+            },
+            "rhvae_seed1": {
+                "model": "rhvae",
+                "seed": 1,
+                "status": "ok",
+                "config": rhvae,
+                "source": "trained",
+                "epochs": 1000,
+                "final_train_loss": 121.0,
+                "final_test_loss": 160.0,
+                "final_step_size": 2e-5,
+                "kappa": 2650.0,
+                "objective": "elbo",
+            },
+        },  # fmt: skip
+        "figures": ["samples.png"],
+        "provenance": {"threads": 1, "timings_seconds": {"total": 12.0}, "environment": {"torch": "2.14.1"}},
+    }
+
+
+def test_report_has_claim_verdict_tables_regimes_figures_and_command(tmp_path):
+    (tmp_path / "generation_5").mkdir()
+    (tmp_path / "generation_5" / "results.json").write_text(json.dumps(results()))
+    path = report.write_report(tmp_path, latest=tmp_path / "latest" / "README.md")
+    text = path.read_text()
+    assert "| generation_5 | partly | 1/2 | ok |" in text
+    assert "**Paper:** RHVAE samples are better" in text and "- ✅ a" in text and "- ❌ b" in text
+    assert "| VAE | 0.7 ± 0.1 <sub>(0.6, 0.8)</sub> |" in text  # mean ± std with the per-seed values
+    assert "| RHVAE | 0.95 |" in text  # one seed: no std
+    assert "eps_lf cap (metric ≈ λI)" in text and "stability bound" in text  # the two training regimes
+    assert "![samples.png](generation_5/samples.png)" in text
+    assert "`./run_all.sh --only generation_5`" in text and "HMC on sqrt det G^-1" in text
+    assert "1 shipped, 1 trained" in text
+    latest = (tmp_path / "latest" / "README.md").read_text()
+    assert "![samples.png](../generation_5/samples.png)" in latest  # links from the copy's folder into the run
+
+
+def test_quick_runs_are_flagged_and_an_empty_folder_is_refused(tmp_path):
+    (tmp_path / "generation_5").mkdir()
+    (tmp_path / "generation_5" / "results.json").write_text(json.dumps(results(quick=True)))
+    assert "**Quick mode**" in report.build_report(tmp_path)
+    with pytest.raises(FileNotFoundError, match="results.json"):
+        report.build_report(tmp_path / "nothing")
+
+
+def diagnostics(displacement, gain, step, kappa, contrast, flags):
+    return {"displacement": displacement, "flow_gain": gain, "step": step, "kappa": kappa, "contrast": contrast,
+            "flags": flags}  # fmt: skip
+
+
+def test_report_states_what_the_flow_and_the_metric_do(tmp_path):
+    from rhvae.evaluation.diagnostics import FlowDiagnostics
+
+    data = results()
+    frozen = FlowDiagnostics("RHVAE", 0.05, -0.3, 0.01, 2e-5, 2650.0, 3.1, 30, 20).to_dict()
+    flat = FlowDiagnostics("RHVAE", 4.2, 9.5, 0.1, 0.1, 0.12, 0.03, 30, 20).to_dict()
+    data["models"]["rhvae_seed1"]["diagnostics"] = frozen
+    data["models"]["rhvae_seed0"]["diagnostics"] = flat
+    data["models"]["hvae_seed0"] = {
+        "model": "hvae", "seed": 0, "status": "ok", "config": {"eps_lf": 0.01}, "source": "shipped",
+        "diagnostics": diagnostics(1.5, 4.0, 0.01, None, None, []),
+    }  # fmt: skip
+    (tmp_path / "generation_5").mkdir()
+    (tmp_path / "generation_5" / "results.json").write_text(json.dumps(data))
+    text = report.build_report(tmp_path)
+    assert "**What the flow and the metric do**" in text
+    assert "| RHVAE | 1 | 1 | 0.05 | -0.3 | 2e-05 | 2.65e+03 | 3.1 | the flow barely moves" in text
+    assert "this RHVAE behaves like a VAE; the flow lowers the ELBO" in text
+    assert "| RHVAE | 0 | 1 | 4.2 | +9.5 | 0.1 | 0.12 | 0.03 | the metric is flat (≈ λI" in text
+    assert "this RHVAE behaves like an HVAE |" in text
+    assert "| HVAE | 0 | – | 1.5 | +4 | 0.01 | – | – | the flow moves |" in text
+    table = report.diagnostics_table(data["models"])
+    assert table.count("\n") == 4  # header, rule and the three models with diagnostics
+    assert report.diagnostics_table(results()["models"]) is None  # nothing recorded: no table

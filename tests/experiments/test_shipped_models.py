@@ -1,0 +1,105 @@
+"""The shipped paper-mode models (data/models): intact, safe to load, and enough for the default ./run_all.sh.
+
+A default run (paper settings, seeds 0, 1, 2) must find every model it asks for among the shipped files, so that
+it reproduces the report's figures and tables without training. ``tools/publish_run.py`` writes the files and
+their checksums; these tests fail if a file is changed, added or removed by hand, or if a change of defaults
+(epochs, seeds, hyper-parameters) makes the shipped models stale.
+"""
+
+import hashlib
+import json
+
+import pytest
+
+from rhvae.experiments import runs
+from rhvae.experiments.augmentation import class_subsets
+from rhvae.experiments.data import experiment_data
+from rhvae.experiments.model_cache import model_request
+from rhvae.experiments.registry import PAPER_SETTINGS, REGISTRY
+from rhvae.models import RHVAE
+from rhvae.paths import ROOT, SHIPPED_DIR
+from rhvae.persistence import cache_key, load_model, read_model_file
+
+SUMS = SHIPPED_DIR / "SHA256SUMS"
+
+
+def listed() -> dict[str, str]:
+    entries = {}
+    for line in SUMS.read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        entries[name] = digest
+    return entries
+
+
+def test_checksums_match_and_no_file_is_unlisted():
+    entries = listed()
+    assert entries, "no shipped model listed"
+    on_disk = {p.relative_to(SHIPPED_DIR).as_posix() for p in SHIPPED_DIR.rglob("*.pt")}
+    assert on_disk == set(entries)
+    for name, digest in entries.items():
+        assert hashlib.sha256((SHIPPED_DIR / name).read_bytes()).hexdigest() == digest, name
+
+
+@pytest.mark.parametrize("name", sorted(listed()) if SUMS.is_file() else [])
+def test_each_shipped_model_loads_safely_and_matches_its_name(name):
+    path = SHIPPED_DIR / name
+    provenance = json.loads(read_model_file(path)["provenance"])  # torch.load(weights_only=True)
+    spec = provenance["spec"]
+    assert path.name == f"{spec['model']}_{cache_key(spec)}.pt" and path.parent.name == spec["subset"]["experiment"]
+    model, history, _ = load_model(path, expected_type=spec["model"], with_history=True)
+    assert len(history.epochs) == spec["training"]["epochs"]
+    assert model.config() == spec["config"]
+    if isinstance(model, RHVAE):
+        assert model.has_frozen_metric and len(model.centroids) == len(provenance["subset"]["train_indices"])
+
+
+def parameters_cell(notebook: str) -> dict:
+    """The default parameters of a notebook: its parameters cell executed."""
+    cells = json.loads((ROOT / "notebooks" / f"{notebook}.ipynb").read_text())["cells"]
+    cell = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
+    namespace: dict = {}
+    exec("".join(cell["source"]), namespace)
+    return namespace
+
+
+def default_requests():
+    """Every (notebook, seed, model, file name) that the default ./run_all.sh asks for."""
+    for notebook, settings in PAPER_SETTINGS.items():
+        params = runs.validate_parameters(notebook, {**parameters_cell(notebook), "interactive": False})
+        configs = runs.model_configs(params, notebook)
+        if notebook == "augmentation":  # one model of each kind per class and training size
+            subsets = [one for _, _, one in class_subsets(params["sizes"], params["data_seed"], params["data_source"])]
+        else:
+            subsets = [experiment_data(notebook, seed=params["data_seed"], source=params["data_source"])]
+        wanted = [(kind, configs[kind]) for kind in settings["models"]]
+        if "temperatures" in settings:
+            wanted = [("rhvae", {**configs["rhvae"], "temperature": t}) for t in params["temperatures"]]
+        for seed in params["seeds"]:
+            for data in subsets:
+                for kind, config in wanted:
+                    _, _, name = model_request(
+                        data, kind, params["epochs"], seed, params["lr"], None, params["threads"], **config
+                    )
+                    yield notebook, seed, kind, name
+
+
+def test_the_default_run_finds_every_model_it_needs_among_the_shipped_ones():
+    requests = list(default_requests())
+    # seeds × (3 temperatures, 3 models, 3 models, 1 model) + seeds × sizes × classes × (VAE, RHVAE)
+    assert len(requests) == 3 * (3 + 3 + 3 + 1) + 3 * 2 * 10 * 2
+    shipped = {name for name, entry in REGISTRY.items() if entry.shipped}
+    missing = [r for r in requests if r[0] in shipped and not (SHIPPED_DIR / r[3]).is_file()]
+    assert not missing, f"the default run would train: {missing}"
+    unshipped = [r for r in requests if r[0] not in shipped and (SHIPPED_DIR / r[3]).is_file()]
+    assert not unshipped, f"models are shipped for an experiment the registry says is not: {unshipped[:3]}"
+
+
+@pytest.mark.parametrize("name", [n for n, e in REGISTRY.items() if e.shipped])
+def test_the_committed_report_was_computed_from_the_shipped_files(name):
+    """results/NAME must be what a clean clone's default run reproduces: every model it used came from
+    data/models (a run from the cache's full-precision copies of half-precision shipped models does not)."""
+    results = json.loads((ROOT / "results" / name / "results.json").read_text())
+    assert results["models"], name
+    for label, info in results["models"].items():
+        assert info["source"] == "shipped", f"{name}/{label} came from {info['source']}"
+        assert (SHIPPED_DIR / name / info["cache_file"].rsplit("/", 1)[-1]).is_file(), label
