@@ -109,71 +109,11 @@ print("\n".join(n for n, e in REGISTRY.items() if e.shipped))')
     done
 fi
 
-# Check -p names against each notebook's parameters cell and values against rhvae.experiments.runs, before running anything.
-# Prints, per notebook, the "-p NAME VALUE" arguments that apply to it (one notebook per line: NAME<TAB>args).
-plan="$("$PYTHON" - "${#notebooks[@]}" "${notebooks[@]}" "${params[@]+"${params[@]}"}" <<'PY'
-import shlex
-import sys
-from pathlib import Path
-
-import papermill
-import yaml
-from papermill.cli import _resolve_type
-
-from rhvae.paths import ROOT
-from rhvae.experiments.parameters import check_parameter
-from rhvae.experiments.registry import PARAMETERS
-
-def value_of(raw):
-    """papermill's -p parsing, and a YAML list for a value that starts with '[' (e.g. seeds "[0, 1]")."""
-    if raw.lstrip().startswith("["):
-        try:
-            return yaml.safe_load(raw)
-        except yaml.YAMLError:
-            return raw
-    return _resolve_type(raw)
-
-
-def arguments(name, raw):
-    value = value_of(raw)
-    flow = yaml.safe_dump({name: value}, default_flow_style=True).strip()  # one line: "{seeds: [1, 2]}"
-    return ["-y", flow] if isinstance(value, list) else ["-p", name, raw]
-
-
-n = int(sys.argv[1])
-names, rest = sys.argv[2 : 2 + n], sys.argv[2 + n :]
-pairs = list(zip(rest[0::2], rest[1::2]))
-managed = {"interactive": "always False in batch runs", "output_dir": "set per notebook (use --out)",
-           "quick": "use --quick", "reuse_cache": "use --train"}
-declared = {nb: set(papermill.inspect_notebook(str(ROOT / "notebooks" / f"{nb}.ipynb"))) for nb in names}
-errors = []
-for name, raw in pairs:
-    if name in managed:
-        errors.append(f"parameter '{name}' is managed by run_all.sh: {managed[name]}")
-        continue
-    having = [nb for nb in names if name in declared[nb]]
-    if not having:
-        errors.append(f"unknown parameter '{name}': not in the parameters cell of {', '.join(names)}")
-        continue
-    for nb in having:
-        spec = PARAMETERS[nb].get(name)
-        if spec is not None:
-            try:
-                check_parameter(name, value_of(raw), spec)
-            except ValueError as err:
-                errors.append(f"{nb}: {err}")
-                break
-if errors:
-    print("\n".join(errors), file=sys.stderr)
-    sys.exit(2)
-for nb in names:
-    args = []
-    for name, raw in pairs:
-        if name in declared[nb]:
-            args += arguments(name, raw)
-    print(nb + "\t" + shlex.join(args))
-PY
-)" || { echo "run_all.sh: bad -p parameter (nothing was run)" >&2; exit 2; }
+# Check -p names against each notebook's parameters cell and values against their ranges, before running anything
+# (rhvae/experiments/notebook_command.py). Prints, per notebook, its "-p NAME VALUE" arguments: NAME<TAB>args.
+pflags=()
+for ((i = 0; i < ${#params[@]}; i += 2)); do pflags+=(-p "${params[i]}" "${params[i+1]}"); done
+plan="$("$PYTHON" -m rhvae.experiments.notebook_command plan "${notebooks[@]}" "${pflags[@]+"${pflags[@]}"}")" || { echo "run_all.sh: bad -p parameter (nothing was run)" >&2; exit 2; }
 
 if [[ $train -eq 1 && $yes -eq 0 && "${CI:-}" != "true" && -t 0 ]]; then
     read -r -p "--train retrains every model (paper mode, 3 seeds: about 55 min with --jobs 2 on 2 cores). Continue? [y/N] " answer
@@ -209,31 +149,20 @@ summary() {
     done
 }
 
-# Run one notebook; its papermill exit status and duration go to logs/NAME.rc. Cell outputs are shown (and
-# logged) when notebooks run one at a time, logged only when they run concurrently.
+# Run one notebook (rhvae/experiments/notebook_command.py); its papermill exit status and duration go to
+# logs/NAME.rc. Cell outputs are shown (and logged) when notebooks run one at a time, logged only when concurrent.
 run_notebook() {
-    local nb="$1" line user_args=() start rc
+    local nb="$1" line echo_flag=()
     line="$(grep -P "^$nb\t" <<< "$plan" || true)"
-    if [[ -n "${line#*$'\t'}" ]]; then eval "user_args=(${line#*$'\t'})"; fi
-    start=$(date +%s)
-    set +e
-    if [[ $jobs -eq 1 ]]; then
-        "$PYTHON" -m papermill -k python3 --log-output "$ROOT/notebooks/$nb.ipynb" "$out/executed/$nb.ipynb" \
-            "${common[@]}" -p output_dir "$out/$nb" "${user_args[@]+"${user_args[@]}"}" 2>&1 | tee "$out/logs/$nb.log"
-        rc=${PIPESTATUS[0]}
-    else
-        "$PYTHON" -m papermill -k python3 --log-output "$ROOT/notebooks/$nb.ipynb" "$out/executed/$nb.ipynb" \
-            "${common[@]}" -p output_dir "$out/$nb" "${user_args[@]+"${user_args[@]}"}" > "$out/logs/$nb.log" 2>&1
-        rc=$?
-    fi
-    set -e
-    echo "$rc $(( $(date +%s) - start ))" > "$out/logs/$nb.rc"
+    [[ $jobs -gt 1 ]] || echo_flag=(--echo)
+    "$PYTHON" -m rhvae.experiments.notebook_command run --out "$out" "${echo_flag[@]+"${echo_flag[@]}"}" \
+        --own="${line#*$'\t'}" "$nb" -- "${common[@]}" || true
 }
 
 # Add the summary row of a finished notebook; 1 if it failed.
 collect() {
-    local nb="$1" folder="$out/$1" rc secs status
-    read -r rc secs < "$out/logs/$nb.rc"
+    local nb="$1" folder="$out/$1" rc=1 secs=0 status
+    [[ ! -f "$out/logs/$nb.rc" ]] || read -r rc secs < "$out/logs/$nb.rc"
     if [[ $rc -ne 0 ]]; then
         rows+=("$nb|FAILED|$secs|$folder")
         echo "run_all.sh: notebook '$nb' FAILED (papermill exit $rc) after ${secs}s." >&2

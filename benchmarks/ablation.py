@@ -1,4 +1,4 @@
-"""Which RHVAE training scheme makes both the learned metric and the flow work? (issue 10, README "Stability")
+"""Which RHVAE training scheme makes both the learned metric and the flow work? (issue 10, docs/stability.md)
 
 For every scheme × experiment subset × seed: train at the paper's epochs, then record divergence, the median flow
 displacement ‖(z_K − z₀)/σ(x)‖ on the test images, the flow's ELBO gain over the encoder-only ELBO of the same

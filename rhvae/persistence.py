@@ -203,7 +203,9 @@ def shipped_models() -> ShippedModels:
                 path=path,
             )
         )
-    return ShippedModels(sorted(rows, key=lambda r: (r.experiment, r.model, r.seed, r.temperature or 0, r.n_per_class, r.classes)))
+    return ShippedModels(
+        sorted(rows, key=lambda r: (r.experiment, r.model, r.seed, r.temperature or 0, r.n_per_class, r.classes))
+    )
 
 
 def load_shipped(experiment: str, model: str, seed: int = 0, **fields) -> VAE:

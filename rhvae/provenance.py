@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import platform
@@ -30,6 +31,17 @@ def set_threads(threads: int | None) -> int:
             )
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def pinned_threads(threads: int | None):
+    """torch's intra-op thread count set to ``threads`` for the block (None: left as it is) and restored after it,
+    so that a library call leaves the process as it found it; yields the count in force."""
+    before = torch.get_num_threads()
+    try:
+        yield set_threads(threads)
+    finally:
+        torch.set_num_threads(before)
 
 
 def environment() -> dict:

@@ -1,4 +1,4 @@
-r"""Latent geometry of a learned metric: grids, magnitude, orientation and geodesics (DESIGN §2.1, §2.6).
+r"""Latent geometry of a learned metric: grids, magnitude, orientation and geodesics (docs/design.md §2.1, §2.6).
 
 For the metric G⁻¹(z) = Σᵢ Mᵢ exp(−‖z − cᵢ‖²/T²) + λ I of an RHVAE (``LearnedMetric``):
 

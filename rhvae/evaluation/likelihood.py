@@ -1,4 +1,4 @@
-r"""Log-likelihood, ELBO and reconstruction error of a trained VAE, HVAE or RHVAE (DESIGN §2.4).
+r"""Log-likelihood, ELBO and reconstruction error of a trained VAE, HVAE or RHVAE (docs/design.md §2.4).
 
 Notation (paper): x ∈ [0, 1]^D an image, q(z₀|x) = N(μ(x), diag σ²(x)) the encoder, p(x|z) the Bernoulli decoder
 with logits π(z), p(z) = N(0, I). For the HVAE/RHVAE the flow maps (z₀, ρ₀), ρ₀ ~ N(0, G(z₀)/β₀), through K
@@ -129,7 +129,7 @@ def elbo(
 ) -> torch.Tensor:
     r"""Monte-Carlo estimate of the true ELBO (1/S) Σ_s log w_s(xᵢ), per image, shape (n,).
 
-    For the HVAE/RHVAE this is the true ELBO of the tempered flow, Jacobian included (DESIGN §2.3), whatever
+    For the HVAE/RHVAE this is the true ELBO of the tempered flow, Jacobian included (docs/design.md §2.3), whatever
     ``objective`` the model was trained with. For the same draws it is ≤ ``log_likelihood``.
     """
     return log_weights(model, x, n_samples, batch_size, seed, generator).mean(dim=1)

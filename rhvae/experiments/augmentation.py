@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rhvae.experiments.data import Split, classifier_split, experiment_data, images_at, load_mnist
+from rhvae.experiments.quality import accuracy
 from rhvae.experiments.registry import REGISTRY
 from rhvae.experiments.tables import over_seeds
 from rhvae.models import VAE
@@ -131,8 +132,16 @@ def generated_images(models: Mapping[int, VAE], sampler: str, n_per_class: int, 
 
 # -------------------------------------------------------------------------------------------------- classifiers
 def make_classifier(kind: str, seed: int = 0) -> nn.Module:
-    """A fresh ``kind`` ('mlp' or 'cnn') classifier of 784-pixel images into 10 classes, initialised from ``seed``."""
-    torch.manual_seed(seed)
+    """A fresh ``kind`` ('mlp' or 'cnn') classifier of 784-pixel images into 10 classes, initialised from ``seed``
+    (the caller's global random state is left as it was)."""
+    if kind not in CLASSIFIERS:
+        raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {kind!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _classifier_network(kind)
+
+
+def _classifier_network(kind: str) -> nn.Module:
     if kind == "mlp":
         return nn.Sequential(nn.Linear(784, MLP_HIDDEN), nn.ReLU(), nn.Linear(MLP_HIDDEN, 10))
     if kind == "cnn":
@@ -147,7 +156,7 @@ def make_classifier(kind: str, seed: int = 0) -> nn.Module:
             nn.Flatten(),
             nn.Linear(16 * 5 * 5, 10),
         )
-    raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {kind!r}")
+    raise AssertionError(kind)
 
 
 @dataclass
@@ -159,13 +168,6 @@ class Fitted:
     val_loss: list[float]
     best_step: int
     steps_run: int
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Share of ``x`` classified as ``y``."""
-    model.eval()
-    with torch.no_grad():
-        return float((model(x).argmax(-1) == y).double().mean())
 
 
 def train_classifier(kind, x, y, x_val, y_val, steps: int, seed: int = 0) -> Fitted:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 
@@ -27,7 +28,7 @@ from rhvae.persistence import (
     read_model_file,
     save_model,
 )
-from rhvae.provenance import environment, set_threads
+from rhvae.provenance import environment
 from rhvae.training import History, TrainingDiverged, train_group
 from rhvae.validation import check, check_device
 
@@ -47,8 +48,9 @@ def build_model(name: str, seed: int = 0, **config) -> VAE:
     key = name.lower()
     if key not in MODELS:
         raise ValueError(f"model must be one of {tuple(MODELS)}, got {name!r}")
-    torch.manual_seed(seed)
-    return MODELS[key](**config)
+    with torch.random.fork_rng(devices=[]):  # the caller's global random state is left as it was
+        torch.manual_seed(seed)
+        return MODELS[key](**config)
 
 
 def model_spec(
@@ -90,7 +92,7 @@ def train_experiment_model(
     seed: int = 0,
     lr: float = 1e-3,
     batch_size: int | None = None,
-    threads: int | None = 1,
+    threads: int | None = None,
     data: ExperimentData | None = None,
     data_seed: int = 0,
     source: str = "bundled",
@@ -107,10 +109,10 @@ def train_experiment_model(
     (``data/models``, committed with the project). A trained model is saved in ``cache_dir``.
 
     ``config`` holds the model's keyword arguments (n_lf, eps_lf, beta_zero, temperature, regularization, …).
-    ``threads`` pins torch's thread count (part of the cache key: CPU results depend on it). ``device``: where the
-    model trains ('cpu', or 'cuda' where torch sees a GPU; part of the cache key when not 'cpu'); the trained model
-    is returned on the CPU, like a cached one. Raises ``TrainingDiverged`` when training diverges. Several seeds
-    or subsets at once: ``train_experiment_models``.
+    ``threads``: torch threads for the training (None: the process's count; part of the cache key: CPU results depend on
+    it). ``device``: where the model trains ('cpu', or 'cuda' where torch sees a GPU; part of the cache key when not
+    'cpu'); the trained model is returned on the CPU, like a cached one. Raises ``TrainingDiverged`` when training
+    diverges. Several seeds or subsets at once: ``train_experiment_models``.
     """
     if data is None:
         data = experiment_data(experiment, classes, n_per_class, seed=check("data_seed", data_seed), source=source)
@@ -118,14 +120,14 @@ def train_experiment_model(
         experiment,
         model,
         [(seed, data)],
-        epochs,
-        lr,
-        batch_size,
-        threads,
-        use_cache,
-        cache_dir,
-        progress,
-        device,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        threads=threads,
+        use_cache=use_cache,
+        cache_dir=cache_dir,
+        progress=progress,
+        device=device,
         **config,
     )
     if isinstance(result, TrainingDiverged):
@@ -140,7 +142,7 @@ def train_experiment_models(
     epochs: int,
     lr: float = 1e-3,
     batch_size: int | None = None,
-    threads: int | None = 1,
+    threads: int | None = None,
     use_cache: bool = True,
     cache_dir: Path | str | None = None,
     progress: bool = True,
@@ -160,7 +162,7 @@ def train_experiment_models(
     # NumPy numbers become Python numbers here: they go into the cache key and the saved provenance (JSON)
     epochs, lr = check("epochs", epochs), check("lr", lr)
     batch_size = None if batch_size is None else check("batch_size", batch_size)
-    threads = set_threads(threads)
+    threads = torch.get_num_threads() if threads is None else check("threads", threads)  # pinned by train_group
     device = check_device(device)
     requested = [
         (data, *model_request(data, model, epochs, check("seed", seed), lr, batch_size, threads, device, **config))
@@ -231,20 +233,13 @@ def _reuse(path: Path, model: str, spec: dict, data: ExperimentData, shipped: bo
     return TrainedModel(cached, history, data, path, True, provenance)
 
 
-#: The default model hyper-parameters, in one place for every notebook, ``run_all.sh`` and the CLI (the settings
-#: of each experiment are in ``rhvae.experiments.registry``). ``RHVAE_CONFIG`` is the seed's RHVAE setting; training at
-#: eps_lf = 0.1 relies on the stability-bounded step
-#: (``step_bound="stability"``, README "Stability"): with the plain step it diverges in the first epoch.
-RHVAE_CONFIG = {
-    "n_lf": 10,
-    "eps_lf": 0.1,
-    "beta_zero": 0.3,
-    "temperature": 1.0,
-    "regularization": 0.1,
-    "step_bound": "stability",
-}
-HVAE_CONFIG = {"n_lf": 10, "eps_lf": 0.01, "beta_zero": 0.3}
-MODEL_CONFIGS = {"vae": {}, "hvae": HVAE_CONFIG, "rhvae": RHVAE_CONFIG}
+#: The default keyword arguments of each model, read from the class signatures (``VAE.defaults``: the one place
+#: they are written), for every notebook, ``run_all.sh`` and the CLI; the settings of each experiment are in
+#: ``rhvae.experiments.registry``. Training the RHVAE at the seed's eps_lf = 0.1 relies on the stability-bounded
+#: step (``step_bound="stability"``, docs/stability.md): with the plain step it diverges in the first epoch.
+MODEL_CONFIGS = MappingProxyType({name: MappingProxyType(cls.defaults()) for name, cls in MODELS.items()})
+RHVAE_CONFIG = MODEL_CONFIGS["rhvae"]
+HVAE_CONFIG = MODEL_CONFIGS["hvae"]
 
 
 def data_of(provenance: dict) -> ExperimentData:

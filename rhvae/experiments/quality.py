@@ -117,13 +117,14 @@ class QualityClassifier:
         return torch.softmax(self.net(as_images(images)), -1)
 
 
-def _accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Share of ``x`` that ``net`` classifies as ``y`` (in eval mode)."""
     net.eval()
     with torch.no_grad():
         return float((net(x).argmax(-1) == y).double().mean())
 
 
-def train_classifier(seed: int = SEED) -> tuple[nn.Module, float, dict, float]:
+def train_quality_classifier(seed: int = SEED) -> tuple[nn.Module, float, dict, float]:
     """Train the classifier on the held-out real digits; return (net, held-out accuracy, spec, seconds)."""
     images, labels = load_mnist()
     train_idx, test_idx = classifier_split(seed)
@@ -137,7 +138,7 @@ def train_classifier(seed: int = SEED) -> tuple[nn.Module, float, dict, float]:
         net, seconds = _fit(x_train, y_train, generator, seed)
     finally:
         torch.set_num_threads(threads)
-    return net, _accuracy(net, x_test, y_test), spec, seconds
+    return net, accuracy(net, x_test, y_test), spec, seconds
 
 
 def _fit(x_train: torch.Tensor, y_train: torch.Tensor, generator: torch.Generator, seed: int):
@@ -174,13 +175,13 @@ def _read(path: Path, spec: dict, x_test: torch.Tensor, y_test: torch.Tensor) ->
     net = make_network()
     try:
         net.load_state_dict(payload["state_dict"], strict=True)
-        accuracy = float(payload["accuracy"])
+        stated = float(payload["accuracy"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ClassifierFileError(f"{path} holds weights that do not fit the classifier: {err}") from err
-    measured = _accuracy(net, x_test, y_test)
-    if not math.isfinite(accuracy) or abs(measured - accuracy) > ACCURACY_TOLERANCE:
-        raise ClassifierFileError(f"{path}: its weights give accuracy {measured:.4f}, the file states {accuracy:.4f}")
-    return net, accuracy
+    measured = accuracy(net, x_test, y_test)
+    if not math.isfinite(stated) or abs(measured - stated) > ACCURACY_TOLERANCE:
+        raise ClassifierFileError(f"{path}: its weights give accuracy {measured:.4f}, the file states {stated:.4f}")
+    return net, stated
 
 
 _LOADED: dict[str, QualityClassifier] = {}
@@ -202,8 +203,8 @@ def load_classifier(path: str | Path | None = None, retrain: bool = False, verbo
         if path.is_file():
             try:
                 x_test, y_test = as_images(images[test_idx]), torch.from_numpy(labels[test_idx])
-                net, accuracy = _read(path, spec, x_test, y_test)
-                clf = QualityClassifier(net, accuracy, spec, path, retrained=False)
+                net, held_out = _read(path, spec, x_test, y_test)
+                clf = QualityClassifier(net, held_out, spec, path, retrained=False)
                 _LOADED[key] = clf
                 return clf
             except ClassifierFileError as err:
@@ -212,18 +213,18 @@ def load_classifier(path: str | Path | None = None, retrain: bool = False, verbo
             reason = f"{path} does not exist"
     if verbose:
         print(f"training the quality classifier ({reason})")
-    net, accuracy, spec, seconds = train_classifier(SEED)
+    net, held_out, spec, seconds = train_quality_classifier(SEED)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "spec": spec,
-        "accuracy": accuracy,
+        "accuracy": held_out,
         "train_seconds": seconds,
         "torch_version": str(torch.__version__),
         "state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()},
     }
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
-    clf = QualityClassifier(net, accuracy, spec, path, retrained=True, train_seconds=seconds, info={"reason": reason})
+    clf = QualityClassifier(net, held_out, spec, path, retrained=True, train_seconds=seconds, info={"reason": reason})
     _LOADED[key] = clf
     return clf
 

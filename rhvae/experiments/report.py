@@ -34,7 +34,7 @@ HEADERS = {
     "normalized_entropy": "entropy / log K ↑",
     "mean_confidence": "classifier confidence ↑",
     "tv_from_uniform": "TV from uniform ↓",
-    "contrast": "log √det G⁻¹: codes − far",
+    "codes_minus_far": "log √det G⁻¹: codes − far",
     "high_fraction": "high-metric area",
     "kappa": "max eigenvalue of G⁻¹",
     "accuracy": "test accuracy ↑",

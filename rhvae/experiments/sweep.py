@@ -36,7 +36,6 @@ import os
 import re
 import shlex
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +46,7 @@ from pathlib import Path
 
 import yaml
 
+from rhvae.experiments.notebook_command import execute, papermill_command
 from rhvae.experiments.runs import GIVEN_ENV, cache_folder, clear_earlier_run
 from rhvae.files import atomic_write, atomic_write_text, writable_folder
 
@@ -169,14 +169,9 @@ def execute_job(job: Job, cached_models: Mapping[str, bytes]) -> Outcome:
         parameters.write_text(
             yaml.safe_dump({**job.parameters, "output_dir": str(run_dir), "cache_dir": str(cache_dir)})
         )
-        command = [sys.executable, "-m", "papermill", "-k", "python3", "--log-output"]
-        command += [str(source), str(executed), "-f", str(parameters)]
+        command = papermill_command(source, executed, ["-f", str(parameters)])
         start = time.perf_counter()
-        with open(log, "wb") as log_file:
-            exit_status = subprocess.run(
-                command, stdout=log_file, stderr=subprocess.STDOUT, cwd=folder,
-                env={**os.environ, GIVEN_ENV: ",".join(job.given)},
-            ).returncode  # fmt: skip
+        exit_status = execute(command, log, cwd=folder, env={**os.environ, GIVEN_ENV: ",".join(job.given)})
         stamps = _stamps(cache_dir)
         return Outcome(
             name=job.name,

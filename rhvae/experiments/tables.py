@@ -22,10 +22,11 @@ from rhvae.sampling.hmc import generate
 # ------------------------------------------------------------------------------------ numbers and figures
 def metric_summary(metric: LearnedMetric, codes, grid_n: int = 80) -> dict:
     """Numbers behind a metric picture, on the grid around ``codes``: the floor (d/2) log λ of
-    log √det G⁻¹ far from the data, its mean at the codes, its mean over the grid box's border, ``contrast``
-    (the mean at the codes minus the larger of the floor and the border mean: 0 for a metric collapsed to λI),
-    ``high_fraction``, the share of the box where it is above half-way between the floor and its maximum, and
-    ``kappa``, the largest eigenvalue of G⁻¹ at the centroids."""
+    log √det G⁻¹ far from the data, its mean at the codes, its mean over the grid box's border, ``codes_minus_far``
+    (the mean at the codes minus the larger of the floor and the border mean: 0 for a metric collapsed to λI; not the
+    flow diagnostics' ``contrast``, which is measured against the floor alone), ``high_fraction``, the share of the box
+    where it is above half-way between the floor and its maximum, and ``kappa``, the largest eigenvalue of G⁻¹ at the
+    centroids."""
 
     codes = torch.as_tensor(codes).detach().to(metric.centroids.dtype)
     grid = latent_grid(codes, n=grid_n)
@@ -41,7 +42,7 @@ def metric_summary(metric: LearnedMetric, codes, grid_n: int = 80) -> dict:
         "max": peak,
         "mean_at_codes": at_codes,
         "mean_on_border": float(border.mean()),
-        "contrast": at_codes - max(floor, float(border.mean())),
+        "codes_minus_far": at_codes - max(floor, float(border.mean())),
         "kappa": float(metric.max_eigenvalue()),
         "high_fraction": float((values > floor + 0.5 * (peak - floor)).double().mean()),
         "grid_box": list(grid.extent),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,12 +20,12 @@ from rhvae.experiments.data import EXPERIMENTS, SOURCES, experiment_data
 from rhvae.experiments.model_cache import build_model, data_of
 from rhvae.experiments.report import write_report
 from rhvae.experiments.tables import evaluate_model
-from rhvae.files import atomic_write_text
+from rhvae.files import atomic_write_text, writable_folder
 from rhvae.interfaces.plotting import plot_image_grid, plot_reconstructions
-from rhvae.models import MODELS, OBJECTIVES
+from rhvae.models import MODELS, OBJECTIVES, STEP_BOUNDS
 from rhvae.persistence import load_model, save_model
 from rhvae.provenance import environment, set_threads
-from rhvae.training import TrainingDiverged, TrainingInterrupted, train
+from rhvae.training import TrainingDiverged, TrainingInterrupted, TrainingSettings, train
 from rhvae.validation import RANGES, check_device
 
 
@@ -70,22 +69,17 @@ def _folder(text):
 
 
 def prepare_out_folder(path: Path) -> Path | None:
-    """Create the output folder and check that a file can be written in it, before any work: an existing file,
-    an unwritable place or a path that cannot be created is refused (``ValueError``). Returns the topmost folder
-    this created (None if it existed), for ``remove_created`` to undo."""
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {path} is an existing file, not a folder")
+    """``rhvae.files.writable_folder`` for ``--out``, before any work. Returns the topmost folder this created
+    (None if it existed), for ``remove_created`` to undo."""
     top = path
     while not top.parent.exists() and top.parent != top:
         top = top.parent
     created = None if path.exists() else top
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as err:
+        writable_folder(path, "--out")
+    except ValueError:
         remove_created(path, created)
-        raise ValueError(f"--out {path} cannot be written: {err.strerror or err}") from None
+        raise
     return created
 
 
@@ -114,9 +108,41 @@ def _classes(text):
     return digits
 
 
+#: The model options of ``train``: (flags, keyword, range name, lowest value or None, what it is). Their defaults
+#: are the model classes' own (``VAE.defaults``), shown in the help and applied when an option is not given.
+MODEL_OPTIONS = (
+    (("--n-lf", "-n_lf"), "n_lf", "n_lf", 1, "leapfrog steps K"),
+    (("--eps-lf", "-eps_lf"), "eps_lf", "eps_lf", None, "leapfrog step size ε (RHVAE: the largest step)"),
+    (("--beta-zero",), "beta_zero", "beta_zero", None, "initial tempering factor β₀ (β₀ itself, not √β₀)"),
+    (("--temperature", "-temp"), "temperature", "temperature", None, "metric temperature T"),
+    (("--regularization", "-reg"), "regularization", "regularization", None, "metric regularization λ"),
+    (("--n-fixed-point",), "n_fixed_point", "n_fixed_point", None, "fixed-point iterations per implicit step"),
+    (("--latent-dim",), "latent_dim", "latent_dim", None, "latent dimension d"),
+    (("--hidden-dim",), "hidden_dim", "hidden_dim", None, "MLP hidden width"),
+)
+MODEL_CHOICES = (
+    ("--step-bound", "step_bound", STEP_BOUNDS, "'stability' bounds the step where the leapfrog would leave its "
+     "stability region (eps-lf is then the largest step); 'none' always steps eps-lf, like the paper's code"),
+    ("--objective", "objective", OBJECTIVES, "'elbo': the true ELBO of the flow; 'authors': the released code's"),
+)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m rhvae", description="RHVAE reproducibility package.", allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    _add_train_parser(sub)
+    _add_eval_parser(sub)
+    _add_report_parser(sub)
+    return parser
+
+
+def _model_defaults(keyword: str) -> str:
+    """``keyword``'s default in each model class that has it, e.g. 'HVAE 0.01, RHVAE 0.1'."""
+    found = [f"{cls.model_type} {cls.defaults()[keyword]}" for cls in MODELS.values() if keyword in cls.defaults()]
+    return ", ".join(found)
+
+
+def _add_train_parser(sub) -> None:
     t = sub.add_parser(
         "train",
         help="train one model on an experiment's subset",
@@ -127,61 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--model", "-n", default="rhvae", choices=tuple(MODELS), help="model to train")
     t.add_argument(
-        "--experiment",
-        "-spec",
-        default="metric",
-        choices=tuple(EXPERIMENTS),
-        help="experiment whose data subset is used",
+        "--experiment", "-spec", default="metric", choices=tuple(EXPERIMENTS), help="experiment whose subset is used"
     )
-    t.add_argument("--epochs", "-ne", type=_ranged("epochs"), default=150, help="number of training epochs")
-    t.add_argument(
-        "--n-lf", "-n_lf", dest="n_lf", type=_ranged("n_lf"), default=10, help="leapfrog steps K (HVAE, RHVAE)"
-    )
-    t.add_argument(
-        "--eps-lf",
-        "-eps_lf",
-        dest="eps_lf",
-        type=_ranged("eps_lf"),
-        default=None,
-        help="leapfrog step size ε (default: 0.01 for HVAE, 0.1 for RHVAE)",
-    )
-    t.add_argument(
-        "--beta-zero",
-        dest="beta_zero",
-        type=_ranged("beta_zero"),
-        default=0.3,
-        help="initial tempering factor β₀ in [1e-4, 1] (β₀ itself, not √β₀)",
-    )
-    t.add_argument(
-        "--temperature", "-temp", type=_ranged("temperature"), default=1.0, help="metric temperature T (RHVAE)"
-    )
-    t.add_argument(
-        "--regularization", "-reg", type=_ranged("regularization"), default=0.1, help="metric regularization λ (RHVAE)"
-    )
-    t.add_argument(
-        "--n-fixed-point",
-        dest="n_fixed_point",
-        type=_ranged("n_fixed_point"),
-        default=5,
-        help="fixed-point iterations per implicit leapfrog step (RHVAE)",
-    )
-    t.add_argument(
-        "--step-bound",
-        dest="step_bound",
-        choices=("stability", "none"),
-        default="stability",
-        help="RHVAE: 'stability' bounds the step where the leapfrog would leave its stability region "
-        "(eps-lf is then the largest step); 'none' always steps eps-lf, like the paper's code",
-    )
-    t.add_argument(
-        "--objective",
-        choices=OBJECTIVES,
-        default="elbo",
-        help="'elbo': the true ELBO of the flow; 'authors': the released code's variant",
-    )
-    t.add_argument("--latent-dim", dest="latent_dim", type=_ranged("latent_dim"), default=2, help="latent dimension d")
-    t.add_argument("--hidden-dim", dest="hidden_dim", type=_ranged("hidden_dim"), default=400, help="MLP hidden width")
-    t.add_argument("--lr", type=_ranged("lr"), default=1e-3, help="Adam learning rate")
+    defaults = TrainingSettings()
+    t.add_argument("--epochs", "-ne", type=_ranged("epochs"), default=defaults.epochs, help="training epochs")
+    for flags, keyword, range_name, low, what in MODEL_OPTIONS:
+        t.add_argument(
+            *flags,
+            dest=keyword,
+            type=_ranged(range_name, low=low),
+            default=None,
+            help=f"{what} (default: {_model_defaults(keyword)})",
+        )
+    for flag, keyword, choices, what in MODEL_CHOICES:
+        t.add_argument(flag, dest=keyword, choices=choices, default=None, help=f"{what} ({_model_defaults(keyword)})")
+    t.add_argument("--lr", type=_ranged("lr"), default=defaults.lr, help="Adam learning rate")
     t.add_argument(
         "--batch-size",
         dest="batch_size",
@@ -191,11 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--seed", type=_ranged("seed"), default=0, help="seed of weights, noise and shuffling")
     t.add_argument(
-        "--data-seed",
-        dest="data_seed",
-        type=_ranged("data_seed"),
-        default=0,
-        help="seed that draws the experiment subset",
+        "--data-seed", dest="data_seed", type=_ranged("data_seed"), default=0, help="seed that draws the subset"
     )
     t.add_argument(
         "--source",
@@ -220,12 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-latent-norm",
         dest="max_latent_norm",
         type=_ranged("max_latent_norm"),
-        default=1e3,
+        default=defaults.max_latent_norm,
         help="stop as diverged when a latent code's norm exceeds this",
     )
     t.add_argument("--out", required=True, type=_folder, help="output folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _add_eval_parser(sub) -> None:
     e = sub.add_parser(
         "eval",
         help="evaluate a trained model on its test split and generate samples",
@@ -256,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=_ranged("threads"), default=1, help="torch CPU threads (recorded)")
     e.add_argument("--out", required=True, type=_folder, help="output folder")
 
+
+def _add_report_parser(sub) -> None:
     r = sub.add_parser(
         "report",
         help="write the results report of a run_all.sh output folder",
@@ -271,23 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also write a copy here, its figure links into FOLDER (only over a missing file or an earlier report)",
     )
-    return parser
 
 
 def model_config(args) -> dict:
-    config = {"latent_dim": args.latent_dim, "hidden_dim": args.hidden_dim}
-    if args.model in ("hvae", "rhvae"):
-        config.update(n_lf=args.n_lf, beta_zero=args.beta_zero, objective=args.objective)
-        if args.eps_lf is not None:
-            config["eps_lf"] = args.eps_lf
-    if args.model == "rhvae":
-        config.update(
-            temperature=args.temperature,
-            regularization=args.regularization,
-            n_fixed_point=args.n_fixed_point,
-            step_bound=args.step_bound,
-        )
-    return config
+    """The model keywords given on the command line that the chosen model takes (the others keep its defaults)."""
+    accepted = MODELS[args.model].defaults()
+    keywords = [keyword for _, keyword, *_ in MODEL_OPTIONS] + [keyword for _, keyword, *_ in MODEL_CHOICES]
+    return {k: getattr(args, k) for k in keywords if k in accepted and getattr(args, k) is not None}
 
 
 def run_train(args) -> int:

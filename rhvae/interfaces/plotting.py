@@ -1,4 +1,4 @@
-"""Figures of the metric, of images and of geodesics (DESIGN §2.6), with matplotlib's object API only.
+"""Figures of the metric, of images and of geodesics (docs/design.md §2.6), with matplotlib's object API only.
 
 Every function returns a ``matplotlib.figure.Figure``; none calls ``plt.show`` and none closes a figure, so
 they work headless (Agg backend, papermill) and in notebooks alike. Functions that draw into a given ``ax``

@@ -1,7 +1,7 @@
 """ipywidgets controls that redraw a notebook's figures from its trained (or cached) models.
 
 Built only when a notebook runs with ``interactive=True``; batch runs (papermill, CI) draw every figure by a
-direct call instead (DESIGN §5: exceptions inside a widget callback are swallowed in headless runs).
+direct call instead (docs/design.md §5: exceptions inside a widget callback are swallowed in headless runs).
 
 * ``MetricExplorer``: a temperature slider that redraws the magnitude and orientation of a trained RHVAE's
   metric. The model is **not** retrained: its frozen centroids cᵢ and matrices Mᵢ are re-evaluated at the
@@ -29,7 +29,8 @@ import ipywidgets as widgets
 import torch
 from matplotlib import pyplot as plt
 
-from rhvae.experiments.augmentation import accuracy, generated_images, train_classifier
+from rhvae.experiments.augmentation import generated_images, train_classifier
+from rhvae.experiments.quality import accuracy
 from rhvae.interfaces.plotting import plot_image_grid, plot_metric_magnitude, plot_metric_orientation
 from rhvae.models import RHVAE
 from rhvae.sampling.hmc import generate

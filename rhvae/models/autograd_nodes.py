@@ -1,4 +1,4 @@
-r"""Autograd nodes with hand-written backwards for the generalized leapfrog (DESIGN §2.2).
+r"""Autograd nodes with hand-written backwards for the generalized leapfrog (docs/design.md §2.2).
 
 Each replaces a chain of small tensor operations that autograd would otherwise record node by node (written
 with plain tensor ops, an RHVAE training forward with 10 leapfrog steps and 3 fixed-point iterations recorded

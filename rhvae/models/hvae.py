@@ -10,7 +10,7 @@ Linear(D, h)–ReLU → ``diag`` head Linear(h, d) through exp, ``lower`` head L
 
 **Objectives** (HVAE and RHVAE, ``objective=``):
 
-* ``"elbo"`` (default): the true ELBO of the flow, tempering included (DESIGN §2.3),
+* ``"elbo"`` (default): the true ELBO of the flow, tempering included (docs/design.md §2.3),
   E[log p(x, z_K) + log N(ρ_K; 0, G(z_K)) − log q(z₀|x) − log N(ρ₀; 0, G(z₀)/β₀) + (d/2) log β₀].
   It is a lower bound of log p(x), so its value is comparable across models and with the log-likelihood.
 * ``"authors"``: the variant the authors' release optimises: ρ₀ = L(x) γ / √β₀ (a factor of the metric

@@ -1,4 +1,4 @@
-r"""The learned Riemannian metric of the RHVAE and its closed-form derivatives (DESIGN §2.1–2.2).
+r"""The learned Riemannian metric of the RHVAE and its closed-form derivatives (docs/design.md §2.1–2.2).
 
 The inverse metric at a latent point z is
 
@@ -319,7 +319,7 @@ class LearnedMetric:
         return self._sym2
 
     def log_sqrt_det_G_inv(self, z: torch.Tensor) -> torch.Tensor:
-        """log √det G⁻¹(z), the log of the (unnormalised) sampler target of DESIGN §2.5, shape (B,)."""
+        """log √det G⁻¹(z), the log of the (unnormalised) sampler target of docs/design.md §2.5, shape (B,)."""
         return 0.5 * spd_inverse_logdet(self.G_inv(z))[1]
 
     def grad_log_sqrt_det_G_inv(self, z: torch.Tensor) -> torch.Tensor:

@@ -29,13 +29,13 @@ FREQUENCY_SAFETY = 1.0
 
 
 class RHVAE(HVAE):
-    """Riemannian Hamiltonian VAE (Chadebec et al.) with the learned metric of DESIGN §2.1.
+    """Riemannian Hamiltonian VAE (Chadebec et al.) with the learned metric of docs/design.md §2.1.
 
     Parameters beyond the HVAE's: metric ``temperature`` T (> 0), ``regularization`` λ (> 0),
     ``n_fixed_point``, the number of fixed-point iterations of each implicit leapfrog step (≥ 1), and
     ``step_bound``: ``"stability"`` (default) makes ``eps_lf`` the largest step and bounds it where the
     leapfrog would leave its stability region (see ``step_size``); ``"none"`` always steps ``eps_lf``, like the
-    paper's code, which at the seed's settings diverges in the first epochs (README, "Stability").
+    paper's code, which at the seed's settings diverges in the first epochs (docs/stability.md).
 
     In training mode the metric is built from the current batch (gradients flow into the metric network
     and, through the centroids cᵢ = μ(xᵢ), into the encoder). ``freeze_metric(x_train)`` stores (cᵢ, Mᵢ) of
@@ -105,7 +105,7 @@ class RHVAE(HVAE):
         }
 
     def scheme(self) -> dict:
-        """The training-scheme options (README, "Stability"): gradient, metric scale, learned step."""
+        """The training-scheme options (docs/stability.md): gradient, metric scale, learned step."""
         return {"gradient": self.gradient, "metric_scale": self.metric_scale, "learn_step": self.learn_step}
 
     def exact_gradient(self) -> bool:
@@ -140,7 +140,7 @@ class RHVAE(HVAE):
         ε(x) depends on the image and the parameters only, never on (z, ρ): for every image the flow stays a
         time-reversible, volume-preserving map, so the true ELBO remains a bound of log p(x). Gradients flow
         through ε(x): scaling the metric up no longer buys a larger effective step ε G⁻¹, which removes the
-        drive that otherwise inflates G⁻¹ geometrically until training diverges (README, "Stability").
+        drive that otherwise inflates G⁻¹ geometrically until training diverges (docs/stability.md).
         """
         if self.step_bound == "none":
             return self.eps_lf

@@ -8,6 +8,7 @@ Linear(D, h)–ReLU → (μ, log σ²) heads; decoder Linear(d, h)–ReLU–Line
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -109,6 +110,13 @@ class VAE(nn.Module):
         self.dec_out = nn.Linear(hidden_dim, input_dim)
 
     # ----------------------------------------------------------------------------------------------- config
+    @classmethod
+    def defaults(cls) -> dict:
+        """The keyword arguments of the class with their defaults: the one place a model's defaults are written
+        (``rhvae.experiments.model_cache.MODEL_CONFIGS``, the CLI and the docs derive from it)."""
+        parameters = inspect.signature(cls.__init__).parameters
+        return {name: p.default for name, p in parameters.items() if name != "self"}
+
     def config(self) -> dict:
         """Constructor keyword arguments: ``type(self)(**model.config())`` rebuilds the architecture."""
         return {"latent_dim": self.latent_dim, "input_dim": self.input_dim, "hidden_dim": self.hidden_dim}

@@ -1,4 +1,4 @@
-r"""Generation (DESIGN §2.5): prior sampling for any model, Riemannian HMC in the latent space of an RHVAE.
+r"""Generation (docs/design.md §2.5): prior sampling for any model, Riemannian HMC in the latent space of an RHVAE.
 
 **Prior sampling** (VAE, HVAE): z ~ N(0, I), shown as the decoder mean σ(π(z)).
 
@@ -160,6 +160,64 @@ def large_metric_target(metric, low, high, grid_tolerance: float | None, truncat
     return truncate_if_large(metric, truncation_tolerance)
 
 
+def _model_and_metric(model_or_metric) -> tuple[RHVAE | None, LearnedMetric | TruncatedMetric | GridTarget]:
+    """(the RHVAE to decode with or None, the target's metric) of the sampler's first argument."""
+    if isinstance(model_or_metric, RHVAE):
+        return model_or_metric, model_or_metric.metric()
+    if isinstance(model_or_metric, (LearnedMetric, TruncatedMetric, GridTarget)):
+        return None, model_or_metric
+    raise TypeError(
+        "model_or_metric must be an RHVAE or a LearnedMetric (or a TruncatedMetric or GridTarget), "
+        f"got {type(model_or_metric).__name__}"
+    )
+
+
+def _check_work(n_samples: int, mcmc_steps: int, n_lf: int) -> None:
+    """Refuse, before any work, a run of more than ``MAX_LEAPFROG_STEPS`` leapfrog steps."""
+    steps = n_samples * mcmc_steps * n_lf
+    if steps > MAX_LEAPFROG_STEPS:
+        raise ValueError(
+            f"n_samples × mcmc_steps × n_lf = {n_samples} × {mcmc_steps} × {n_lf} = {steps:.2g} leapfrog steps, "
+            f"about {steps * SECONDS_PER_STEP / 3600:.1f} h of CPU or more: at most {MAX_LEAPFROG_STEPS:.0e}; "
+            "lower one of them"
+        )
+
+
+def _starting_centroids(centroids, low, high, n_samples: int, gen: torch.Generator) -> torch.Tensor:
+    """Indices of the chains' starting centroids: ``n_samples`` distinct centroids inside the box when there are
+    enough, else drawn with replacement."""
+    candidates = torch.nonzero(_inside(centroids, low, high)).flatten()
+    if len(candidates) == 0:
+        raise ValueError("no training centroid lies inside the box: the chains need a starting point inside it")
+    if n_samples <= len(candidates):
+        return candidates[torch.randperm(len(candidates), generator=gen)[:n_samples]]
+    return candidates[torch.randint(len(candidates), (n_samples,), generator=gen)]
+
+
+def _mcmc_step(target, z, U, grad, eps: float, n_lf: int, low, high, gen: torch.Generator):
+    """One MCMC step of every chain: a fresh momentum p ~ N(0, I), ``n_lf`` leapfrog steps of size ``eps`` on
+    U = −½ log det G⁻¹, and the Metropolis–Hastings test (a proposal outside the box is rejected). Returns the new
+    (z, U, ∇U) and which chains accepted."""
+    dtype = z.dtype
+    p = torch.randn(z.shape, generator=gen, dtype=dtype).to(z.device)  # CPU draws: the same on any device
+    H0 = U + 0.5 * (p * p).sum(-1)
+    z_new = z
+    p_new = p - 0.5 * eps * grad
+    for step in range(n_lf):
+        z_new = torch.add(z_new, p_new, alpha=eps)
+        log_det, grad_log_det = target.log_det_and_grad(z_new)
+        # p − ε ∇U with ∇U = −½ ∇ log det G⁻¹ (a half step at the end)
+        p_new = torch.add(p_new, grad_log_det, alpha=0.5 * (eps if step < n_lf - 1 else 0.5 * eps))
+    U_new, g = -0.5 * log_det, -0.5 * grad_log_det
+    H1 = U_new + 0.5 * (p_new * p_new).sum(-1)
+    log_u = torch.log(torch.rand(len(z), generator=gen, dtype=dtype)).to(z.device)
+    accept = _inside(z_new, low, high) & torch.isfinite(H1) & (log_u < H0 - H1)
+    z = torch.where(accept[:, None], z_new, z)
+    U = torch.where(accept, U_new, U)
+    grad = torch.where(accept[:, None], g, grad)
+    return z, U, grad, accept
+
+
 def riemannian_hmc(
     model_or_metric: RHVAE | LearnedMetric,
     n_samples: int = 100,
@@ -193,74 +251,31 @@ def riemannian_hmc(
     grid_tolerance: in (0, 0.1], the largest accepted |f̃ − log det G⁻¹| at the grid's cell centres (in nats) of
         the grid target used above 1,000 centroids in 2-D (module docstring). None: never the grid.
     """
-    if isinstance(model_or_metric, RHVAE):
-        model, metric = model_or_metric, model_or_metric.metric()
-    elif isinstance(model_or_metric, (LearnedMetric, TruncatedMetric, GridTarget)):
-        model, metric = None, model_or_metric
-    else:
-        raise TypeError(
-            "model_or_metric must be an RHVAE or a LearnedMetric (or a TruncatedMetric or GridTarget), "
-            f"got {type(model_or_metric).__name__}"
-        )
+    model, metric = _model_and_metric(model_or_metric)
     if truncation_tolerance is not None:
         truncation_tolerance = check("truncation_tolerance", truncation_tolerance)
     if grid_tolerance is not None:
         grid_tolerance = check("grid_tolerance", grid_tolerance)
-    n_samples = check("n_samples", n_samples)
-    mcmc_steps = check("mcmc_steps", mcmc_steps)
+    n_samples, mcmc_steps = check("n_samples", n_samples), check("mcmc_steps", mcmc_steps)
     n_lf = check_int("n_lf", n_lf, 1, RANGES["n_lf"].high)
     seed = check("seed", seed)
     eps = DEFAULT_EPS_PER_TEMPERATURE * metric.temperature if eps is None else check_float("eps", eps, 0.0)
-    steps = n_samples * mcmc_steps * n_lf
-    if steps > MAX_LEAPFROG_STEPS:
-        raise ValueError(
-            f"n_samples × mcmc_steps × n_lf = {n_samples} × {mcmc_steps} × {n_lf} = {steps:.2g} leapfrog steps, "
-            f"about {steps * SECONDS_PER_STEP / 3600:.1f} h of CPU or more: at most {MAX_LEAPFROG_STEPS:.0e}; "
-            "lower one of them"
-        )
+    _check_work(n_samples, mcmc_steps, n_lf)
     low, high = _resolve_box(box, metric, margin)
 
     start = time.perf_counter()
     target = large_metric_target(metric, low, high, grid_tolerance, truncation_tolerance)
     gen = torch.Generator().manual_seed(seed)
     dtype = metric.centroids.dtype
-    centroids = metric.centroids.detach()
-    candidates = torch.nonzero(_inside(centroids, low, high)).flatten()
-    if len(candidates) == 0:
-        raise ValueError("no training centroid lies inside the box: the chains need a starting point inside it")
-    if n_samples <= len(candidates):
-        pick = torch.randperm(len(candidates), generator=gen)[:n_samples]
-    else:
-        pick = torch.randint(len(candidates), (n_samples,), generator=gen)
-    start_indices = candidates[pick]
-
-    def potential_and_grad(z):
-        # one evaluation of the metric gives both U = −½ log det G⁻¹ and ∇U = −½ ∇ log det G⁻¹
-        log_det, grad = target.log_det_and_grad(z)
-        return -0.5 * log_det, -0.5 * grad
-
+    start_indices = _starting_centroids(metric.centroids.detach(), low, high, n_samples, gen)
     with torch.no_grad():
-        z = centroids[start_indices].clone()
-        U, grad = potential_and_grad(z)
+        z = metric.centroids.detach()[start_indices].clone()
+        log_det, grad_log_det = target.log_det_and_grad(z)
+        U, grad = -0.5 * log_det, -0.5 * grad_log_det  # U = −½ log det G⁻¹, ∇U = −½ ∇ log det G⁻¹
         accepted = torch.zeros(n_samples, dtype=torch.long, device=z.device)
         trace = [z.clone()] if keep_trace else None
         for _ in range(mcmc_steps):
-            p = torch.randn(z.shape, generator=gen, dtype=dtype).to(z.device)  # CPU draws: the same on any device
-            H0 = U + 0.5 * (p * p).sum(-1)
-            z_new, g = z, grad
-            p_new = p - 0.5 * eps * g
-            for step in range(n_lf):
-                z_new = torch.add(z_new, p_new, alpha=eps)
-                log_det, grad_log_det = target.log_det_and_grad(z_new)
-                # p − ε ∇U with ∇U = −½ ∇ log det G⁻¹ (a half step at the end)
-                p_new = torch.add(p_new, grad_log_det, alpha=0.5 * (eps if step < n_lf - 1 else 0.5 * eps))
-            U_new, g = -0.5 * log_det, -0.5 * grad_log_det
-            H1 = U_new + 0.5 * (p_new * p_new).sum(-1)
-            log_u = torch.log(torch.rand(n_samples, generator=gen, dtype=dtype)).to(z.device)
-            accept = _inside(z_new, low, high) & torch.isfinite(H1) & (log_u < H0 - H1)
-            z = torch.where(accept[:, None], z_new, z)
-            U = torch.where(accept, U_new, U)
-            grad = torch.where(accept[:, None], g, grad)
+            z, U, grad, accept = _mcmc_step(target, z, U, grad, eps, n_lf, low, high, gen)
             accepted += accept.long()
             if keep_trace:
                 trace.append(z.clone())

@@ -1,5 +1,5 @@
 """The RHVAE's training-scheme options: the release's gradient, the bounded metric scale, a learned step, warm-up
-and a separate learning rate for the metric network (README, "Stability")."""
+and a separate learning rate for the metric network (docs/stability.md)."""
 
 import math
 

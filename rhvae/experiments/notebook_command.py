@@ -1,0 +1,159 @@
+"""How an experiment notebook is executed headless, in one place: the check of ``run_all.sh``'s ``-p`` parameters
+(the plan), the papermill command, and running it with its log and exit status.
+
+``run_all.sh`` is a thin wrapper around this module: ``python -m rhvae.experiments.notebook_command plan …``
+checks every ``-p NAME VALUE`` before anything runs and prints one line ``NAME<TAB>papermill arguments`` per
+notebook; ``python -m rhvae.experiments.notebook_command run … NAME`` executes one notebook into the output folder
+(``executed/NAME.ipynb``, ``logs/NAME.log``, ``logs/NAME.rc``). The Dask sweep (``rhvae.experiments.sweep``) runs
+the same command on its workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import papermill
+import yaml
+from papermill.cli import _resolve_type
+
+from rhvae.experiments.parameters import check_parameter
+from rhvae.experiments.registry import PARAMETERS
+from rhvae.files import atomic_write_text
+from rhvae.paths import ROOT
+
+#: The notebooks' folder and the kernel they run on (saved with kernelspec ``python3``).
+NOTEBOOKS = ROOT / "notebooks"
+KERNEL = "python3"
+#: Parameters that ``run_all.sh`` sets itself, with the option to use instead.
+MANAGED = {
+    "interactive": "always False in batch runs",
+    "output_dir": "set per notebook (use --out)",
+    "quick": "use --quick",
+    "reuse_cache": "use --train",
+}
+#: Exit status of a notebook interrupted by Ctrl-C (SIGINT), as a shell reports it.
+INTERRUPTED = 130
+
+
+def papermill_command(source: str | os.PathLike, executed: str | os.PathLike, arguments: Sequence[str]) -> list[str]:
+    """The command that executes the notebook ``source`` into ``executed`` with the papermill ``arguments``
+    (``-p NAME VALUE``, ``-y YAML``, ``-f FILE``), cell outputs in its log."""
+    return [sys.executable, "-m", "papermill", "-k", KERNEL, "--log-output", str(source), str(executed), *arguments]
+
+
+def execute(command: Sequence[str], log: Path, echo: bool = False, cwd=None, env=None) -> int:
+    """Run ``command`` with its output written to ``log`` (and, with ``echo``, to stdout as it comes); its exit
+    status, or ``INTERRUPTED`` after Ctrl-C (the child gets the same SIGINT and is waited for)."""
+    with open(log, "wb") as log_file:
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+        try:
+            for line in child.stdout:
+                log_file.write(line)
+                if echo:
+                    sys.stdout.buffer.write(line)
+                    sys.stdout.flush()
+            return child.wait()
+        except KeyboardInterrupt:
+            child.wait()
+            return INTERRUPTED
+
+
+# ------------------------------------------------------------------------------------------------- the plan
+def value_of(raw: str):
+    """papermill's ``-p`` parsing, and a YAML list for a value that starts with '[' (e.g. seeds "[0, 1]")."""
+    if raw.lstrip().startswith("["):
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError:
+            return raw
+    return _resolve_type(raw)
+
+
+def arguments(name: str, raw: str) -> list[str]:
+    """The papermill arguments that pass ``-p name raw`` (a list as one-line YAML, which papermill's -p cannot)."""
+    value = value_of(raw)
+    flow = yaml.safe_dump({name: value}, default_flow_style=True).strip()  # one line: "{seeds: [1, 2]}"
+    return ["-y", flow] if isinstance(value, list) else ["-p", name, raw]
+
+
+def plan(names: Sequence[str], pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    """Each notebook's papermill arguments for the ``-p NAME VALUE`` ``pairs``: a name goes to the notebooks that
+    declare it. ``ValueError`` listing every problem (a managed name, a name no notebook declares, a value out of
+    its range) before anything runs: papermill itself only warns about an unknown name."""
+    declared = {nb: set(papermill.inspect_notebook(str(NOTEBOOKS / f"{nb}.ipynb"))) for nb in names}
+    errors = []
+    for name, raw in pairs:
+        if name in MANAGED:
+            errors.append(f"parameter '{name}' is managed by run_all.sh: {MANAGED[name]}")
+            continue
+        having = [nb for nb in names if name in declared[nb]]
+        if not having:
+            errors.append(f"unknown parameter '{name}': not in the parameters cell of {', '.join(names)}")
+            continue
+        for nb in having:
+            spec = PARAMETERS[nb].get(name)
+            if spec is not None:
+                try:
+                    check_parameter(name, value_of(raw), spec)
+                except ValueError as err:
+                    errors.append(f"{nb}: {err}")
+                    break
+    if errors:
+        raise ValueError("\n".join(errors))
+    return {nb: [a for name, raw in pairs if name in declared[nb] for a in arguments(name, raw)] for nb in names}
+
+
+# --------------------------------------------------------------------------------------------- one notebook
+def run_notebook(name: str, out: Path, common: Sequence[str], own: Sequence[str], echo: bool = False) -> int:
+    """Execute ``notebooks/NAME.ipynb`` into the output folder ``out`` of ``run_all.sh`` with the ``common`` then
+    its ``own`` papermill arguments, its run folder ``out/NAME``; write ``logs/NAME.log`` and ``logs/NAME.rc``
+    ("EXIT_STATUS SECONDS"). Returns the exit status."""
+    (out / "executed").mkdir(parents=True, exist_ok=True)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    command = papermill_command(
+        NOTEBOOKS / f"{name}.ipynb",
+        out / "executed" / f"{name}.ipynb",
+        [*common, "-p", "output_dir", str(out / name), *own],
+    )
+    start = time.perf_counter()
+    status = execute(command, out / "logs" / f"{name}.log", echo=echo)
+    atomic_write_text(out / "logs" / f"{name}.rc", f"{status} {round(time.perf_counter() - start)}\n")
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``plan NOTEBOOK … [-p NAME VALUE …]``: print the plan (exit 2 with the problems on stderr);
+    ``run --out DIR [--echo] [--own=ARGS] NAME -- COMMON``: execute one notebook (exit: papermill's status)."""
+    parser = argparse.ArgumentParser(prog="python -m rhvae.experiments.notebook_command", allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plan")
+    p.add_argument("notebooks", nargs="+")
+    p.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    r = sub.add_parser("run")
+    r.add_argument("name")
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--echo", action="store_true", help="also show the cell outputs on stdout")
+    r.add_argument("--own", default="", help="the notebook's own papermill arguments, as one shell-quoted string")
+    r.add_argument("common", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.command == "plan":
+        try:
+            planned = plan(args.notebooks, [tuple(pair) for pair in args.p])
+        except ValueError as err:
+            print(err, file=sys.stderr)
+            return 2
+        print("\n".join(f"{nb}\t{shlex.join(own)}" for nb, own in planned.items()))
+        return 0
+    common = args.common[1:] if args.common[:1] == ["--"] else args.common
+    return run_notebook(args.name, args.out, common, shlex.split(args.own), echo=args.echo)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
