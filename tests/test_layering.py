@@ -102,5 +102,5 @@ def test_the_layering_check_can_fail(tmp_path):
     """The checks above on a made-up upward import and a made-up circle."""
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from rhvae.interfaces import cli\n")
-    (target, _, in_function), = imports(bad)
+    ((target, _, in_function),) = imports(bad)
     assert target == "rhvae.interfaces.cli" and in_function and layer(target) > layer("rhvae.models.vae")

@@ -26,7 +26,8 @@ from rhvae.experiments.registry import REGISTRY, SOURCES
 from rhvae.paths import DATA_DIR
 from rhvae.validation import MAX_SEED
 
-#: Default subset of each experiment (docs/design.md §4; ``rhvae.experiments.registry``): classes, images per class, pool.
+#: Default subset of each experiment (docs/design.md §4; ``rhvae.experiments.registry``): classes, images per
+#: class, pool.
 EXPERIMENTS: dict[str, dict] = {
     name: {"classes": e.subset.classes, "n_per_class": e.subset.n_per_class, "pool": e.subset.pool}
     for name, e in REGISTRY.items()

@@ -39,7 +39,8 @@ candidates is scanned as long as it holds every centroid within r: the sampler t
 
 Given a tolerance τ, the radius is r = T √log(S/(τλ)) (at least T/√2; 0 when S ≤ τλ, where no centroid can
 matter). r grows only like √log(N): at T = 1, λ = 0.1, S = 10⁵ and τ = 10⁻⁵, r = 5.0 T. The cut saves work only
-where the codes spread over more than a few r, i.e. for small T or widely spread codes (docs/speed.md, "How cost grows").
+where the codes spread over more than a few r, i.e. for small T or widely spread codes (docs/speed.md, "How cost
+grows").
 
 **Candidates.** The centroids are cut into blocks of at most ``BLOCK_SIZE`` neighbours by median splits along the
 wider axis (a k-d tree's leaves), each with its bounding box. A point scans only the blocks whose box lies within
