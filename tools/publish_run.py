@@ -4,10 +4,10 @@ Usage: python tools/publish_run.py figures/run_all_MM_DD_YYYY_hh_mm_ss [--only N
 
 * Every model the run used (each notebook's results.json names its file) is copied to ``data/models/`` under
   the same relative name as in the cache, after checking that it loads with ``weights_only=True``. The models of
-  an experiment whose registry entry says ``ship_half`` (the augmentation experiment's many small per-class
-  models) are shipped with half-precision network weights (the frozen metric stays in float32); they load into
-  float32 models. Shipped files of the published experiments that the run did not use are removed, and the list
-  of shipped files with their SHA-256 is rewritten in ``data/models/SHA256SUMS`` (guarded by
+  a kind the experiment's registry entry lists in ``half_precision`` (every RHVAE, and the augmentation
+  experiment's many small per-class VAEs) are shipped with half-precision network weights (the frozen metric stays in
+  float32); they load into float32 models. Shipped files of the published experiments that the run did not use are
+  removed, and the list of shipped files with their SHA-256 is rewritten in ``data/models/SHA256SUMS`` (guarded by
   tests/experiments/test_shipped_models.py). A default ``./run_all.sh`` then finds them and trains nothing.
 * The run's report and figures are copied to ``results/`` with the links rewritten, so that the report can be
   read in the repository.
@@ -19,8 +19,8 @@ in ``results/``) and ``results/README.md`` is rebuilt from every experiment in `
 
 Refuses quick-mode runs and runs with a diverged model. A maintainer's tool: run it after ``./run_all.sh --train``.
 
-The report of a ``ship_half`` experiment is published only from a run that used the shipped files themselves
-(every model's ``source`` is "shipped"): a run from the float32 models of the cache gives slightly different
+The report of an experiment with half-precision models is published only from a run that used the shipped files
+themselves (every model's ``source`` is "shipped"): a run from the float32 models of the cache gives slightly different
 generated images, so its report would not be what a clean clone reproduces. A first publication therefore ships
 the models and stops; rerun the experiment on the shipped files (``./run_all.sh --only NAME -p cache_dir
 EMPTY_FOLDER``) and publish that run.
@@ -63,7 +63,7 @@ def write_half_precision(source: Path, target: Path) -> Path:
     return atomic_write(target, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
 
 
-def ship_models(folder: Path, half: bool) -> list[Path]:
+def ship_models(folder: Path, half: tuple[str, ...]) -> list[Path]:
     shipped = []
     results = json.loads((folder / "results.json").read_text())
     if results.get("quick") or results.get("status") != "ok":
@@ -74,7 +74,7 @@ def ship_models(folder: Path, half: bool) -> list[Path]:
         target = SHIPPED_DIR / source.parent.name / source.name
         if source.resolve() != target.resolve():
             target.parent.mkdir(parents=True, exist_ok=True)
-            if half:
+            if info["model"] in half:
                 write_half_precision(source, target)
             else:
                 shutil.copyfile(source, target)
@@ -121,7 +121,7 @@ def main() -> None:
     names = [n for n in wanted if (run / n / "results.json").is_file()]
     if names != wanted:
         raise SystemExit(f"{run}: needs the results of {wanted}, found {names}")
-    shipped = [p for n in names for p in ship_models(run / n, REGISTRY[n].ship_half)]
+    shipped = [p for n in names for p in ship_models(run / n, REGISTRY[n].half_precision)]
     stale = sorted({p for n in names for p in (SHIPPED_DIR / n).rglob("*.pt")} - set(shipped))
     if only is None:
         stale = sorted(set(SHIPPED_DIR.rglob("*.pt")) - set(shipped))
@@ -131,7 +131,7 @@ def main() -> None:
     print(f"wrote {write_checksums()} ({len(set(shipped))} files published)")
     for path in shipped:  # every shipped file loads, through its new checksum (weights_only=True)
         load_model(path)
-    from_copies = {n: models_not_shipped(run / n) for n in names if REGISTRY[n].ship_half}
+    from_copies = {n: models_not_shipped(run / n) for n in names if REGISTRY[n].half_precision}
     from_copies = {n: labels for n, labels in from_copies.items() if labels}
     if from_copies:
         for name, labels in from_copies.items():

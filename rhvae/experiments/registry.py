@@ -46,11 +46,12 @@ class Experiment:
     """One experiment: its notebook ``notebooks/NAME.ipynb``, report ``title``, default ``subset``, ``paper``
     settings (the defaults of the notebook: models, epochs, samples …), ``quick`` overrides, the ``parameters``
     its notebook declares, whether ``tools/publish_run.py`` ships its models with half-precision weights
-    (``ship_half``: the many small per-class models of the augmentation experiment), and whether its paper-mode
-    models are shipped in ``data/models`` yet (``shipped``; False: a default run trains them, and
-    tests/experiments/test_shipped_models.py checks the others only), and how long its notebook runs (``minutes``: wall
-    minutes by mode, "default" and "train", measured with ``run_all.sh --jobs 2`` on a 2-core machine, --train on
-    2026-11-29; only their order matters: concurrent runs start the longest notebook first)."""
+    (``half_precision``: the model kinds whose networks are shipped in float16, the frozen metric staying in float32:
+    every RHVAE, and the augmentation experiment's many small VAEs), and whether its paper-mode models are shipped in
+    ``data/models`` yet (``shipped``; False: a default run trains them, and tests/experiments/test_shipped_models.py
+    checks the others only), and how long its notebook runs (``minutes``: wall minutes by mode, "default" and "train",
+    measured with ``run_all.sh --jobs 2`` on a 2-core machine, --train on 2026-11-29; only their order matters:
+    concurrent runs start the longest notebook first)."""
 
     name: str
     title: str
@@ -58,7 +59,7 @@ class Experiment:
     paper: Mapping
     parameters: Mapping[str, Param]
     quick: Mapping = field(default_factory=lambda: dict(QUICK))
-    ship_half: bool = False
+    half_precision: tuple[str, ...] = ("rhvae",)
     shipped: bool = True
     minutes: Mapping[str, float] = field(default_factory=lambda: {"default": 1.0, "train": 1.0})
 
@@ -69,7 +70,7 @@ _COMMON = {
     "data_seed": ranged("data_seed"),
     "data_source": Param("choice", choices=SOURCES),
     "lr": ranged("lr"),
-    "objective": Param("choice", choices=OBJECTIVES),
+    "objective": Param("choice", choices=OBJECTIVES, optional=True),  # None: each model class's default
     "reuse_cache": Param("bool"),
     "interactive": Param("bool"),
     "quick": Param("bool"),
@@ -162,7 +163,7 @@ _EXPERIMENTS = (
             "classifier_steps": Param("int", 1, 100000),
         },
         quick={"epochs": 5, "mcmc_steps": 5, "n_generated": 20, "classifier_steps": 30},
-        ship_half=True,
+        half_precision=("vae", "rhvae"),
         minutes={"default": 6.7, "train": 13.8},
     ),
 )

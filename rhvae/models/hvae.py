@@ -10,15 +10,16 @@ Linear(D, h)–ReLU → ``diag`` head Linear(h, d) through exp, ``lower`` head L
 
 **Objectives** (HVAE and RHVAE, ``objective=``):
 
-* ``"elbo"`` (default): the true ELBO of the flow, tempering included (docs/design.md §2.3),
+* ``"elbo"`` (the HVAE's default): the true ELBO of the flow, tempering included (docs/design.md §2.3),
   E[log p(x, z_K) + log N(ρ_K; 0, G(z_K)) − log q(z₀|x) − log N(ρ₀; 0, G(z₀)/β₀) + (d/2) log β₀].
   It is a lower bound of log p(x), so its value is comparable across models and with the log-likelihood.
-* ``"authors"``: the variant the authors' release optimises: ρ₀ = L(x) γ / √β₀ (a factor of the metric
-  network's Mᵢ, not of G(z₀)), and the ρ₀ density and the Jacobian terms dropped. Not a bound; offered to
-  reproduce the release.
+* ``"authors"`` (the RHVAE's default): the variant the authors' release optimises: ρ₀ = L(x) γ / √β₀ (a factor
+  of the metric network's Mᵢ, not of G(z₀)), and the ρ₀ density and the Jacobian terms dropped. Not a bound.
 
-The true ELBO is the default because it is the quantity the paper's log-likelihood claims are about, and
-because it stays a valid bound whatever the metric learns.
+Whatever a model was trained with, evaluation uses the true ELBO and the exact log p(x). The RHVAE defaults to
+the release's objective because it is the one under which both its flow and its metric work (docs/stability.md,
+"Training schemes": with the true ELBO the metric flattens to λI or the flow freezes); the HVAE keeps the true
+ELBO, the objective of Caterini et al.
 """
 
 from __future__ import annotations

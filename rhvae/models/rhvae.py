@@ -31,6 +31,9 @@ FREQUENCY_SAFETY = 1.0
 class RHVAE(HVAE):
     """Riemannian Hamiltonian VAE (Chadebec et al.) with the learned metric of docs/design.md §2.1.
 
+    ``objective`` defaults to ``"authors"``, the release's (``rhvae.models.hvae``): under the stability-bounded
+    step it trains at the seed's settings with a moving flow and a structured metric (docs/stability.md).
+
     Parameters beyond the HVAE's: metric ``temperature`` T (> 0), ``regularization`` λ (> 0),
     ``n_fixed_point``, the number of fixed-point iterations of each implicit leapfrog step (≥ 1), and
     ``step_bound``: ``"stability"`` (default) makes ``eps_lf`` the largest step and bounds it where the
@@ -56,7 +59,7 @@ class RHVAE(HVAE):
         beta_zero: float = 0.3,
         temperature: float = 1.0,
         regularization: float = 0.1,
-        objective: str = "elbo",
+        objective: str = "authors",
         n_fixed_point: int = 5,
         step_bound: str = "stability",
         gradient: str = "exact",
