@@ -529,7 +529,7 @@ class RHVAE(HVAE):
         beta_zero: float = 0.3,
         temperature: float = 1.0,
         regularization: float = 0.1,
-        objective: str = "elbo",
+        objective: str = "authors",
         n_fixed_point: int = 5,
         step_bound: str = "stability",
         gradient: str = "exact",

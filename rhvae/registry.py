@@ -69,7 +69,7 @@ _COMMON = {
     "data_seed": ranged("data_seed"),
     "data_source": Param("choice", choices=SOURCES),
     "lr": ranged("lr"),
-    "objective": Param("choice", choices=OBJECTIVES),
+    "objective": Param("choice", choices=OBJECTIVES, optional=True),  # None: each model class's default
     "reuse_cache": Param("bool"),
     "interactive": Param("bool"),
     "quick": Param("bool"),

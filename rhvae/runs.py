@@ -91,12 +91,12 @@ def model_configs(params: Mapping, experiment: str | None = None) -> dict[str, d
     for key in ("n_lf", "eps_lf", "beta_zero"):
         if params.get(f"hvae_{key}") is not None:
             hvae[key] = params[f"hvae_{key}"]
-    objective = params.get("objective", "elbo")
+    objective = {} if params.get("objective") is None else {"objective": params["objective"]}
     size = {} if params.get("hidden_dim") is None else {"hidden_dim": params["hidden_dim"]}
     return {
         "vae": {**MODEL_CONFIGS["vae"], **size},
-        "hvae": {**hvae, **size, "objective": objective},
-        "rhvae": {**rhvae, **size, "objective": objective},
+        "hvae": {**hvae, **size, **objective},
+        "rhvae": {**rhvae, **size, **objective},
     }
 
 
