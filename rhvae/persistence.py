@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,19 +65,27 @@ def shipped_checksums() -> dict[str, str]:
 
 def verify_shipped(path: str | Path) -> None:
     """For a file under ``data/models/``: raise ``ModelFileError`` unless its SHA-256 is the one listed in
-    ``data/models/SHA256SUMS`` (a shipped model that was modified, corrupted or added by hand is never used)."""
-    path = Path(path).resolve()
-    shipped = SHIPPED_DIR.resolve()
-    if shipped not in path.parents:
+    ``data/models/SHA256SUMS`` (a shipped model that was modified, corrupted or added by hand is never used).
+    A file counts as shipped when it is under ``data/models/`` as named or after following symbolic links, so a
+    link into or out of the folder does not bypass the check; the bytes checked are the file's content."""
+    shipped, resolved = SHIPPED_DIR.resolve(), Path(path).resolve()
+    roots = {shipped, Path(os.path.abspath(SHIPPED_DIR))}
+    names = [
+        p.relative_to(root).as_posix()
+        for p in (Path(os.path.abspath(path)), resolved)
+        for root in roots
+        if root in p.parents
+    ]
+    if not names:
         return
-    name = path.relative_to(shipped).as_posix()
+    name = names[0]
     expected = shipped_checksums().get(name)
     if expected is None:
         raise ModelFileError(f"{path} is under {shipped} but not listed in its SHA256SUMS: refusing an unlisted model")
-    if sha256(path) != expected:
+    if sha256(resolved) != expected:
         raise ModelFileError(
             f"{path} does not match its checksum in {shipped / 'SHA256SUMS'} (modified or corrupted): restore it "
-            f"with 'git checkout -- {path.relative_to(shipped.parent.parent)}' or retrain (reuse_cache=False)"
+            f"with 'git checkout -- data/models/{name}' or retrain (reuse_cache=False)"
         )
 
 

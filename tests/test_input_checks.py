@@ -135,6 +135,10 @@ def test_threads_above_the_core_count_warn(capsys):
         torch.set_num_threads(before)
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_during_training_is_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(
@@ -144,6 +148,9 @@ def test_sigint_during_training_is_one_line_and_writes_nothing(tmp_path):
         text=True,
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # a suite started in the background (nohup, `cmd &`, many CI runners) inherits SIGINT as ignored, and
+        # Python keeps an ignored SIGINT ignored: the child gets the default disposition, as from a terminal
+        preexec_fn=_default_sigint,
     )
     try:
         # the text bar's first line is printed when the first epoch starts: interrupt a little after it

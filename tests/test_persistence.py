@@ -86,3 +86,50 @@ def test_save_is_atomic(tmp_path, trained, monkeypatch):
         save_model(model, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary file left behind
+
+
+def test_a_link_to_a_tampered_copy_of_a_shipped_model_is_refused(tmp_path, monkeypatch):
+    """A symbolic link under data/models pointing outside it, and a link outside pointing in, are both checked
+    against SHA256SUMS (the content is what counts). On a copy of one shipped file in a folder of its own."""
+    from rhvae.paths import SHIPPED_DIR
+
+    name = next(iter(rhvae.persistence.shipped_checksums()))
+    shipped = tmp_path / "models"
+    original = shipped / name
+    original.parent.mkdir(parents=True)
+    original.write_bytes((SHIPPED_DIR / name).read_bytes())
+    (shipped / "SHA256SUMS").write_text(f"{rhvae.persistence.sha256(original)}  {name}\n")
+    monkeypatch.setattr(rhvae.persistence, "SHIPPED_DIR", shipped)
+    load_model(original)  # the copy passes
+    data = bytearray(original.read_bytes())
+    data[-100] ^= 0xFF
+    tampered = tmp_path / "tampered.pt"
+    tampered.write_bytes(bytes(data))
+
+    link_in = original.parent / "link_to_tampered.pt"  # an unlisted name inside, linking out
+    link_in.symlink_to(tampered)
+    with pytest.raises(ModelFileError, match="not listed in its SHA256SUMS"):
+        load_model(link_in)
+    original.unlink()
+    original.symlink_to(tampered)  # the listed name links to tampered bytes outside
+    with pytest.raises(ModelFileError, match="does not match its checksum"):
+        load_model(original)
+    original.unlink()
+    original.write_bytes(bytes(data))  # tampered in place, reached through a link from outside
+    link_out = tmp_path / "outside.pt"
+    link_out.symlink_to(original)
+    with pytest.raises(ModelFileError, match="does not match its checksum"):
+        load_model(link_out)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_a_model_saved_in_another_precision_loads_into_float32_and_works(tmp_path, dtype, metric_data):
+    model = rhvae.RHVAE(hidden_dim=16)
+    model.freeze_metric(metric_data.train.x[:20])
+    path = save_model(model.to(dtype), tmp_path / "m.pt")
+    loaded = load_model(path)
+    assert all(t.dtype == torch.float32 for t in loaded.state_dict().values() if t.is_floating_point())
+    out = loaded(metric_data.test.x[:4])
+    assert torch.isfinite(out.log_weight).all()
+    samples = rhvae.generate(loaded, n_samples=4, mcmc_steps=2)
+    assert samples.images.shape == (4, 784)

@@ -158,10 +158,11 @@ class VAE(nn.Module):
 
     def load_trained_state(self, state: dict) -> None:
         """``load_state_dict(state)`` (strict) after giving the buffers the shapes they have in ``state``: an RHVAE's
-        frozen metric holds one row per training image, so its size is known from the state only."""
-        for name, _ in self.named_buffers(recurse=False):
-            if name in state:
-                setattr(self, name, torch.empty_like(state[name]))
+        frozen metric holds one row per training image, so its size is known from the state only. Weights and
+        buffers keep the model's dtype (``load_state_dict`` casts)."""
+        for name, buffer in self.named_buffers(recurse=False):
+            if name in state:  # the model's own dtype: a state saved in float16 or float64 loads into it
+                setattr(self, name, torch.empty(state[name].shape, dtype=buffer.dtype, device=buffer.device))
         self.load_state_dict(state)
 
     def unstack(self) -> list[VAE]:

@@ -94,7 +94,7 @@ def test_cache_is_reused_and_bad_files_are_refused(tmp_path, monkeypatch):
         trainings.append(seed)
         return first.net, first.accuracy, first.spec, 0.0
 
-    monkeypatch.setattr(quality, "train_classifier", counting_trainer)
+    monkeypatch.setattr(quality, "train_quality_classifier", counting_trainer)
     again = load_classifier(path)
     assert not again.retrained and trainings == []
     for name, value in first.net.state_dict().items():
