@@ -64,6 +64,10 @@ def verdict(d: dict) -> str:
     return "misses " + ", ".join(missed)
 
 
+def span(values: list[dict], key: str) -> str:
+    return f"{min(v[key] for v in values):.2f} to {max(v[key] for v in values):.2f}"
+
+
 def summary(rows: list[dict]) -> str:
     groups = defaultdict(list)
     for row in rows:
@@ -77,10 +81,9 @@ def summary(rows: list[dict]) -> str:
     for group, members in groups.items():
         tests = [m["test"] for m in members]
         verdicts = [verdict(t) for t in tests]
-        span = lambda key: f"{min(t[key] for t in tests):.2f} to {max(t[key] for t in tests):.2f}"  # noqa: E731
         lines.append(
-            f"| {group} | {len(members)} | {members[0]['n_test']} | {span('displacement')} | {span('flow_gain')} "
-            f"| {span('contrast')} | {verdicts.count('meets')} | {verdicts.count('undecided')} "
+            f"| {group} | {len(members)} | {members[0]['n_test']} | {span(tests, 'displacement')} | {span(tests, 'flow_gain')} "
+            f"| {span(tests, 'contrast')} | {verdicts.count('meets')} | {verdicts.count('undecided')} "
             f"| {sum(v.startswith('misses') for v in verdicts)} "
             f"| {statistics.mean(m['train_gain'] for m in members):+.2f} |"
         )
