@@ -82,7 +82,8 @@ def summary(rows: list[dict]) -> str:
         tests = [m["test"] for m in members]
         verdicts = [verdict(t) for t in tests]
         lines.append(
-            f"| {group} | {len(members)} | {members[0]['n_test']} | {span(tests, 'displacement')} | {span(tests, 'flow_gain')} "
+            f"| {group} | {len(members)} | {members[0]['n_test']} | {span(tests, 'displacement')} "
+            f"| {span(tests, 'flow_gain')} "
             f"| {span(tests, 'contrast')} | {verdicts.count('meets')} | {verdicts.count('undecided')} "
             f"| {sum(v.startswith('misses') for v in verdicts)} "
             f"| {statistics.mean(m['train_gain'] for m in members):+.2f} |"
