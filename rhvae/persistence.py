@@ -217,17 +217,15 @@ def shipped_models() -> ShippedModels:
     )
 
 
-def load_shipped(experiment: str, model: str, seed: int = 0, **fields) -> VAE:
-    """The shipped model of ``experiment`` (e.g. "reconstruction"), ``model`` ("vae", "hvae", "rhvae") and
-    ``seed``, checksum-verified and loaded with ``weights_only=True``. Where several match (the metric experiment's
-    three temperatures, the augmentation experiment's classes and sizes) name the field too: ``temperature=0.6``,
-    ``classes=(3,)``, ``n_per_class=20``. ``ValueError`` listing the choices when none or several match."""
+def shipped_path(experiment: str, model: str, seed: int = 0, **fields) -> Path:
+    """The file of the shipped model of ``experiment`` (e.g. "reconstruction"), ``model`` ("vae", "hvae", "rhvae")
+    and ``seed``. Where several match (the metric experiment's three temperatures, the augmentation experiment's
+    classes and sizes) name the field too: ``temperature=0.6``, ``classes=(3,)``, ``n_per_class=20``.
+    ``ValueError`` listing the choices when none or several match."""
     wanted = {"experiment": experiment, "model": str(model).lower(), "seed": seed, **fields}
     unknown = set(fields) - set(ShippedModel.__dataclass_fields__) - {"path"}
     if unknown:
-        raise TypeError(
-            f"load_shipped() got unknown field(s) {sorted(unknown)}; fields: temperature, classes, n_per_class"
-        )
+        raise TypeError(f"unknown field(s) {sorted(unknown)}; the fields are temperature, classes, n_per_class")
     if "classes" in wanted:
         wanted["classes"] = tuple(wanted["classes"])
     rows = shipped_models()
@@ -237,4 +235,10 @@ def load_shipped(experiment: str, model: str, seed: int = 0, **fields) -> VAE:
         choices = "\n  ".join(str(r) for r in near[:12]) + ("\n  …" if len(near) > 12 else "")
         what = "no shipped model matches" if not matches else f"{len(matches)} shipped models match"
         raise ValueError(f"{what} {wanted}; name more fields. Shipped:\n  {choices}")
-    return load_model(matches[0].path, expected_type=wanted["model"])
+    return matches[0].path
+
+
+def load_shipped(experiment: str, model: str, seed: int = 0, **fields) -> VAE:
+    """The shipped model at ``shipped_path(experiment, model, seed, **fields)``, checksum-verified and loaded with
+    ``weights_only=True`` (eval mode)."""
+    return load_model(shipped_path(experiment, model, seed, **fields), expected_type=str(model))

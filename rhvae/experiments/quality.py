@@ -234,6 +234,11 @@ def classifier_accuracy(classifier: QualityClassifier | None = None) -> float:
     return (classifier or load_classifier()).accuracy
 
 
+def coverage_threshold(n_classes: int) -> float:
+    """The share of the samples a class needs to count as covered: a quarter of a uniform share, 1/(4K)."""
+    return 1.0 / (4 * n_classes)
+
+
 def quality_score(images, classes=None, classifier: QualityClassifier | None = None, min_share=None) -> dict:
     """Summary of how digit-like and how diverse ``images`` (n, 784) are, for a model trained on ``classes``
     (default: all ten digits).
@@ -258,7 +263,7 @@ def quality_score(images, classes=None, classifier: QualityClassifier | None = N
     if not expected or len(set(expected)) != len(expected) or not all(0 <= c <= 9 for c in expected):
         raise ValueError(f"classes must be distinct digits in 0..9, got {classes!r}")
     k = len(expected)
-    min_share = 1.0 / (4 * k) if min_share is None else float(min_share)
+    min_share = coverage_threshold(k) if min_share is None else float(min_share)
     confidence, predicted = probs.max(-1)
     counts = torch.bincount(predicted, minlength=10).double()
     shares = counts / max(n, 1)

@@ -135,7 +135,15 @@ _EXPERIMENTS = (
         "Generation from 7 classes: RHVAE at T = 0.6 (7 classes × 50 digits)",
         Subset((0, 1, 2, 3, 4, 5, 6), 50),
         {"models": ("rhvae",), "epochs": 1000, "temperature": 0.6, "mcmc_steps": 150, "n_samples": 100},
-        {**_COMMON, **_RHVAE, **_TEMPERATURE, **_SAMPLING, "grid_n": ranged("grid_n", low=10)},
+        {
+            **_COMMON,
+            **_RHVAE,
+            **_TEMPERATURE,
+            **_SAMPLING,
+            "grid_n": ranged("grid_n", low=10),
+            "coverage_samples": ranged("n_samples"),
+        },
+        quick={**QUICK, "coverage_samples": 50},
         minutes={"default": 0.45, "train": 28.7},
     ),
     Experiment(

@@ -236,6 +236,9 @@ def experiment_section(results: Mapping, link_prefix: str) -> str:
                 seed_table(summary, reference if key == "quality_over_seeds" else None, "real test digits"),
                 "",
             ]
+    explanation = results["results"].get("explanation")
+    if explanation:
+        lines += ["**Behind the checks** (measured in this run)", "", explanation, ""]
     stability = stability_table(results["models"])
     if stability:
         lines += ["**How training ended** (losses are the negative ELBO per image, in nats)", "", stability, ""]

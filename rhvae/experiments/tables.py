@@ -13,7 +13,7 @@ from rhvae.evaluation.diagnostics import flow_diagnostics
 from rhvae.evaluation.geometry import latent_grid, metric_magnitude
 from rhvae.evaluation.likelihood import elbo, log_likelihood_table, reconstruction_error
 from rhvae.experiments.data import ExperimentData
-from rhvae.experiments.quality import quality_score
+from rhvae.experiments.quality import coverage_threshold, quality_score
 from rhvae.models import HVAE, VAE
 from rhvae.models.metric import LearnedMetric
 from rhvae.sampling.hmc import generate
@@ -157,3 +157,39 @@ def evaluate_model(
         "diagnostics": flow_diagnostics(model, x, seed=seed).to_dict() if isinstance(model, HVAE) else None,
     }
     return results, generated.images
+
+
+def class_shares(models: Mapping[int, Mapping[str, VAE]], name: str, classes, n_samples: int, mcmc_steps: int) -> dict:
+    """Per seed, the quality classifier's share of each of ``classes`` among ``n_samples`` samples of
+    ``models[seed][name]`` (the notebook's sampler and steps): with many samples, a class the sampler misses is
+    told apart from one that a small sample under-counts."""
+    shares = {}
+    for seed, by_name in models.items():
+        if name in by_name:
+            images = generate(by_name[name], n_samples, mcmc_steps, seed).images
+            shares[seed] = [quality_score(images, classes)["shares"][c] for c in classes]
+    return shares
+
+
+def coverage_explanation(shares: Mapping[int, list], classes, n_samples: int, n_checked: int) -> str:
+    """In words, from ``class_shares``: which classes fall below the coverage check's threshold share with
+    ``n_samples`` samples per seed (the check itself counts ``n_checked``; ``quality.coverage_threshold``)."""
+    threshold = coverage_threshold(len(classes))
+    parts = []
+    for seed, values in shares.items():
+        listed = ", ".join(f"{c}: {s:.3f}" for c, s in zip(classes, values, strict=True))
+        low = [str(c) for c, s in zip(classes, values, strict=True) if s < threshold]
+        verdict = f"below {threshold:.3f}: class {', '.join(low)}" if low else f"every class at least {threshold:.3f}"
+        parts.append(f"seed {seed}: {listed} (min {min(values):.3f}; {verdict})")
+    never = sorted({str(c) for values in shares.values() for c, s in zip(classes, values, strict=True) if s == 0})
+    reading = (
+        f"class {', '.join(never)} is never sampled in some seed"
+        if never
+        else "every class is visited, but the sampler's target √det G⁻¹ weights the classes unevenly: a class whose "
+        f"share is near {threshold:.3f} can fall below it in {n_checked} samples by chance, one below it stays below"
+    )
+    return (
+        f"Each class's share of {n_samples} samples per seed (the check counts {n_checked}): "
+        + "; ".join(parts)
+        + (f". Reading: {reading}.")
+    )

@@ -82,7 +82,7 @@ def test_vae_estimate_approaches_the_quadrature_from_below(trained_vae, images, 
 
 @pytest.mark.parametrize("name", ["hvae", "rhvae"])
 def test_flow_with_no_steps_and_no_tempering_equals_the_vae(name, trained_vae, images, data):
-    config = {"n_lf": 0, "beta_zero": 1.0}
+    config = {"n_lf": 0, "beta_zero": 1.0, "objective": "elbo"}  # the true ELBO's ρ₀ ~ N(0, G(z₀)) cancels exactly
     model = rhvae.MODELS[name](hidden_dim=64, **config).double()
     model.load_state_dict(trained_vae.state_dict(), strict=False)
     if name == "rhvae":

@@ -91,8 +91,8 @@ def test_quick_runs_are_flagged_and_an_empty_folder_is_refused(tmp_path):
 
 
 def diagnostics(displacement, gain, step, kappa, contrast, flags):
-    return {"displacement": displacement, "flow_gain": gain, "step": step, "kappa": kappa, "contrast": contrast,
-            "flags": flags}  # fmt: skip
+    return {"displacement": displacement, "flow_gain": gain, "flow_gain_sem": 0.3, "step": step, "kappa": kappa,
+            "contrast": contrast, "flags": flags}  # fmt: skip
 
 
 def test_report_states_what_the_flow_and_the_metric_do(tmp_path):
@@ -111,11 +111,30 @@ def test_report_states_what_the_flow_and_the_metric_do(tmp_path):
     (tmp_path / "generation_5" / "results.json").write_text(json.dumps(data))
     text = report.build_report(tmp_path)
     assert "**What the flow and the metric do**" in text
-    assert "| RHVAE | 1 | 1 | 0.05 | -0.3 | 2e-05 | 2.65e+03 | 3.1 | the flow barely moves" in text
+    assert "| RHVAE | 1 | 1 | 0.05 | -0.3 ± 0.01 | 2e-05 | 2.65e+03 | 3.1 | the flow barely moves" in text
     assert "this RHVAE behaves like a VAE; the flow lowers the ELBO" in text
-    assert "| RHVAE | 0 | 1 | 4.2 | +9.5 | 0.1 | 0.12 | 0.03 | the metric is flat (≈ λI" in text
+    assert "| RHVAE | 0 | 1 | 4.2 | +9.5 ± 0.1 | 0.1 | 0.12 | 0.03 | the metric is flat (≈ λI" in text
     assert "this RHVAE behaves like an HVAE |" in text
-    assert "| HVAE | 0 | – | 1.5 | +4 | 0.01 | – | – | the flow moves |" in text
+    assert "| HVAE | 0 | – | 1.5 | +4 ± 0.3 | 0.01 | – | – | the flow moves |" in text
     table = report.diagnostics_table(data["models"])
     assert table.count("\n") == 4  # header, rule and the three models with diagnostics
     assert report.diagnostics_table(results()["models"]) is None  # nothing recorded: no table
+
+
+def test_rhvae_criteria_count_met_undecided_and_missed_models():
+    def rhvae_model(displacement, gain, sem, contrast):
+        d = {"displacement": displacement, "flow_gain": gain, "flow_gain_sem": sem, "contrast": contrast}
+        return {"model": "rhvae", "status": "ok", "diagnostics": d}
+
+    models = {
+        "good": rhvae_model(1.5, 3.0, 0.5, 2.0),
+        "noisy": rhvae_model(1.5, 0.2, 0.6, 2.0),  # 1 nat within two standard errors: undecided
+        "costly": rhvae_model(1.5, -2.0, 0.3, 2.0),  # clearly below 1 nat
+        "flat": rhvae_model(1.5, 3.0, 0.5, 0.1),
+        "hvae": {"model": "hvae", "status": "ok", "diagnostics": {"displacement": 0.1}},
+    }
+    text = report.rhvae_criteria(models)
+    assert "**1/4** models meet all three" in text
+    assert "undecided (1 nat within two standard errors of the gain): noisy (gain +0.2 ± 0.6)" in text
+    assert "**not met**: costly (flow_gain -2 < 1), flat (contrast 0.1 < 0.5)" in text
+    assert report.rhvae_criteria({"hvae": models["hvae"]}) is None

@@ -24,7 +24,7 @@ def defaults(experiment, **overrides):
         "data_seed": 0,
         "data_source": "bundled",
         "lr": 1e-3,
-        "objective": "elbo",
+        "objective": None,
         "reuse_cache": True,
         "interactive": False,
         "quick": False,
@@ -50,6 +50,7 @@ def defaults(experiment, **overrides):
         "sizes": [20, 50],
         "n_generated": 500,
         "classifier_steps": 1500,
+        "coverage_samples": 2000,
         "unrelated": object(),  # globals() holds much more than the parameters
     }
     ns.update(overrides)
