@@ -13,7 +13,7 @@ Usage: python tools/publish_run.py figures/run_all_MM_DD_YYYY_hh_mm_ss [--only N
   read in the repository.
 
 Without ``--only`` the run must hold every experiment of ``rhvae.experiments.registry`` and replaces every shipped model
-and the whole of ``results/``. With ``--only`` only the named experiments are replaced (their models, their folders
+and every experiment's folder of ``results/`` (other results, such as ``results/scaling/``, stay). With ``--only`` only the named experiments are replaced (their models, their folders
 in ``results/``) and ``results/README.md`` is rebuilt from every experiment in ``results/``; e.g. after
 ``./run_all.sh --train --only augmentation``.
 
@@ -97,8 +97,10 @@ def write_checksums() -> Path:
 
 
 def publish_report(run: Path, names: list[str], everything: bool) -> Path:
-    if everything and RESULTS_DIR.exists():
-        shutil.rmtree(RESULTS_DIR)
+    if everything:  # every experiment's folder goes; other results (benchmarks/scaling.py's) stay
+        for name in REGISTRY:
+            if (RESULTS_DIR / name).exists():
+                shutil.rmtree(RESULTS_DIR / name)
     for name in names:
         if (RESULTS_DIR / name).exists():
             shutil.rmtree(RESULTS_DIR / name)
