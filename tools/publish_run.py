@@ -13,9 +13,9 @@ Usage: python tools/publish_run.py figures/run_all_MM_DD_YYYY_hh_mm_ss [--only N
   read in the repository.
 
 Without ``--only`` the run must hold every experiment of ``rhvae.experiments.registry`` and replaces every shipped model
-and every experiment's folder of ``results/`` (other results, such as ``results/scaling/``, stay). With ``--only`` only the named experiments are replaced (their models, their folders
-in ``results/``) and ``results/README.md`` is rebuilt from every experiment in ``results/``; e.g. after
-``./run_all.sh --train --only augmentation``.
+and every experiment's folder of ``results/`` (other results, such as ``results/scaling/``, stay). With ``--only`` only
+the named experiments are replaced (their models, their folders in ``results/``) and ``results/README.md`` is rebuilt
+from every experiment in ``results/``; e.g. after ``./run_all.sh --train --only augmentation``.
 
 Refuses quick-mode runs and runs with a diverged model. A maintainer's tool: run it after ``./run_all.sh --train``.
 
