@@ -15,7 +15,8 @@
 #                        passed to the notebooks that have it. Values are parsed like papermill's -p, except
 #                        that a list is accepted as such: -p seeds "[0, 1]". Each value is checked by
 #                        rhvae.experiments.runs before anything runs.
-#   --jobs N             run up to N notebooks at once (default 1; each uses `threads` torch threads, default 1,
+#   --jobs N             run up to N notebooks at once (default: 2 on a machine with 2 or more cores, else 1; each
+#                        uses `threads` torch threads, default 1,
 #                        so --jobs 2 uses both cores of a 2-core machine). With N > 1 the cell outputs go to the
 #                        logs only, every notebook runs to its end even if another one fails, and the longest
 #                        notebooks start first (rhvae/experiments/registry.py, ``minutes``).
@@ -46,7 +47,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die_usage() { echo "run_all.sh: $*" >&2; echo "run 'run_all.sh --help' for the options" >&2; exit 2; }
 
 quick=0
-jobs=1
+jobs=""
 dask=""
 train=0
 yes=0
@@ -80,6 +81,11 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
+# two notebooks at a time by default where there are two cores: each runs on one thread, so the numbers are the same
+if [[ -z "$jobs" ]]; then
+    cores="$(nproc 2>/dev/null || echo 1)"
+    if [[ -n "$dask" || $cores -lt 2 ]]; then jobs=1; else jobs=2; fi
+fi
 [[ -z "$dask" || $jobs -eq 1 ]] || die_usage "--jobs and --dask do not combine (--dask local:N runs N at once)"
 
 notebooks=()

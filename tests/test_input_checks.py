@@ -58,7 +58,7 @@ def run_main(capsys, *argv):
         (["--regularization", "1e-300"], "argument --regularization/-reg: expected a finite number"),
         (["--latent-dim", "100000"], "argument --latent-dim: expected an integer in [1, 64]"),
         (["--hidden-dim", "10000000"], "argument --hidden-dim: expected an integer in [1, 10,000]"),
-        (["--n-lf", "10000000"], "argument --n-lf/-n_lf: expected an integer in [0, 1,000]"),
+        (["--n-lf", "10000000"], "argument --n-lf/-n_lf: expected an integer in [1, 1,000]"),
         (["--n-fixed-point", "1000000"], "argument --n-fixed-point: expected an integer in [1, 100]"),
         (["--epochs", "10000000000"], "argument --epochs/-ne: expected an integer in [1, 100,000]"),
         (["--seed", str(2**64)], "argument --seed: expected an integer in [0, 4,294,967,295]"),

@@ -6,9 +6,11 @@ Usage: python tools/publish_run.py figures/run_all_MM_DD_YYYY_hh_mm_ss [--only N
   the same relative name as in the cache, after checking that it loads with ``weights_only=True``. The models of
   a kind the experiment's registry entry lists in ``half_precision`` (every RHVAE, and the augmentation
   experiment's many small per-class VAEs) are shipped with half-precision network weights (the frozen metric stays in
-  float32); they load into float32 models. Shipped files of the published experiments that the run did not use are
-  removed, and the list of shipped files with their SHA-256 is rewritten in ``data/models/SHA256SUMS`` (guarded by
-  tests/experiments/test_shipped_models.py). A default ``./run_all.sh`` then finds them and trains nothing.
+  float32); they load into float32 models. The augmentation experiment's classifiers (each record of its
+  ``classifier_training`` names its file) are shipped the same way, in half precision. Shipped files of the published
+  experiments that the run did not use are removed, and the list of shipped files with their SHA-256 is rewritten in
+  ``data/models/SHA256SUMS`` (guarded by tests/experiments/test_shipped_models.py). A default ``./run_all.sh`` then
+  finds them and trains nothing.
 * The run's report and figures are copied to ``results/`` with the links rewritten, so that the report can be
   read in the repository.
 
@@ -37,6 +39,8 @@ from pathlib import Path
 
 import torch
 
+from rhvae.experiments.classifier_cache import FOLDER as CLASSIFIERS
+from rhvae.experiments.classifier_cache import classifier_name
 from rhvae.experiments.registry import REGISTRY
 from rhvae.experiments.report import EXPERIMENT_ORDER, build_report
 from rhvae.files import atomic_write, atomic_write_text
@@ -51,10 +55,11 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_half_precision(source: Path, target: Path) -> Path:
-    """A copy of the model file ``source`` at ``target`` whose network weights are float16. Serialised in memory,
-    so that the same source always gives the same bytes (``torch.save`` to a path names the archive after it)."""
-    payload = read_model_file(source)
+def write_half_precision(source: Path, target: Path, payload: dict | None = None) -> Path:
+    """A copy of the model (or classifier) file ``source`` at ``target`` whose network weights are float16.
+    Serialised in memory, so that the same source always gives the same bytes (``torch.save`` to a path names the
+    archive after it)."""
+    payload = read_model_file(source) if payload is None else payload
     payload["state_dict"] = {
         k: v.half() if v.is_floating_point() and k not in FROZEN_METRIC else v for k, v in payload["state_dict"].items()
     }
@@ -83,11 +88,39 @@ def ship_models(folder: Path, half: tuple[str, ...]) -> list[Path]:
     return shipped
 
 
+def classifier_records(folder: Path) -> list[dict]:
+    """The augmentation classifiers a run's results.json used (one record per seed, row and arm; none for the
+    other experiments)."""
+    results = json.loads((folder / "results.json").read_text())
+    training = results["results"].get("classifier_training") or {}
+    return [record for rows in training.values() for arms in rows.values() for record in arms.values()]
+
+
+def ship_classifiers(folder: Path) -> list[Path]:
+    """Copy every classifier the run used into ``data/models/`` (half-precision weights), checked first: it loads
+    with ``weights_only=True`` and its file name is its spec's (``rhvae.experiments.classifier_cache``)."""
+    shipped = []
+    for record in classifier_records(folder):
+        source = Path(record["file"])
+        payload = torch.load(source, map_location="cpu", weights_only=True)
+        name = classifier_name(json.loads(payload["spec"]))
+        if not source.as_posix().endswith(name):
+            raise SystemExit(f"{source}: its spec names it {name}")
+        target = SHIPPED_DIR / name
+        if source.resolve() != target.resolve():
+            write_half_precision(source, target, payload)
+        shipped.append(target)
+    if shipped:
+        print(f"shipped {len(shipped)} classifiers of {folder.name}")
+    return shipped
+
+
 def models_not_shipped(folder: Path) -> list[str]:
     """The labels of the models a run's results.json says did not come from ``data/models`` (source "cache" or
     "trained")."""
     results = json.loads((folder / "results.json").read_text())
-    return [label for label, info in results["models"].items() if info.get("source") != "shipped"]
+    models = [label for label, info in results["models"].items() if info.get("source") != "shipped"]
+    return models + [r["file"] for r in classifier_records(folder) if r.get("source") != "shipped"]
 
 
 def write_checksums() -> Path:
@@ -124,6 +157,7 @@ def main() -> None:
     if names != wanted:
         raise SystemExit(f"{run}: needs the results of {wanted}, found {names}")
     shipped = [p for n in names for p in ship_models(run / n, REGISTRY[n].half_precision)]
+    shipped += [p for n in names for p in ship_classifiers(run / n)]
     stale = sorted({p for n in names for p in (SHIPPED_DIR / n).rglob("*.pt")} - set(shipped))
     if only is None:
         stale = sorted(set(SHIPPED_DIR.rglob("*.pt")) - set(shipped))
@@ -131,8 +165,9 @@ def main() -> None:
         path.unlink()
         print(f"removed stale {path.relative_to(ROOT)}")
     print(f"wrote {write_checksums()} ({len(set(shipped))} files published)")
-    for path in shipped:  # every shipped file loads, through its new checksum (weights_only=True)
-        load_model(path)
+    for path in shipped:  # every shipped model loads, through its new checksum (weights_only=True)
+        if CLASSIFIERS not in path.as_posix():
+            load_model(path)
     from_copies = {n: models_not_shipped(run / n) for n in names if REGISTRY[n].half_precision}
     from_copies = {n: labels for n, labels in from_copies.items() if labels}
     if from_copies:

@@ -30,17 +30,20 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rhvae.experiments.classifier_cache import cached_classifier, classifier_name, save_classifier
 from rhvae.experiments.data import Split, classifier_split, experiment_data, images_at, load_mnist
 from rhvae.experiments.quality import accuracy
 from rhvae.experiments.registry import REGISTRY
 from rhvae.experiments.tables import over_seeds
 from rhvae.models import VAE
+from rhvae.paths import SHIPPED_DIR
 from rhvae.sampling.hmc import HMC_TARGET, PRIOR_TARGET, generate, sample_prior
 
 #: The arms of the experiment: key → what the classifier is trained on.
@@ -205,6 +208,59 @@ def train_classifier(kind, x, y, x_val, y_val, steps: int, seed: int = 0) -> Fit
     return Fitted(model, curve, best_step, step)
 
 
+def arm_classifier_spec(kind: str, arm: str, size: int, seed: int, params: Mapping, model_files: Mapping) -> dict:
+    """What determines the classifier of one arm (``rhvae.experiments.classifier_cache``): its kind, arm, training
+    size and seed, the data, the training settings, and the generative models and sampler behind its images."""
+    images: dict = {"n_generated": params["n_generated"]} if arm != "real" else {}
+    if arm in GENERATED or arm == "rhvae_only":
+        model_kind, sampler = GENERATED["rhvae" if arm == "rhvae_only" else arm]
+        images.update(
+            models=sorted(model_files.get((size, seed, model_kind), [])),
+            sampler=sampler,
+            mcmc_steps=params["mcmc_steps"] if sampler == "hmc" else None,
+        )
+    return {
+        "kind": kind,
+        "arm": arm,
+        "size": size,
+        "seed": seed,
+        "data": {"data_seed": params["data_seed"], "source": params["data_source"]},
+        "training": {
+            "steps": params["classifier_steps"],
+            "lr": LR,
+            "batch_size": BATCH_SIZE,
+            "eval_every": EVAL_EVERY,
+            "patience": PATIENCE,
+            "threads": torch.get_num_threads(),
+        },
+        "images": images,
+    }
+
+
+def arm_classifier(spec: dict, x, y, val: Split, cache_dir, reuse: bool) -> tuple[nn.Module, dict, Path]:
+    """The classifier of ``spec``: reused from the cache or the shipped models when ``reuse`` and its file matches
+    the spec, else trained on (x, y) with early stopping on ``val`` and saved in ``cache_dir``. Returns the network
+    (eval mode), its training record (images, best step, steps run, validation curve, where it came from) and its
+    file."""
+    if reuse:
+        found = cached_classifier(spec, lambda: make_classifier(spec["kind"]), cache_dir)
+        if found is not None:
+            net, record, path = found
+            shipped = SHIPPED_DIR.resolve() in path.resolve().parents
+            return net, {**record, "source": "shipped" if shipped else "cache"}, path
+    start = time.perf_counter()
+    fitted = train_classifier(spec["kind"], x, y, val.x, val.y, spec["training"]["steps"], spec["seed"])
+    record = {
+        "n_train": len(x),
+        "best_step": fitted.best_step,
+        "steps_run": fitted.steps_run,
+        "val_loss": fitted.val_loss,
+        "train_seconds": time.perf_counter() - start,
+    }
+    path = save_classifier(Path(cache_dir) / classifier_name(spec), fitted.model, spec, record)
+    return fitted.model, {**record, "source": "trained"}, path
+
+
 # ---------------------------------------------------------------------------------------------------- the arms
 def arm_training_set(arm: str, real: Split, extra: Mapping[str, tuple[torch.Tensor, torch.Tensor]]):
     """The training images and labels of ``arm``: the real images, plus (or, for ``rhvae_only``, instead) the
@@ -297,6 +353,7 @@ def run_arms(run, configs: Mapping[str, Mapping]) -> Outcome:
     images: dict = {}
     training: dict = {}
     generation: dict = {}
+    model_files: dict = {}  # (size, seed, kind) -> the file names of that kind's per-class models
     for size in p["sizes"]:
         data = run.data(n_per_class=size)  # the 10-class subset, recorded in the provenance
         fit, val = data.train, data.test
@@ -312,6 +369,7 @@ def run_arms(run, configs: Mapping[str, Mapping]) -> Outcome:
             for (seed, c), (label, _, _) in requests.items():
                 if trained[label] is not None:
                     models[size][seed][kind][c] = trained[label].model
+                    model_files.setdefault((size, seed, kind), []).append(Path(trained[label].path).name)
         for seed in p["seeds"]:
             by_kind = models[size][seed]
             with run.timer("generation"):
@@ -328,15 +386,11 @@ def run_arms(run, configs: Mapping[str, Mapping]) -> Outcome:
                 scores[seed][row] = {}
                 for arm in arms_available(extra):
                     x, y = arm_training_set(arm, fit, extra)
+                    spec = arm_classifier_spec(clf, arm, size, seed, p, model_files)
                     with run.timer("classifiers"):
-                        fitted = train_classifier(clf, x, y, val.x, val.y, p["classifier_steps"], seed)
-                    scores[seed][row][arm] = accuracy(fitted.model, test.x, test.y)
-                    training.setdefault(seed, {}).setdefault(row, {})[arm] = {
-                        "n_train": len(x),
-                        "best_step": fitted.best_step,
-                        "steps_run": fitted.steps_run,
-                        "val_loss": fitted.val_loss,
-                    }
+                        net, record, path = arm_classifier(spec, x, y, val, run.cache_dir, p["reuse_cache"])
+                        scores[seed][row][arm] = accuracy(net, test.x, test.y)
+                    training.setdefault(seed, {}).setdefault(row, {})[arm] = {**record, "file": str(path)}
                 print(f"seed {seed}, {row}: " + ", ".join(f"{a} {v:.3f}" for a, v in scores[seed][row].items()))
     table = {
         seed: {

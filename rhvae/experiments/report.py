@@ -111,6 +111,21 @@ def _how_made(results: Mapping) -> list[str]:
     return lines
 
 
+KIND_ORDER = {"vae": 0, "hvae": 1, "rhvae": 2}
+
+
+def ordered(models: Mapping[str, Mapping]) -> list[tuple[str, Mapping]]:
+    """The models of a results.json in one fixed order, whatever order they were trained or reused in: by kind
+    (VAE, HVAE, RHVAE), seed, metric temperature, then label (the augmentation experiment's size and class)."""
+
+    def key(item):
+        label, m = item
+        temperature = (m.get("config") or {}).get("temperature") or 0.0
+        return KIND_ORDER.get(m.get("model"), 3), m.get("seed") or 0, temperature, label
+
+    return sorted(models.items(), key=key)
+
+
 def stability_table(models: Mapping[str, Mapping]) -> str | None:
     """Per trained HVAE/RHVAE: how training ended (epochs, final losses, the last leapfrog step and, for the
     RHVAE, κ = max eigenvalue of G⁻¹ and whether the stability bound or the eps_lf cap set the step)."""
@@ -118,7 +133,7 @@ def stability_table(models: Mapping[str, Mapping]) -> str | None:
         "| model | seed | T | status | epochs | train loss | test loss | last step | κ | step set by |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, m in models.items():
+    for label, m in ordered(models):
         if m.get("model") not in ("hvae", "rhvae"):
             continue
         config = m.get("config", {})
@@ -145,7 +160,7 @@ def diagnostics_table(models: Mapping[str, Mapping]) -> str | None:
         "| model | seed | T | displacement (posterior σ) | flow gain (nats) | step | κ | contrast | reading |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for m in models.values():
+    for _, m in ordered(models):
         d = m.get("diagnostics")
         if m.get("status") != "ok" or not d:
             continue

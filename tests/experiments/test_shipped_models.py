@@ -8,11 +8,15 @@ their checksums; these tests fail if a file is changed, added or removed by hand
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
 from rhvae.experiments import runs
-from rhvae.experiments.augmentation import class_subsets
+from rhvae.experiments.augmentation import class_subsets, make_classifier
+from rhvae.experiments.classifier_cache import FOLDER as CLASSIFIERS
+from rhvae.experiments.classifier_cache import cached_classifier, classifier_name
 from rhvae.experiments.data import experiment_data
 from rhvae.experiments.model_cache import model_request
 from rhvae.experiments.registry import PAPER_SETTINGS, REGISTRY
@@ -40,7 +44,15 @@ def test_checksums_match_and_no_file_is_unlisted():
         assert hashlib.sha256((SHIPPED_DIR / name).read_bytes()).hexdigest() == digest, name
 
 
-@pytest.mark.parametrize("name", sorted(listed()) if SUMS.is_file() else [])
+def listed_models() -> list[str]:
+    return sorted(n for n in listed() if not n.startswith(CLASSIFIERS + "/"))
+
+
+def listed_classifiers() -> list[str]:
+    return sorted(n for n in listed() if n.startswith(CLASSIFIERS + "/"))
+
+
+@pytest.mark.parametrize("name", listed_models() if SUMS.is_file() else [])
 def test_each_shipped_model_loads_safely_and_matches_its_name(name):
     path = SHIPPED_DIR / name
     provenance = json.loads(read_model_file(path)["provenance"])  # torch.load(weights_only=True)
@@ -51,6 +63,29 @@ def test_each_shipped_model_loads_safely_and_matches_its_name(name):
     assert model.config() == spec["config"]
     if isinstance(model, RHVAE):
         assert model.has_frozen_metric and len(model.centroids) == len(provenance["subset"]["train_indices"])
+
+
+@pytest.mark.parametrize("name", listed_classifiers() if SUMS.is_file() else [])
+def test_each_shipped_classifier_loads_safely_and_matches_its_name(name):
+    payload = torch.load(SHIPPED_DIR / name, map_location="cpu", weights_only=True)
+    spec = json.loads(payload["spec"])
+    assert classifier_name(spec) == name
+    found = cached_classifier(spec, lambda: make_classifier(spec["kind"]), SHIPPED_DIR / "no-cache")
+    assert found is not None and found[2] == SHIPPED_DIR / name
+    assert all(t.dtype == torch.float32 for t in found[0].state_dict().values())
+
+
+def test_the_committed_augmentation_report_used_only_shipped_classifiers():
+    results = json.loads((ROOT / "results" / "augmentation" / "results.json").read_text())
+    records = [
+        r
+        for rows in results["results"]["classifier_training"].values()
+        for arms in rows.values()
+        for r in arms.values()
+    ]
+    assert len(records) == 72  # 3 seeds × 2 sizes × 2 classifiers × 6 arms
+    assert {r["source"] for r in records} == {"shipped"}
+    assert {f"{CLASSIFIERS}/{Path(r['file']).name}" for r in records} == set(listed_classifiers())
 
 
 def parameters_cell(notebook: str) -> dict:
