@@ -32,9 +32,9 @@
 # Layout of the output folder: README.md (the results report: claims, verdicts, tables over seeds, figures),
 # executed/NAME.ipynb (executed notebooks, with outputs), logs/NAME.log (cell outputs and progress bars), NAME/
 # (the notebook's run folder: figures and results.json). A run under figures/ also writes figures/README.md.
-# Exit status: 0 all fine, 1 a notebook failed (stops at the first failure), 2 bad usage (or a --dask scheduler
-# that does not answer), 3 all notebooks ran but a model's training diverged (see the summary and the
-# results.json of that notebook).
+# Exit status: 0 all fine, 1 a notebook failed (one at a time: stops at the first failure), 2 bad usage (or a
+# --dask scheduler that does not answer, or an --out that cannot be written), 3 all notebooks ran but a model's
+# training diverged (see the summary and the results.json of that notebook), 130 interrupted (Ctrl-C).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -126,13 +126,24 @@ if [[ $train -eq 1 && $yes -eq 0 && "${CI:-}" != "true" && -t 0 ]]; then
     [[ "$answer" == [yY]* ]] || { echo "aborted"; exit 2; }
 fi
 
+# The output folder: --out, or a new folder under figures/ that this run creates itself (mkdir without -p fails
+# when it exists, so two runs started in the same second get two folders).
 stamp="$(date +%m_%d_%Y_%H_%M_%S)"
 if [[ -z "$out" ]]; then
+    mkdir -p "$ROOT/figures" 2>/dev/null || die_usage "cannot create $ROOT/figures for the output (use --out)"
     out="$ROOT/figures/run_all_$stamp"
+    n=1
+    until mkdir "$out" 2>/dev/null; do
+        n=$((n + 1)); out="$ROOT/figures/run_all_${stamp}_$n"
+        [[ $n -lt 100 ]] || die_usage "cannot create an output folder under $ROOT/figures (use --out)"
+    done
 elif [[ "$out" != /* ]]; then
     out="$ROOT/$out"
 fi
-mkdir -p "$out/executed" "$out/logs"
+[[ ! -e "$out" || -d "$out" ]] || die_usage "--out $out is an existing file, not a folder"
+problem="$(mkdir -p "$out/executed" "$out/logs" 2>&1 && touch "$out/logs/.writable" 2>&1)" \
+    || die_usage "--out $out cannot be written: ${problem##*: }"
+rm -f "$out/logs/.writable"
 
 mode="default (reuse cached models when settings match)"
 common=(-p interactive False)
@@ -169,6 +180,11 @@ run_notebook() {
 collect() {
     local nb="$1" folder="$out/$1" rc=1 secs=0 status
     [[ ! -f "$out/logs/$nb.rc" ]] || read -r rc secs < "$out/logs/$nb.rc"
+    if [[ $rc -eq 130 ]]; then
+        rows+=("$nb|INTERRUPTED|$secs|$folder")
+        echo "run_all.sh: notebook '$nb' interrupted (Ctrl-C) after ${secs}s; log: $out/logs/$nb.log" >&2
+        return 130
+    fi
     if [[ $rc -ne 0 ]]; then
         rows+=("$nb|FAILED|$secs|$folder")
         echo "run_all.sh: notebook '$nb' FAILED (papermill exit $rc) after ${secs}s." >&2
@@ -203,7 +219,7 @@ if [[ $jobs -eq 1 && -z "$dask" ]]; then
         echo
         echo "=== $nb -> $out/$nb (log: $out/logs/$nb.log)"
         run_notebook "$nb"
-        collect "$nb" || { summary; exit 1; }  # stop at the first failure
+        collect "$nb" || { status=$?; summary; exit $(( status == 130 ? 130 : 1 )); }  # stop at the first failure
     done
 else
     if [[ -n "$dask" ]]; then
@@ -211,12 +227,22 @@ else
         "$PYTHON" -m rhvae.experiments.sweep --dask "$dask" --out "$out" --notebooks "$ROOT/notebooks" -- "${common[@]}" \
             <<< "$plan" || exit $?
     else
+        # background jobs start with SIGINT ignored: on Ctrl-C this shell stops the ones it started (each stops
+        # its papermill and writes its .rc), and the notebooks not started yet are not started
+        interrupted=0
+        trap 'interrupted=1; kill -INT $(jobs -rp) 2>/dev/null || true' INT
         for nb in "${start_order[@]}"; do
-            while [[ $(jobs -rp | wc -l) -ge $jobs ]]; do wait -n || true; done
+            while [[ $interrupted -eq 0 && $(jobs -rp | wc -l) -ge $jobs ]]; do wait -n || true; done
+            [[ $interrupted -eq 0 ]] || break
             echo "=== $nb -> $out/$nb (log: $out/logs/$nb.log), started $(date +%H:%M:%S)"
             run_notebook "$nb" &
         done
-        wait
+        while [[ -n "$(jobs -rp)" ]]; do wait || true; done
+        trap - INT
+        if [[ $interrupted -ne 0 ]]; then
+            for nb in "${notebooks[@]}"; do [[ ! -f "$out/logs/$nb.rc" ]] || collect "$nb" || true; done
+            summary; echo "run_all.sh: interrupted" >&2; exit 130
+        fi
     fi
     for nb in "${notebooks[@]}"; do collect "$nb" || failed=1; done
     if [[ $failed -ne 0 ]]; then summary; exit 1; fi

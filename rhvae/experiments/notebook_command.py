@@ -11,8 +11,10 @@ the same command on its workers.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -25,7 +27,8 @@ from papermill.cli import _resolve_type
 
 from rhvae.experiments.parameters import check_parameter
 from rhvae.experiments.registry import PARAMETERS
-from rhvae.files import atomic_write_text
+from rhvae.experiments.runs import resolve_path
+from rhvae.files import atomic_write_text, writable_folder
 from rhvae.paths import ROOT
 
 #: The notebooks' folder and the kernel they run on (saved with kernelspec ``python3``).
@@ -38,8 +41,10 @@ MANAGED = {
     "quick": "use --quick",
     "reuse_cache": "use --train",
 }
-#: Exit status of a notebook interrupted by Ctrl-C (SIGINT), as a shell reports it.
+#: Exit status of a notebook interrupted by Ctrl-C (SIGINT), as a shell reports it, and how long an interrupted
+#: papermill may take to stop its kernel before it is killed.
 INTERRUPTED = 130
+STOP_SECONDS = 30
 
 
 def papermill_command(source: str | os.PathLike, executed: str | os.PathLike, arguments: Sequence[str]) -> list[str]:
@@ -50,9 +55,12 @@ def papermill_command(source: str | os.PathLike, executed: str | os.PathLike, ar
 
 def execute(command: Sequence[str], log: Path, echo: bool = False, cwd=None, env=None) -> int:
     """Run ``command`` with its output written to ``log`` (and, with ``echo``, to stdout as it comes); its exit
-    status, or ``INTERRUPTED`` after Ctrl-C (the child gets the same SIGINT and is waited for)."""
+    status, or ``INTERRUPTED`` after Ctrl-C: the child, which starts with the default SIGINT even when this process
+    was started in the background, is sent SIGINT too and waited for (killed after ``STOP_SECONDS``)."""
     with open(log, "wb") as log_file:
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+        child = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd, env=env, preexec_fn=_default_sigint
+        )
         try:
             for line in child.stdout:
                 log_file.write(line)
@@ -61,8 +69,18 @@ def execute(command: Sequence[str], log: Path, echo: bool = False, cwd=None, env
                     sys.stdout.flush()
             return child.wait()
         except KeyboardInterrupt:
-            child.wait()
+            child.send_signal(signal.SIGINT)
+            try:
+                child.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
             return INTERRUPTED
+
+
+def _default_sigint() -> None:
+    """In the child: SIGINT's default disposition (a process started with ``&`` inherits it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 # ------------------------------------------------------------------------------------------------- the plan
@@ -101,7 +119,9 @@ def plan(names: Sequence[str], pairs: Sequence[tuple[str, str]]) -> dict[str, li
             spec = PARAMETERS[nb].get(name)
             if spec is not None:
                 try:
-                    check_parameter(name, value_of(raw), spec)
+                    value = check_parameter(name, value_of(raw), spec)
+                    if name == "cache_dir" and value is not None:  # a model that cannot be saved would be lost
+                        writable_folder(resolve_path(value), "cache_dir")
                 except ValueError as err:
                     errors.append(f"{nb}: {err}")
                     break
@@ -117,15 +137,27 @@ def run_notebook(name: str, out: Path, common: Sequence[str], own: Sequence[str]
     ("EXIT_STATUS SECONDS"). Returns the exit status."""
     (out / "executed").mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    command = papermill_command(
-        NOTEBOOKS / f"{name}.ipynb",
-        out / "executed" / f"{name}.ipynb",
-        [*common, "-p", "output_dir", str(out / name), *own],
-    )
+    executed = out / "executed" / f"{name}.ipynb"
+    partial = executed.with_name(f".{name}.ipynb.partial")  # renamed when papermill has written it whole
+    arguments = [*common, "-p", "output_dir", str(out / name), *own]
+    command = papermill_command(NOTEBOOKS / f"{name}.ipynb", partial, arguments)
     start = time.perf_counter()
     status = execute(command, out / "logs" / f"{name}.log", echo=echo)
+    if partial.is_file():
+        if _is_json(partial):
+            os.replace(partial, executed)
+        else:  # cut short (a full disk, a kill): left under its partial name, never as the executed notebook
+            status = status or 1
     atomic_write_text(out / "logs" / f"{name}.rc", f"{status} {round(time.perf_counter() - start)}\n")
     return status
+
+
+def _is_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--own", default="", help="the notebook's own papermill arguments, as one shell-quoted string")
     r.add_argument("common", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even when run_all.sh started this with &
     if args.command == "plan":
         try:
             planned = plan(args.notebooks, [tuple(pair) for pair in args.p])

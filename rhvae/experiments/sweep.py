@@ -38,6 +38,7 @@ import shlex
 import socket
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -120,10 +121,7 @@ def dask_client(address: str) -> Iterator:
 
     workers = local_workers(address)
     if workers is None:
-        try:
-            client = Client(address, timeout=CONNECT_TIMEOUT)
-        except OSError as err:  # refused, timed out, unknown host
-            raise SchedulerUnreachable(f"cannot reach the Dask scheduler at {address}: {err}") from err
+        client = _connect(Client, address)
         with client:
             yield client
         return
@@ -140,6 +138,30 @@ def dask_client(address: str) -> Iterator:
             yield client
     finally:
         logging.getLogger("distributed.nanny").removeFilter(quiet)
+
+
+def _connect(client_class, address: str):
+    """A client of the scheduler at ``address``, or ``SchedulerUnreachable`` within ``CONNECT_TIMEOUT`` (plus a few
+    seconds): distributed's own timeout does not cover a server that accepts the connection but is not a Dask
+    scheduler (its dashboard port, any HTTP server), where the handshake would wait forever."""
+    outcome: dict = {}
+
+    def connect():
+        try:
+            outcome["client"] = client_class(address, timeout=CONNECT_TIMEOUT)
+        except Exception as err:  # noqa: BLE001 - refused, timed out, unknown host, not a scheduler
+            outcome["error"] = err
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(CONNECT_TIMEOUT + 5)
+    if "client" in outcome:
+        return outcome["client"]
+    why = (
+        outcome.get("error")
+        or f"no Dask scheduler answered within {CONNECT_TIMEOUT + 5} s (a dashboard or other port?)"
+    )
+    raise SchedulerUnreachable(f"cannot reach the Dask scheduler at {address}: {why}")
 
 
 class _QuietWorkerShutdown(logging.Filter):

@@ -202,6 +202,7 @@ def run_all(*args, cwd=None, env=None):
         (["--quick", "-p", "temperature", "1e-300"], "'temperature' must be a number >= 0.01"),
         (["--quick", "-p", "lr", "1e300"], "'lr' must be"),
         (["--quick", "-p", "", "3"], "needs a NAME and a VALUE"),
+        (["--quick", "-p", "cache_dir", "/proc/rhvae_cannot_exist"], "cache_dir /proc/rhvae_cannot_exist cannot be"),
     ],
 )
 def test_run_all_rejects_bad_usage(args, message, tmp_path):
@@ -250,11 +251,11 @@ def test_run_all_runs_one_notebook_end_to_end(tmp_path, cache_dir):
 
 
 def test_run_all_jobs_runs_notebooks_concurrently_and_reports_every_failure(tmp_path):
-    # a model cache that cannot be created: each notebook trains its first model, fails to save it and stops
+    # full MNIST that is not on disk (and not to be downloaded): each notebook fails when it loads its data
     out = tmp_path / "all"
     proc = run_all(
         "--quick", "--jobs", "2", "--only", "generation_5,generation_7_classes", "--out", str(out),
-        "-p", "seeds", "0", "-p", "cache_dir", "/proc/rhvae_cannot_exist",
+        "-p", "seeds", "0", "-p", "data_source", "torchvision",
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "notebook 'generation_5' FAILED" in proc.stderr and "notebook 'generation_7_classes' FAILED" in proc.stderr

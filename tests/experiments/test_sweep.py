@@ -298,3 +298,29 @@ def test_run_all_sends_jobs_to_a_scheduler_address(tmp_path, separate_cluster):
             assert rhvae.load_model(model["cache_file"]).config() == model["config"], label
         assert all((out / name / f).stat().st_size > 0 for f in results["figures"])
     assert "| metric (quick) |" in (out / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_run_all_dask_at_a_server_that_is_not_a_scheduler_exits_2(tmp_path):
+    """An HTTP server (say the dashboard's port instead of the scheduler's) accepts the connection but never
+    answers as a scheduler: one line and exit 2 after the connect timeout, not a hang."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        proc = subprocess.run(
+            ["bash", str(ROOT / "run_all.sh"), "--quick", "--only", "generation_5", "-p", "seeds", "[0]",
+             "--out", str(tmp_path / "out"), "--dask", f"tcp://127.0.0.1:{port}"],
+            capture_output=True, text=True, env={**os.environ, "CI": "true"}, timeout=sweep.CONNECT_TIMEOUT + 60,
+        )  # fmt: skip
+    finally:
+        server.kill()
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr

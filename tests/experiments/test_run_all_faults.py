@@ -1,0 +1,95 @@
+"""run_all.sh under misuse and faults: an --out that cannot be a folder, two runs started at once, and Ctrl-C
+while two notebooks run (each must end in one clear line and a documented exit status, losing nothing)."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from rhvae.paths import ROOT
+
+QUICK = ["--quick", "--only", "generation_5", "-p", "seeds", "[0]", "-p", "epochs", "2", "-p", "mcmc_steps", "2"]
+
+
+def run_all(*args, **kwargs):
+    return subprocess.run(
+        ["bash", str(ROOT / "run_all.sh"), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CI": "true"},
+        timeout=600,
+        **kwargs,
+    )
+
+
+def test_an_out_that_is_a_file_or_cannot_be_written_is_one_line_and_exit_2(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out, message in ((afile, "is an existing file, not a folder"), (afile / "sub", "cannot be written")):
+        proc = run_all(*QUICK, "--out", str(out))
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert f"--out {out}" in lines[0] and message in lines[0], proc.stderr
+        assert "mkdir" not in proc.stderr and len(lines) <= 2  # the line, and the pointer to --help
+
+
+@pytest.mark.slow
+def test_two_runs_started_at_once_get_their_own_folders_and_both_finish(tmp_path):
+    before = set((ROOT / "figures").glob("run_all_*")) if (ROOT / "figures").is_dir() else set()
+    cache = ["-p", "cache_dir", str(tmp_path / "cache")]
+    procs = [
+        subprocess.Popen(
+            ["bash", str(ROOT / "run_all.sh"), *QUICK, *cache],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "CI": "true"},
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    folders = sorted(set((ROOT / "figures").glob("run_all_*")) - before)
+    try:
+        assert [p.returncode for p in procs] == [0, 0], outputs
+        assert len(folders) == 2, folders
+        for folder in folders:
+            assert (folder / "generation_5" / "results.json").is_file() and (folder / "README.md").is_file()
+    finally:
+        for folder in folders:
+            subprocess.run(["rm", "-rf", str(folder)], check=False)
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as from a terminal, even when the suite runs in the background
+    os.setsid()  # its own process group: Ctrl-C reaches the shell and everything it started
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_two_notebooks_run_exits_130_and_leaves_no_process(tmp_path):
+    proc = subprocess.Popen(
+        ["bash", str(ROOT / "run_all.sh"), "--quick", "--jobs", "2", "--only", "generation_5,metric",
+         "-p", "seeds", "[0]", "-p", "epochs", "1000", "--out", str(tmp_path / "out"),
+         "-p", "cache_dir", str(tmp_path / "cache")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "CI": "true"},
+        preexec_fn=_default_sigint,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list((tmp_path / "out" / "logs").glob("*.log"))) < 2:
+            time.sleep(0.5)
+        time.sleep(8)  # both notebooks are training (1000 epochs: minutes)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        stdout, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert "INTERRUPTED" in stdout  # the summary says so
+    time.sleep(2)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # no process of the run is left (papermill, kernels)
+    for rc in (tmp_path / "out" / "logs").glob("*.rc"):
+        assert rc.read_text().split()[0] == "130"
