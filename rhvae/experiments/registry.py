@@ -50,8 +50,8 @@ class Experiment:
     every RHVAE, and the augmentation experiment's many small VAEs), and whether its paper-mode models are shipped in
     ``data/models`` yet (``shipped``; False: a default run trains them, and tests/experiments/test_shipped_models.py
     checks the others only), and how long its notebook runs (``minutes``: wall minutes by mode, "default" and "train",
-    measured with ``run_all.sh --jobs 2`` on a 2-core machine, --train on 2026-11-29; only their order matters:
-    concurrent runs start the longest notebook first)."""
+    measured with ``run_all.sh --jobs 2`` on a 2-core machine, default on 2026-12-02, --train on 2026-11-29; only their
+    order matters: concurrent runs start the longest notebook first)."""
 
     name: str
     title: str
@@ -104,7 +104,7 @@ _EXPERIMENTS = (
         Subset((1, 2, 3), 50),
         {"models": ("rhvae",), "epochs": 500, "temperatures": (0.6, 0.8, 1.0)},
         {**_COMMON, **_RHVAE, "temperatures": ranged("temperature", "floats"), "grid_n": ranged("grid_n", low=10)},
-        minutes={"default": 0.8, "train": 20.7},
+        minutes={"default": 0.35, "train": 20.7},
     ),
     Experiment(
         "reconstruction",
@@ -120,7 +120,7 @@ _EXPERIMENTS = (
             "ll_samples": ranged("ll_samples"),
             "n_show": Param("int", 1, 100),
         },
-        minutes={"default": 1.7, "train": 12.2},
+        minutes={"default": 0.8, "train": 12.2},
     ),
     Experiment(
         "generation_5",
@@ -128,7 +128,7 @@ _EXPERIMENTS = (
         Subset((5,), 200),
         {"models": ("vae", "hvae", "rhvae"), "epochs": 1000, "mcmc_steps": 90, "n_samples": 100},
         {**_COMMON, **_RHVAE, **_TEMPERATURE, **_HVAE, **_SAMPLING},
-        minutes={"default": 0.4, "train": 28.7},
+        minutes={"default": 0.15, "train": 28.7},
     ),
     Experiment(
         "generation_7_classes",
@@ -144,7 +144,7 @@ _EXPERIMENTS = (
             "coverage_samples": ranged("n_samples"),
         },
         quick={**QUICK, "coverage_samples": 50},
-        minutes={"default": 0.45, "train": 28.7},
+        minutes={"default": 0.55, "train": 28.7},
     ),
     Experiment(
         "augmentation",
@@ -172,7 +172,7 @@ _EXPERIMENTS = (
         },
         quick={"epochs": 5, "mcmc_steps": 5, "n_generated": 20, "classifier_steps": 30},
         half_precision=("vae", "rhvae"),
-        minutes={"default": 6.7, "train": 13.8},
+        minutes={"default": 0.65, "train": 13.8},
     ),
 )
 
