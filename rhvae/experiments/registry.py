@@ -28,7 +28,7 @@ POOLS = ("all", "quality_train")
 
 #: A few epochs and samples: the whole pipeline in minutes (CI, ``run_all.sh --quick``). Each key replaces the
 #: notebook parameter of that name, in the notebooks that have it.
-QUICK = {"epochs": 5, "mcmc_steps": 5, "n_samples": 16, "ll_samples": 20}
+QUICK = {"epochs": 5, "mcmc_steps": 5, "n_samples": 16, "ll_samples": 20, "grid_n": 30}
 
 
 @dataclass(frozen=True)
