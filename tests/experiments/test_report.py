@@ -138,3 +138,22 @@ def test_rhvae_criteria_count_met_undecided_and_missed_models():
     assert "undecided (1 nat within two standard errors of the gain): noisy (gain +0.2 ± 0.6)" in text
     assert "**not met**: costly (flow_gain -2 < 1), flat (contrast 0.1 < 0.5)" in text
     assert report.rhvae_criteria({"hvae": models["hvae"]}) is None
+
+
+def test_the_report_does_not_depend_on_the_order_models_were_trained_or_reused_in(tmp_path):
+    """results.json lists models in the order they were trained or loaded, which differs between a run that
+    trains and one that reuses; the report's tables come in one fixed order all the same."""
+    from rhvae.evaluation.diagnostics import FlowDiagnostics
+
+    data = results()
+    for label in list(data["models"]):
+        data["models"][label]["diagnostics"] = FlowDiagnostics("RHVAE", 1.5, 2.0, 0.5, 0.02, 3.0, 2.0, 30, 20).to_dict()
+    reversed_data = {**data, "models": dict(reversed(list(data["models"].items())))}
+    texts = []
+    for i, d in enumerate((data, reversed_data)):
+        folder = tmp_path / str(i) / "generation_5"
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps(d))
+        texts.append(report.build_report(folder.parent).replace(f"`{i}`", "`run`"))
+    assert list(data["models"]) != list(reversed_data["models"])
+    assert texts[0] == texts[1]
