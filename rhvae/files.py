@@ -8,23 +8,47 @@ import tempfile
 from pathlib import Path
 
 
+class WriteError(OSError):
+    """A file could not be written (a full disk, a read-only or vanished folder): one line naming the file."""
+
+
 def atomic_write(path: str | Path, write) -> Path:
-    """Call ``write(tmp_path)`` then move the temporary file onto ``path``: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """Call ``write(tmp_path)`` then move the temporary file onto ``path``: a reader never sees half a file. A
+    failed write (a full disk: ``OSError``, or torch's "unexpected pos" ``RuntimeError`` from its zip writer) leaves
+    nothing behind and raises ``WriteError`` naming ``path``."""
+    return atomic_write_set({path: write})[0]
+
+
+def atomic_write_set(writers: dict) -> list[Path]:
+    """Write several files so that all of them are there or none is: each ``write(tmp_path)`` goes to a temporary
+    file beside its target, and only when every one succeeded are they moved onto their targets (renames, which a
+    full disk cannot fail). ``WriteError`` naming the file whose write failed otherwise; no temporary is left."""
+    done: list[tuple[str, Path]] = []
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result file is as readable as any other
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for target, write in writers.items():
+            path = Path(target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+            done.append((tmp, path))
+            try:
+                os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result file is as readable as any other
+                write(tmp)
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+            except (OSError, RuntimeError) as err:
+                reason = err.strerror if isinstance(err, OSError) and err.strerror else "the write failed"
+                if "unexpected pos" in str(err) or getattr(err, "errno", None) == 28:
+                    reason = "no space left on the device"
+                raise WriteError(f"cannot write {path}: {reason}") from None
+        for tmp, path in done:
+            os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp, _ in done:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         raise
-    return path
+    return [path for _, path in done]
 
 
 def writable_folder(path: str | Path, name: str) -> Path:
@@ -49,9 +73,15 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
+def text_writer(text: str):
+    """A ``write(tmp_path)`` for ``atomic_write`` and ``atomic_write_set`` that writes ``text`` (UTF-8)."""
+
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
-    return atomic_write(path, write)
+    return write
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, text_writer(text))

@@ -33,17 +33,37 @@ class ModelFileError(ValueError):
 
 
 def save_model(model: VAE, path: str | Path, history: History | None = None, provenance: dict | None = None) -> Path:
-    """Write ``model`` (config, weights, frozen metric), its ``history`` and ``provenance`` atomically to ``path``."""
+    """Write ``model`` (config, weights, frozen metric), its ``history`` and ``provenance`` atomically to ``path``
+    (``rhvae.files.WriteError`` naming it on a full disk: nothing is left behind)."""
+    return atomic_write(path, model_writer(model, history, provenance))
+
+
+def model_writer(model: VAE, history: History | None = None, provenance: dict | None = None):
+    """The ``write(tmp_path)`` of a model file, for ``rhvae.files.atomic_write_set`` (a model written together
+    with other files: all or none). The payload records ``state_sha256``, a digest of the weights, checked at load."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model_type": model.model_type,
         "config": json.dumps(model.config()),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "state_dict": state,
+        "state_sha256": state_digest(state),
         "history": json.dumps(history.to_dict() if history is not None else None),
         "provenance": json.dumps(provenance or {}),
     }
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return lambda tmp: torch.save(payload, tmp)
+
+
+def state_digest(state: dict) -> str:
+    """SHA-256 over a state dict's names, dtypes, shapes and bytes, in name order: a bit flip in any weight of a
+    file outside ``data/models`` (which SHA256SUMS guards) changes it."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def sha256(path: str | Path) -> str:
@@ -55,12 +75,23 @@ def sha256(path: str | Path) -> str:
 
 
 def shipped_checksums() -> dict[str, str]:
-    """``data/models/SHA256SUMS`` as {path relative to data/models: sha256}."""
+    """``data/models/SHA256SUMS`` as {path relative to data/models: sha256} ({} when the folder has no model);
+    ``ModelFileError`` naming the file, and the line, when it is missing beside shipped models or a line is not
+    "SHA256  NAME"."""
     sums = SHIPPED_DIR / "SHA256SUMS"
     if not sums.is_file():
+        if any(SHIPPED_DIR.rglob("*.pt")):
+            raise ModelFileError(f"{sums} is missing: the shipped models cannot be verified (git checkout -- {sums})")
         return {}
-    pairs = (line.split(maxsplit=1) for line in sums.read_text().splitlines() if line.strip())
-    return {name.strip(): digest for digest, name in pairs}
+    entries = {}
+    for number, line in enumerate(sums.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest) or not name.strip():
+            raise ModelFileError(f"{sums}, line {number}: not a 'SHA256  NAME' line: {line[:80]!r}")
+        entries[name.strip()] = digest
+    return entries
 
 
 def verify_shipped(path: str | Path) -> None:
@@ -109,6 +140,11 @@ def read_model_file(path: str | Path) -> dict:
         raise ModelFileError(
             f"{path} has format version {payload.get('format_version')}, this package reads {FORMAT_VERSION}"
         )
+    recorded = payload.get("state_sha256")  # files written before it was recorded are checked by SHA256SUMS only
+    if recorded is not None and (
+        not isinstance(payload.get("state_dict"), dict) or state_digest(payload["state_dict"]) != recorded
+    ):
+        raise ModelFileError(f"{path}: its weights do not match the digest recorded when it was saved (corrupted)")
     return payload
 
 

@@ -93,7 +93,7 @@ def test_a_link_to_a_tampered_copy_of_a_shipped_model_is_refused(tmp_path, monke
     against SHA256SUMS (the content is what counts). On a copy of one shipped file in a folder of its own."""
     from rhvae.paths import SHIPPED_DIR
 
-    name = next(iter(rhvae.persistence.shipped_checksums()))
+    name = next(n for n in rhvae.persistence.shipped_checksums() if "/classifiers/" not in n)
     shipped = tmp_path / "models"
     original = shipped / name
     original.parent.mkdir(parents=True)
@@ -133,3 +133,44 @@ def test_a_model_saved_in_another_precision_loads_into_float32_and_works(tmp_pat
     assert torch.isfinite(out.log_weight).all()
     samples = rhvae.generate(loaded, n_samples=4, mcmc_steps=2)
     assert samples.images.shape == (4, 784)
+
+
+def test_a_bit_flip_in_a_model_outside_data_models_is_refused(tmp_path, trained):
+    path = save_model(trained[0], tmp_path / "m.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"]["dec_out.weight"][0, 0] += 1e-3  # one weight changed, the file still well-formed
+    torch.save(payload, path)
+    with pytest.raises(ModelFileError, match="do not match the digest recorded when it was saved"):
+        load_model(path)
+
+
+def test_the_checksum_list_names_itself_and_the_bad_line(tmp_path, monkeypatch):
+    shipped = tmp_path / "models"
+    (shipped / "x").mkdir(parents=True)
+    (shipped / "x" / "m.pt").write_bytes(b"model")
+    monkeypatch.setattr(rhvae.persistence, "SHIPPED_DIR", shipped)
+    with pytest.raises(ModelFileError, match=r"SHA256SUMS is missing"):
+        rhvae.persistence.shipped_checksums()
+    (shipped / "SHA256SUMS").write_text(f"{'0' * 64}  x/m.pt\nnot a checksum line\n")
+    with pytest.raises(ModelFileError, match=r"SHA256SUMS, line 2: not a 'SHA256  NAME' line"):
+        rhvae.persistence.shipped_checksums()
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing(tmp_path, trained, monkeypatch):
+    """torch's zip writer fails with "unexpected pos" when the disk fills; the set of record files is all or none."""
+    from rhvae import files
+
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 320 vs 208")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(files.WriteError, match=r"cannot write .*m\.pt: no space left on the device"):
+        save_model(trained[0], tmp_path / "m.pt")
+    monkeypatch.setattr(torch, "save", real_save)
+    assert list(tmp_path.iterdir()) == []
+    writers = {tmp_path / "a.json": files.text_writer("{}"), tmp_path / "b.pt": lambda tmp: full_disk(None, tmp)}
+    with pytest.raises(files.WriteError, match="b.pt"):
+        files.atomic_write_set(writers)
+    assert list(tmp_path.iterdir()) == [], "a.json is not left without b.pt"

@@ -45,7 +45,7 @@ from rhvae.experiments.registry import REGISTRY
 from rhvae.experiments.report import EXPERIMENT_ORDER, build_report
 from rhvae.files import atomic_write, atomic_write_text
 from rhvae.paths import ROOT, SHIPPED_DIR
-from rhvae.persistence import load_model, read_model_file
+from rhvae.persistence import load_model, read_model_file, state_digest
 
 RESULTS_DIR = ROOT / "results"
 FROZEN_METRIC = ("centroids", "M")  # kept in float32: the metric's scale can exceed half precision's accuracy
@@ -63,6 +63,8 @@ def write_half_precision(source: Path, target: Path, payload: dict | None = None
     payload["state_dict"] = {
         k: v.half() if v.is_floating_point() and k not in FROZEN_METRIC else v for k, v in payload["state_dict"].items()
     }
+    if "state_sha256" in payload:  # the digest of the weights as shipped
+        payload["state_sha256"] = state_digest(payload["state_dict"])
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return atomic_write(target, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))

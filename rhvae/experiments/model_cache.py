@@ -247,7 +247,7 @@ def data_of(provenance: dict) -> ExperimentData:
     the images are the recorded ones."""
     subset = provenance.get("subset")
     if not subset:
-        raise ValueError("the model file records no data subset; pass the experiment explicitly")
+        raise ValueError("the model file records no data subset: name its experiment (CLI: eval --experiment NAME)")
     data = experiment_data(
         subset["experiment"], subset["classes"], subset["n_per_class"], seed=subset["seed"], source=subset["source"]
     )

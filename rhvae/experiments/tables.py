@@ -14,9 +14,10 @@ from rhvae.evaluation.geometry import latent_grid, metric_magnitude
 from rhvae.evaluation.likelihood import elbo, log_likelihood_table, reconstruction_error
 from rhvae.experiments.data import ExperimentData
 from rhvae.experiments.quality import coverage_threshold, quality_score
-from rhvae.models import HVAE, VAE
+from rhvae.models import HVAE, RHVAE, VAE
 from rhvae.models.metric import LearnedMetric
-from rhvae.sampling.hmc import generate
+from rhvae.sampling.hmc import check_work, generate
+from rhvae.validation import check
 
 
 # ------------------------------------------------------------------------------------ numbers and figures
@@ -142,6 +143,8 @@ def evaluate_model(
     images with their quality score and, for an HVAE/RHVAE, the flow diagnostics (``rhvae.evaluation.diagnostics``).
     Returns (JSON-ready dict, generated images)."""
 
+    if isinstance(model, RHVAE):  # refused now, not after the log-likelihood's half minute
+        check_work(check("n_samples", n_samples), check("mcmc_steps", mcmc_steps))
     x = data.test.x
     ll = log_likelihood_table(model, x, n_samples=ll_samples, seed=seed)
     bound = elbo(model, x, n_samples=min(ll_samples, 100), seed=seed + 1)

@@ -20,10 +20,10 @@ from rhvae.experiments.data import EXPERIMENTS, SOURCES, experiment_data
 from rhvae.experiments.model_cache import build_model, data_of
 from rhvae.experiments.report import write_report
 from rhvae.experiments.tables import evaluate_model
-from rhvae.files import atomic_write_text, writable_folder
+from rhvae.files import atomic_write_set, atomic_write_text, text_writer, writable_folder
 from rhvae.interfaces.plotting import plot_image_grid, plot_reconstructions
 from rhvae.models import MODELS, OBJECTIVES, STEP_BOUNDS
-from rhvae.persistence import load_model, save_model
+from rhvae.persistence import load_model, model_writer
 from rhvae.provenance import environment, set_threads
 from rhvae.training import TrainingDiverged, TrainingInterrupted, TrainingSettings, train
 from rhvae.validation import RANGES, check_device
@@ -222,6 +222,13 @@ def _add_eval_parser(sub) -> None:
     )
     e.add_argument("--model-file", "-m", dest="model_file", required=True, type=Path, help="a model.pt file")
     e.add_argument(
+        "--experiment",
+        choices=tuple(EXPERIMENTS),
+        default=None,
+        help="the experiment whose default test split to use, for a model file that records no subset "
+        "(saved with rhvae.save_model without provenance); a file that records one uses its own",
+    )
+    e.add_argument(
         "--ll-samples",
         dest="ll_samples",
         type=_ranged("ll_samples"),
@@ -298,19 +305,18 @@ def run_train(args) -> int:
     except TrainingDiverged as err:
         run.update(status=err.history.status, train_seconds=time.perf_counter() - start)
         _remove_stale(args.out, "model.pt")  # an earlier run's model must not sit beside this run's failure
-        atomic_write_text(args.out / "history.json", json.dumps(err.history.to_dict(), indent=1))
-        atomic_write_text(args.out / "run.json", json.dumps(run, indent=1))
+        records = _records(args.out, err.history, run)
         if err.history.epochs:
-            save_model(model, args.out / "last_good_model.pt", err.history, run)
+            records[args.out / "last_good_model.pt"] = model_writer(model, err.history, run)
         else:
             _remove_stale(args.out, "last_good_model.pt")
+        atomic_write_set(records)
         print(f"python -m rhvae train: {err}", file=sys.stderr)
         return 3
     run.update(status="finished", train_seconds=time.perf_counter() - start)
-    save_model(model, args.out / "model.pt", history, run)
+    # model.pt, history.json and run.json are written as one set: all of them or none (a full disk)
+    atomic_write_set({args.out / "model.pt": model_writer(model, history, run), **_records(args.out, history, run)})
     _remove_stale(args.out, "last_good_model.pt")
-    atomic_write_text(args.out / "history.json", json.dumps(history.to_dict(), indent=1))
-    atomic_write_text(args.out / "run.json", json.dumps(run, indent=1))
     last = history.epochs[-1]
     print(
         f"trained {model.model_type} on {args.experiment} ({len(data.train)} train / {len(data.test)} test images) "
@@ -318,6 +324,14 @@ def run_train(args) -> int:
         f"test loss {last.test_loss:.2f}; wrote {args.out / 'model.pt'}"
     )
     return 0
+
+
+def _records(out: Path, history, run: dict) -> dict:
+    """The writers of history.json and run.json in ``out``, for ``atomic_write_set``."""
+    return {
+        out / "history.json": text_writer(json.dumps(history.to_dict(), indent=1)),
+        out / "run.json": text_writer(json.dumps(run, indent=1)),
+    }
 
 
 def _remove_stale(folder: Path, name: str) -> None:
@@ -331,7 +345,13 @@ def run_eval(args) -> int:
 
     set_threads(args.threads)
     model, _, provenance = load_model(args.model_file, with_history=True)
-    data = data_of(provenance)
+    recorded = (provenance.get("subset") or {}).get("experiment")
+    if recorded is None and args.experiment is not None:
+        data = experiment_data(args.experiment)
+    elif args.experiment is not None and args.experiment != recorded:
+        raise ValueError(f"--experiment {args.experiment}: {args.model_file} was trained on the {recorded} subset")
+    else:
+        data = data_of(provenance)
     results, images = evaluate_model(model, data, args.ll_samples, args.n_samples, args.mcmc_steps, args.seed)
     results.update(
         model_file=str(args.model_file),

@@ -160,6 +160,10 @@ def large_metric_target(metric, low, high, grid_tolerance: float | None, truncat
     return truncate_if_large(metric, truncation_tolerance)
 
 
+#: Leapfrog steps per MCMC step of the sampler (the paper's).
+DEFAULT_N_LF = 10
+
+
 def _model_and_metric(model_or_metric) -> tuple[RHVAE | None, LearnedMetric | TruncatedMetric | GridTarget]:
     """(the RHVAE to decode with or None, the target's metric) of the sampler's first argument."""
     if isinstance(model_or_metric, RHVAE):
@@ -172,8 +176,9 @@ def _model_and_metric(model_or_metric) -> tuple[RHVAE | None, LearnedMetric | Tr
     )
 
 
-def _check_work(n_samples: int, mcmc_steps: int, n_lf: int) -> None:
-    """Refuse, before any work, a run of more than ``MAX_LEAPFROG_STEPS`` leapfrog steps."""
+def check_work(n_samples: int, mcmc_steps: int, n_lf: int = DEFAULT_N_LF) -> None:
+    """Refuse, before any work, a run of more than ``MAX_LEAPFROG_STEPS`` leapfrog steps (also called by callers
+    that do other work first, such as ``rhvae.experiments.tables.evaluate_model``)."""
     steps = n_samples * mcmc_steps * n_lf
     if steps > MAX_LEAPFROG_STEPS:
         raise ValueError(
@@ -222,7 +227,7 @@ def riemannian_hmc(
     model_or_metric: RHVAE | LearnedMetric,
     n_samples: int = 100,
     mcmc_steps: int = 90,
-    n_lf: int = 10,
+    n_lf: int = DEFAULT_N_LF,
     eps: float | None = None,
     seed: int = 0,
     box=None,
@@ -260,7 +265,7 @@ def riemannian_hmc(
     n_lf = check_int("n_lf", n_lf, 1, RANGES["n_lf"].high)
     seed = check("seed", seed)
     eps = DEFAULT_EPS_PER_TEMPERATURE * metric.temperature if eps is None else check_float("eps", eps, 0.0)
-    _check_work(n_samples, mcmc_steps, n_lf)
+    check_work(n_samples, mcmc_steps, n_lf)
     low, high = _resolve_box(box, metric, margin)
 
     start = time.perf_counter()
