@@ -11,6 +11,7 @@ the same command on its workers.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import shlex
@@ -45,6 +46,8 @@ MANAGED = {
 #: papermill may take to stop its kernel before it is killed.
 INTERRUPTED = 130
 STOP_SECONDS = 30
+#: prctl(2) option: the signal a child gets when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
 
 
 def papermill_command(source: str | os.PathLike, executed: str | os.PathLike, arguments: Sequence[str]) -> list[str]:
@@ -59,7 +62,7 @@ def execute(command: Sequence[str], log: Path, echo: bool = False, cwd=None, env
     was started in the background, is sent SIGINT too and waited for (killed after ``STOP_SECONDS``)."""
     with open(log, "wb") as log_file:
         child = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd, env=env, preexec_fn=_default_sigint
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd, env=env, preexec_fn=_child_setup
         )
         try:
             for line in child.stdout:
@@ -78,9 +81,15 @@ def execute(command: Sequence[str], log: Path, echo: bool = False, cwd=None, env
             return INTERRUPTED
 
 
-def _default_sigint() -> None:
-    """In the child: SIGINT's default disposition (a process started with ``&`` inherits it ignored)."""
+def _child_setup() -> None:
+    """In the child, before papermill starts: SIGINT's default disposition (a process started with ``&`` inherits
+    it ignored), and on Linux SIGTERM when this process dies (a killed Dask worker or runner leaves no papermill
+    behind; the kernel exits with its parent, ipykernel watches it)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: no parent-death signal
+        pass
 
 
 # ------------------------------------------------------------------------------------------------- the plan

@@ -17,6 +17,12 @@ the stored accuracy on the held-out split is refused and the classifier is retra
 ``quality_score(images, classes)`` summarises the classifier's view of a set of generated images: the mean
 top-class confidence (how digit-like each image is) and how the predicted classes spread over the classes
 the generative model was trained on (coverage, entropy, total-variation distance from uniform).
+
+``generation_metrics(generated, real)`` compares a set of generated images with real ones in the classifier's
+feature space (``features``: its 256 hidden ReLU units): a Fréchet distance between Gaussian fits of the two
+feature clouds (``frechet_distance``, an MNIST "classifier FID", not the Inception FID, so its values are not
+comparable with published FIDs) and the k-NN precision and recall of Kynkäänniemi et al. (2019)
+(``precision_recall``).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from torch.nn import functional as F
 from rhvae.experiments.data import CLASSIFIER_SPLIT_SEED, classifier_split, load_mnist
 from rhvae.files import atomic_write
 from rhvae.paths import DATA_DIR
+from rhvae.provenance import pinned_threads
 
 FORMAT = "rhvae-quality-classifier"
 FORMAT_VERSION = 1
@@ -292,10 +299,180 @@ def quality_score(images, classes=None, classifier: QualityClassifier | None = N
     }
 
 
+FEATURE_LAYER = f"quality classifier hidden ReLU ({HIDDEN})"
+DISTANCE_CHUNK = 1024  # rows of a pairwise-distance block (1024 × 5000 float64 ≈ 40 MB)
+# The metrics run on one torch thread, like the classifier's training: their rounding then does not depend on the
+# process's thread count, and these small eigendecompositions (256 × 256) are no faster on more threads (on a busy
+# 2-core machine two threads made an eigh ~100× slower).
+METRIC_THREADS = 1
+
+
+def _network(classifier) -> nn.Module:
+    if classifier is None:
+        return load_classifier().net
+    return classifier.net if isinstance(classifier, QualityClassifier) else classifier
+
+
+@torch.no_grad()
+def features(images, classifier: QualityClassifier | None = None) -> torch.Tensor:
+    """Feature vectors (n, 256) float64 of ``images`` (n, 784) or (n, 28, 28), uint8 or float in [0, 1]:
+    the 256 ReLU units of the quality classifier (an MNIST 'classifier FID', not the Inception FID), i.e.
+
+        h(x) = max(0, W₁ x + b₁)
+
+    with (W₁, b₁) the first Linear layer (784 → 256) of ``classifier`` (default ``load_classifier()``; a bare
+    ``make_network()`` module is accepted too). Dropout follows this layer and is not applied (eval mode);
+    the layer is evaluated in float64 (weights cast from float32).
+    """
+    net = _network(classifier)
+    linear, relu = net[0], net[1]
+    if not isinstance(linear, nn.Linear) or not isinstance(relu, nn.ReLU) or linear.in_features != 784:
+        raise ValueError("classifier must be the quality classifier (Linear(784, hidden), ReLU, ...)")
+    x = as_images(images).double()
+    with pinned_threads(METRIC_THREADS):
+        return torch.relu(F.linear(x, linear.weight.detach().double(), linear.bias.detach().double()))
+
+
+def _as_features(values, name: str, min_rows: int = 2) -> torch.Tensor:
+    """``values`` as a float64 (n, d) tensor; ValueError naming ``name`` if not 2-D, too short or not finite."""
+    if isinstance(values, torch.Tensor):
+        x = values.detach().cpu().double()
+    else:
+        x = torch.as_tensor(np.asarray(values, dtype=np.float64))
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n, d), got shape {tuple(x.shape)}")
+    if len(x) < min_rows:
+        raise ValueError(f"{name} needs at least {min_rows} rows, got {len(x)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} holds non-finite values")
+    return x
+
+
+def _same_dimension(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"{name_a} and {name_b} must have the same dimension, got {a.shape[1]} and {b.shape[1]}")
+
+
+def _symmetric_sqrt(matrix: torch.Tensor) -> torch.Tensor:
+    """Σ^{1/2} = V diag(√max(λ, 0)) Vᵀ of a symmetric positive semi-definite Σ = V diag(λ) Vᵀ."""
+    eigenvalues, vectors = torch.linalg.eigh(0.5 * (matrix + matrix.T))
+    return (vectors * eigenvalues.clamp(min=0).sqrt()) @ vectors.T
+
+
+def frechet_distance(features_a, features_b) -> float:
+    """Fréchet (2-Wasserstein) distance between the Gaussians fitted to two feature sets (n_a, d) and (n_b, d):
+
+        FD = ‖μa − μb‖² + tr(Σa + Σb − 2 (Σa Σb)^{1/2})
+
+    with μ the sample means and Σ the unbiased sample covariances (divisor n − 1). Σa Σb is not symmetric, but it
+    is similar to the symmetric positive semi-definite M = Σa^{1/2} Σb Σa^{1/2} (Σa^{1/2} is the symmetric square
+    root, by ``eigh``), so tr((Σa Σb)^{1/2}) = Σᵢ √λᵢ(M), with M's eigenvalues (``eigvalsh``) clipped at 0 against
+    rounding; all in float64. The plug-in estimate is biased upwards, by O(d / n) (e.g. E‖μ̂a − μ̂b‖² =
+    ‖μa − μb‖² + tr Σa / n_a + tr Σb / n_b), so compare values at equal sample sizes. Rounding (square roots of
+    eigenvalues near 0, e.g. of dead ReLU units) can leave a value of order 1e-10 · tr(Σa + Σb) below 0 (a set
+    against itself); the result is clipped at 0.
+    """
+    a = _as_features(features_a, "features_a")
+    b = _as_features(features_b, "features_b")
+    _same_dimension(a, b, "features_a", "features_b")
+    with pinned_threads(METRIC_THREADS):
+        mean_a, mean_b = a.mean(0), b.mean(0)
+        cov_a = torch.atleast_2d(torch.cov(a.T))
+        cov_b = torch.atleast_2d(torch.cov(b.T))
+        root_a = _symmetric_sqrt(cov_a)
+        middle = root_a @ cov_b @ root_a
+        trace_sqrt = torch.linalg.eigvalsh(0.5 * (middle + middle.T)).clamp(min=0).sqrt().sum()
+        distance = (mean_a - mean_b).square().sum() + torch.trace(cov_a) + torch.trace(cov_b) - 2 * trace_sqrt
+    return max(float(distance), 0.0)
+
+
+def _knn_radii(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance of each row of ``x`` to its k-th nearest neighbour among the other rows: the (k + 1)-th smallest
+    distance of its row of the distance matrix, whose smallest is the point's own 0 (so duplicates count)."""
+    radii = [torch.cdist(chunk, x).topk(k + 1, dim=1, largest=False).values[:, k] for chunk in x.split(DISTANCE_CHUNK)]
+    return torch.cat(radii)
+
+
+def _inside_any_ball(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+    """Per row of ``points``: whether ‖p − cⱼ‖ ≤ rⱼ for at least one centre cⱼ."""
+    inside = [(torch.cdist(chunk, centres) <= radii[None, :]).any(1) for chunk in points.split(DISTANCE_CHUNK)]
+    return torch.cat(inside)
+
+
+def precision_recall(real_features, generated_features, k: int = 3) -> dict:
+    """Improved precision and recall (Kynkäänniemi et al., 2019) of generated features against real ones.
+
+    Each set S approximates its manifold by the union of balls B(s, r_k(s)) around its points, r_k(s) being the
+    distance from s to its k-th nearest neighbour in S \\ {s}. Then, with R the real and G the generated features,
+
+        precision = |{g ∈ G : ∃ r ∈ R, ‖g − r‖ ≤ r_k(r)}| / |G|   (how many generated points look real)
+        recall    = |{r ∈ R : ∃ g ∈ G, ‖r − g‖ ≤ r_k(g)}| / |R|   (how much of the real manifold is covered)
+
+    Euclidean distances by ``torch.cdist`` in float64, in blocks of ``DISTANCE_CHUNK`` rows, on
+    ``METRIC_THREADS`` torch thread(s) (as ``frechet_distance`` and ``features``). A set compared with
+    itself has precision = recall = 1 (each point is in its own ball). Returns ``precision``, ``recall``, ``k``,
+    ``n_real`` and ``n_generated``; ValueError for k < 1 or k ≥ the size of either set.
+    """
+    real = _as_features(real_features, "real_features")
+    generated = _as_features(generated_features, "generated_features")
+    _same_dimension(real, generated, "real_features", "generated_features")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k must be an integer, got {k!r}")
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if k >= min(len(real), len(generated)):
+        raise ValueError(
+            f"k must be smaller than both set sizes (n_real={len(real)}, n_generated={len(generated)}), got {k}"
+        )
+    with pinned_threads(METRIC_THREADS):
+        precision = _inside_any_ball(generated, real, _knn_radii(real, k)).double().mean()
+        recall = _inside_any_ball(real, generated, _knn_radii(generated, k)).double().mean()
+    return {
+        "precision": float(precision),
+        "recall": float(recall),
+        "k": k,
+        "n_real": len(real),
+        "n_generated": len(generated),
+    }
+
+
+def generation_metrics(generated_images, real_images, classifier: QualityClassifier | None = None, k: int = 3) -> dict:
+    """Distribution metrics of ``generated_images`` against ``real_images`` (each (n, 784) or (n, 28, 28), uint8 or
+    float in [0, 1]) in the feature space of ``features`` (the quality classifier's hidden ReLU layer):
+
+      ``fid_classifier``: ``frechet_distance`` of the two feature sets (an MNIST classifier FID; lower is closer;
+      biased upwards by O(d / n), so compare at equal set sizes);
+      ``precision``, ``recall``, ``k``, ``n_real``, ``n_generated``: ``precision_recall`` with k nearest
+      neighbours; ``feature_layer``: the name of the layer. All values are plain Python numbers (JSON-ready).
+    """
+    clf = classifier or load_classifier()
+    generated = as_images(generated_images)
+    real = as_images(real_images)
+    for name, x in (("generated_images", generated), ("real_images", real)):
+        if len(x) < 2:
+            raise ValueError(f"{name} needs at least 2 images, got {len(x)}")
+    feats_generated, feats_real = features(generated, clf), features(real, clf)
+    pr = precision_recall(feats_real, feats_generated, k=k)
+    return {
+        "fid_classifier": frechet_distance(feats_generated, feats_real),
+        "precision": pr["precision"],
+        "recall": pr["recall"],
+        "k": pr["k"],
+        "n_real": pr["n_real"],
+        "n_generated": pr["n_generated"],
+        "feature_layer": FEATURE_LAYER,
+    }
+
+
 __all__ = [
     "ClassifierFileError",
     "QualityClassifier",
     "classifier_accuracy",
+    "features",
+    "frechet_distance",
+    "generation_metrics",
     "load_classifier",
+    "precision_recall",
     "quality_score",
 ]

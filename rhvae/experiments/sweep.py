@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import socket
 import sys
 import tempfile
@@ -75,6 +76,9 @@ class Job:
     notebook: bytes
     parameters: Mapping = field(default_factory=dict)
     given: tuple[str, ...] = ()
+    #: names the job's temporary folder on its worker (``job_folder``), so that the client can remove it when the
+    #: worker is lost on this machine (a LocalCluster): a killed worker cannot clean up after itself
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
 @dataclass
@@ -177,35 +181,46 @@ class _QuietWorkerShutdown(logging.Filter):
 def execute_job(job: Job, cached_models: Mapping[str, bytes]) -> Outcome:
     """Run ``job`` with papermill in a temporary folder of this machine, its model cache holding
     ``cached_models`` (path relative to the cache: bytes), and return everything it wrote."""
-    with tempfile.TemporaryDirectory(prefix=f"rhvae-{job.name}-") as tmp:
-        folder = Path(tmp)
-        run_dir, cache_dir = folder / "run", folder / "cache"
-        for relative, data in cached_models.items():
-            (cache_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-            (cache_dir / relative).write_bytes(data)
-        seeded = _stamps(cache_dir)
-        source, executed, log = folder / f"{job.name}.ipynb", folder / "executed" / f"{job.name}.ipynb", folder / "log"
-        source.write_bytes(job.notebook)
-        executed.parent.mkdir()
-        parameters = folder / "parameters.yaml"
-        parameters.write_text(
-            yaml.safe_dump({**job.parameters, "output_dir": str(run_dir), "cache_dir": str(cache_dir)})
-        )
-        command = papermill_command(source, executed, ["-f", str(parameters)])
-        start = time.perf_counter()
-        exit_status = execute(command, log, cwd=folder, env={**os.environ, GIVEN_ENV: ",".join(job.given)})
-        stamps = _stamps(cache_dir)
-        return Outcome(
-            name=job.name,
-            exit_status=exit_status,
-            seconds=time.perf_counter() - start,
-            host=socket.gethostname(),
-            folder=str(folder),
-            executed=executed.read_bytes() if executed.is_file() else None,
-            log=log.read_bytes(),
-            run_files=_files(run_dir),
-            models={name: data for name, data in _files(cache_dir).items() if stamps[name] != seeded.get(name)},
-        )
+    folder = job_folder(job)
+    folder.mkdir(parents=True)
+    try:
+        return _execute_in(job, folder, cached_models)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def job_folder(job: Job) -> Path:
+    """The temporary folder ``job`` runs in, on its worker's machine."""
+    return Path(tempfile.gettempdir()) / f"rhvae-{job.name}-{job.tag}"
+
+
+def _execute_in(job: Job, folder: Path, cached_models: Mapping[str, bytes]) -> Outcome:
+    """``execute_job`` in ``folder``."""
+    run_dir, cache_dir = folder / "run", folder / "cache"
+    for relative, data in cached_models.items():
+        (cache_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        (cache_dir / relative).write_bytes(data)
+    seeded = _stamps(cache_dir)
+    source, executed, log = folder / f"{job.name}.ipynb", folder / "executed" / f"{job.name}.ipynb", folder / "log"
+    source.write_bytes(job.notebook)
+    executed.parent.mkdir()
+    parameters = folder / "parameters.yaml"
+    parameters.write_text(yaml.safe_dump({**job.parameters, "output_dir": str(run_dir), "cache_dir": str(cache_dir)}))
+    command = papermill_command(source, executed, ["-f", str(parameters)])
+    start = time.perf_counter()
+    exit_status = execute(command, log, cwd=folder, env={**os.environ, GIVEN_ENV: ",".join(job.given)})
+    stamps = _stamps(cache_dir)
+    return Outcome(
+        name=job.name,
+        exit_status=exit_status,
+        seconds=time.perf_counter() - start,
+        host=socket.gethostname(),
+        folder=str(folder),
+        executed=executed.read_bytes() if executed.is_file() else None,
+        log=log.read_bytes(),
+        run_files=_files(run_dir),
+        models={name: data for name, data in _files(cache_dir).items() if stamps[name] != seeded.get(name)},
+    )
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -231,7 +246,7 @@ def run_sweep(jobs: Sequence[Job], out: str | os.PathLike, address: str, heartbe
     ``cache_dir`` parameter, else ``rhvae.experiments.runs.cache_folder()``) cannot be written fails at once, as its
     notebook would. ``ValueError`` for a bad address, ``SchedulerUnreachable`` when the scheduler does not
     answer (nothing was run)."""
-    from distributed import wait
+    from distributed import CancelledError, wait
 
     out = Path(out)
     local_workers(address)  # a bad address is refused before anything starts
@@ -265,6 +280,8 @@ def run_sweep(jobs: Sequence[Job], out: str | os.PathLike, address: str, heartbe
         while pending:
             try:
                 wait(list(pending), timeout=heartbeat, return_when="FIRST_COMPLETED")
+            except CancelledError:  # FuturesCancelledError: the futures of a lost worker, cancelled; handled below
+                pass
             except TimeoutError:
                 on_workers = {key for keys in client.run(_executing_keys).values() for key in keys}
                 running = sorted(submitted[f][0].name for f in pending if f.key in on_workers)
@@ -275,10 +292,12 @@ def run_sweep(jobs: Sequence[Job], out: str | os.PathLike, address: str, heartbe
                     flush=True,
                 )
                 continue
-            for future in [f for f in pending if f.done()]:
+            for future in [f for f in pending if f.done() or f.cancelled()]:
                 pending.discard(future)
                 job, cache, sent = submitted[future]
                 outcome = _outcome(future, job, time.monotonic() - sent)
+                if not outcome.host:  # lost with its worker: its folder, if on this machine, goes too
+                    shutil.rmtree(job_folder(job), ignore_errors=True)
                 statuses[job.name] = deliver(outcome, out, cache)
                 where = f" on {outcome.host}" if outcome.host else ""
                 print(

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import dask
 import nbformat
@@ -172,15 +173,28 @@ def test_jobs_take_the_clients_models_and_bring_back_their_outputs(tmp_path, clu
     assert (out / "raises" / "partial.png").read_bytes() == b"png"  # the figures written before the failure
 
 
-def test_a_job_whose_worker_dies_is_a_failed_notebook(tmp_path, cluster_address):
-    # the kernel's parent is papermill, whose parent is the Dask worker process: kill that worker
-    dies = notebook("import os, psutil\npsutil.Process(os.getppid()).parent().kill()")
+def test_a_job_whose_worker_dies_is_a_failed_notebook_and_leaves_nothing_behind(tmp_path, cluster_address):
+    # the kernel's parent is papermill, whose parent is the Dask worker process: kill that worker, then keep the
+    # kernel busy; it must not outlive the worker (nor papermill), and the job's folder must not stay behind
+    pid_file = tmp_path / "kernel.pid"
+    dies = notebook(
+        f"import os, psutil, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "psutil.Process(os.getppid()).parent().kill()\ntime.sleep(120)"
+    )
     fine = notebook("print('still fine')")
     jobs = [sweep.Job("dies", dies, {"reuse_cache": False}), sweep.Job("fine", fine, {"reuse_cache": False})]
     assert sweep.run_sweep(jobs, tmp_path, cluster_address) == {"dies": 1, "fine": 0}
     assert "KilledWorker" in (tmp_path / "logs" / "dies.log").read_text()
     assert (tmp_path / "logs" / "dies.rc").read_text().split()[0] == "1"
     assert "still fine" in (tmp_path / "logs" / "fine.log").read_text()
+    import psutil
+
+    kernel = int(pid_file.read_text())
+    deadline = time.time() + 20
+    while psutil.pid_exists(kernel) and psutil.Process(kernel).status() != psutil.STATUS_ZOMBIE:
+        assert time.time() < deadline, "the kernel of the lost worker's notebook is still running"
+        time.sleep(0.5)
+    assert not sweep.job_folder(jobs[0]).exists(), "the lost job's temporary folder is removed"
 
 
 def test_a_cache_that_cannot_be_written_fails_the_job_before_it_runs(tmp_path, cluster_address):
