@@ -114,3 +114,9 @@ def test_experiment_models_train_side_by_side_and_are_cached(metric_data, tmp_pa
     assert _max_difference(alone, first[1].model) < 1e-5
     again = train_experiment_models("metric", "vae", requests, epochs=2, cache_dir=tmp_path, progress=False)
     assert [r.reused for r in again] == [True, True]
+
+
+def test_train_group_refuses_the_same_model_object_twice(metric_data):
+    model = build_model("vae", seed=0)
+    with pytest.raises(ValueError, match="the same model object twice"):
+        train_group([model] * 3, [metric_data.train.x] * 3, seeds=[0, 1, 2], epochs=1, progress=False)

@@ -22,7 +22,7 @@ from rhvae.experiments.report import write_report
 from rhvae.experiments.tables import evaluate_model
 from rhvae.files import atomic_write_set, atomic_write_text, text_writer, writable_folder
 from rhvae.interfaces.plotting import plot_image_grid, plot_reconstructions
-from rhvae.models import MODELS, OBJECTIVES, STEP_BOUNDS
+from rhvae.models import MODELS, OBJECTIVES, RHVAE, STEP_BOUNDS
 from rhvae.persistence import load_model, model_writer
 from rhvae.provenance import environment, set_threads
 from rhvae.training import TrainingDiverged, TrainingInterrupted, TrainingSettings, train
@@ -345,6 +345,8 @@ def run_eval(args) -> int:
 
     set_threads(args.threads)
     model, _, provenance = load_model(args.model_file, with_history=True)
+    if isinstance(model, RHVAE) and not model.has_frozen_metric:
+        raise ValueError(f"{args.model_file} holds an RHVAE without a frozen metric (never trained): nothing to sample")
     recorded = (provenance.get("subset") or {}).get("experiment")
     if recorded is None and args.experiment is not None:
         data = experiment_data(args.experiment)

@@ -181,3 +181,30 @@ def test_report_refuses_a_folder_without_results(tmp_path):
     proc = run_cli("report", str(tmp_path))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "no NOTEBOOK/results.json" in proc.stderr
+
+
+def test_eval_of_a_file_without_provenance_takes_experiment_and_refuses_too_much_work_first(tmp_path):
+    """A model saved with rhvae.save_model alone records no subset: eval needs --experiment, and says so; a sampler
+    request beyond the leapfrog-step limit is refused before the log-likelihood's work, in one line."""
+    import time
+
+    import rhvae
+
+    model = rhvae.RHVAE(hidden_dim=16, n_lf=2)
+    never = rhvae.save_model(model, tmp_path / "never.pt")
+    refused = run_cli("eval", "--model-file", str(never), "--experiment", "metric", "--out", str(tmp_path / "n"))
+    assert refused.returncode == 2 and "without a frozen metric" in refused.stderr, refused.stderr
+    model.freeze_metric(rhvae.experiment_data("metric").train.x)
+    path = rhvae.save_model(model, tmp_path / "m.pt")  # untrained networks, a frozen metric, no provenance
+    plain = run_cli("eval", "--model-file", str(path), "--out", str(tmp_path / "a"))
+    assert plain.returncode == 2 and "eval --experiment NAME" in plain.stderr, plain.stderr
+    start = time.perf_counter()
+    heavy = run_cli(
+        "eval", "--model-file", str(path), "--experiment", "metric", "--n-samples", "100000",
+        "--mcmc-steps", "100000", "--out", str(tmp_path / "b"),
+    )  # fmt: skip
+    assert heavy.returncode == 2 and "leapfrog steps" in heavy.stderr and "Traceback" not in heavy.stderr
+    assert time.perf_counter() - start < 30  # refused before the log-likelihood (a minute or more)
+    other = run_cli("eval", "--model-file", str(path), "--experiment", "metric", "--ll-samples", "5",
+                    "--n-samples", "4", "--mcmc-steps", "2", "--out", str(tmp_path / "c"))  # fmt: skip
+    assert other.returncode == 0, other.stderr
