@@ -214,6 +214,7 @@ def test_nan_weights_are_refused_at_load(tmp_path, tiny):
     path = save_model(tiny[0], tmp_path / "m.pt")
     payload = torch.load(path, weights_only=True)
     payload["state_dict"]["dec_out.bias"][3] = float("nan")
+    payload["state_sha256"] = persistence.state_digest(payload["state_dict"])  # a file saved with NaN weights
     torch.save(payload, tmp_path / "nan.pt")
     with pytest.raises(ModelFileError, match=r"non-finite weights \(NaN or inf\) in dec_out.bias"):
         load_model(tmp_path / "nan.pt")
