@@ -18,6 +18,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,25 +61,34 @@ def execute(command: Sequence[str], log: Path, echo: bool = False, cwd=None, env
     """Run ``command`` with its output written to ``log`` (and, with ``echo``, to stdout as it comes); its exit
     status, or ``INTERRUPTED`` after Ctrl-C: the child, which starts with the default SIGINT even when this process
     was started in the background, is sent SIGINT too and waited for (killed after ``STOP_SECONDS``)."""
+    received: list[int] = []
     with open(log, "wb") as log_file:
         child = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd, env=env, preexec_fn=_child_setup
         )
+
+        def on_sigint(signum, frame):  # whenever it arrives: forward it, and report the run as interrupted
+            received.append(signum)
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+
+        in_main = threading.current_thread() is threading.main_thread()  # a Dask worker runs jobs in a thread
+        previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
         try:
             for line in child.stdout:
                 log_file.write(line)
                 if echo:
                     sys.stdout.buffer.write(line)
                     sys.stdout.flush()
-            return child.wait()
-        except KeyboardInterrupt:
-            child.send_signal(signal.SIGINT)
             try:
-                child.wait(timeout=STOP_SECONDS)
+                status = child.wait(timeout=STOP_SECONDS if received else None)
             except subprocess.TimeoutExpired:
                 child.kill()
-                child.wait()
-            return INTERRUPTED
+                status = child.wait()
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, previous)
+    return INTERRUPTED if received else status
 
 
 def _child_setup() -> None:

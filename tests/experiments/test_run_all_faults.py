@@ -91,5 +91,5 @@ def test_ctrl_c_while_two_notebooks_run_exits_130_and_leaves_no_process(tmp_path
     time.sleep(2)
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)  # no process of the run is left (papermill, kernels)
-    for rc in (tmp_path / "out" / "logs").glob("*.rc"):
-        assert rc.read_text().split()[0] == "130"
+    statuses = [rc.read_text().split()[0] for rc in (tmp_path / "out" / "logs").glob("*.rc")]
+    assert "130" in statuses and set(statuses) <= {"0", "130"}, statuses  # interrupted, or finished before it
