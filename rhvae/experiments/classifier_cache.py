@@ -56,7 +56,11 @@ def read_classifier(path: str | Path, spec: dict) -> dict | None:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - an unreadable cache file is retrained, like a stale one
         return None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT or payload.get("format_version") != FORMAT_VERSION:
+    if (
+        not isinstance(payload, dict)
+        or payload.get("format") != FORMAT
+        or payload.get("format_version") != FORMAT_VERSION
+    ):
         return None
     if payload.get("spec") != json.dumps(spec, sort_keys=True):
         return None
