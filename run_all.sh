@@ -7,7 +7,10 @@
 #
 # Options:
 #   --only NAME[,NAME]   run only these notebooks (metric, reconstruction, generation_5, generation_7_classes,
-#                        augmentation: the experiments of rhvae/experiments/registry.py)
+#                        augmentation, interpolation, clustering: the experiments of rhvae/experiments/registry.py).
+#                        interpolation and clustering judge the models of reconstruction and generation_7_classes:
+#                        they run after the other notebooks, and with --train they judge the models this run
+#                        trained (alone, they retrain those models themselves)
 #   --quick              the registry's quick settings (epochs, mcmc_steps, n_samples, …), except those given with -p
 #   --out DIR            output folder (default: figures/run_all_MM_DD_YYYY_hh_mm_ss under the repository root)
 #   -p NAME VALUE        set a notebook parameter (repeatable). The name must be a parameter of at least one
@@ -115,6 +118,24 @@ print("\n".join(n for n, e in REGISTRY.items() if e.shipped))')
     done
 fi
 
+# An analysis notebook (registry ``analyses``: interpolation, clustering) judges the models of other experiments.
+# It runs after the notebooks of this run (so that it loads the models they trained instead of training the same
+# ones beside them), and with --train it retrains only the models of experiments that are not part of this run.
+mapfile -t analysis_lines < <("$PYTHON" -c 'import sys
+from rhvae.experiments.registry import REGISTRY
+chosen = set(sys.argv[1:])
+for name, e in REGISTRY.items():
+    if e.analyses and name in chosen:
+        print(name, "fed" if set(e.analyses) <= chosen else "alone")' "${notebooks[@]}")
+analyses=() fed=()
+for line in "${analysis_lines[@]+"${analysis_lines[@]}"}"; do
+    analyses+=("${line% *}"); [[ "${line#* }" != fed ]] || fed+=("${line% *}")
+done
+is_in() { local x="$1"; shift; [[ " $* " == *" $x "* ]]; }
+primaries=()
+for nb in "${notebooks[@]}"; do is_in "$nb" "${analyses[@]+"${analyses[@]}"}" || primaries+=("$nb"); done
+notebooks=("${primaries[@]+"${primaries[@]}"}" "${analyses[@]+"${analyses[@]}"}")
+
 # Check -p names against each notebook's parameters cell and values against their ranges, before running anything
 # (rhvae/experiments/notebook_command.py). Prints, per notebook, its "-p NAME VALUE" arguments: NAME<TAB>args.
 pflags=()
@@ -151,6 +172,7 @@ common=(-p interactive False)
 RHVAE_GIVEN_PARAMETERS="$(IFS=,; echo "${given[*]+"${given[*]}"}")"
 export RHVAE_GIVEN_PARAMETERS
 if [[ $quick -eq 1 ]]; then common+=(-p quick True); mode="quick"; fi
+fed_common=("${common[@]}")  # an analysis whose experiments run first: it loads the models they just trained
 if [[ $train -eq 1 ]]; then common+=(-p reuse_cache False); mode="$mode, retrain everything"; fi
 echo "run_all.sh: mode: $mode; output folder: $out"
 
@@ -169,11 +191,12 @@ summary() {
 # Run one notebook (rhvae/experiments/notebook_command.py); its papermill exit status and duration go to
 # logs/NAME.rc. Cell outputs are shown (and logged) when notebooks run one at a time, logged only when concurrent.
 run_notebook() {
-    local nb="$1" line echo_flag=()
+    local nb="$1" line echo_flag=() args=("${common[@]}")
     line="$(grep -P "^$nb\t" <<< "$plan" || true)"
     [[ $jobs -gt 1 ]] || echo_flag=(--echo)
+    ! is_in "$nb" "${fed[@]+"${fed[@]}"}" || args=("${fed_common[@]}")
     "$PYTHON" -m rhvae.experiments.notebook_command run --out "$out" "${echo_flag[@]+"${echo_flag[@]}"}" \
-        --own="${line#*$'\t'}" "$nb" -- "${common[@]}" || true
+        --own="${line#*$'\t'}" "$nb" -- "${args[@]}" || true
 }
 
 # Add the summary row of a finished notebook; 1 if it failed.
@@ -208,7 +231,8 @@ if [[ $jobs -gt 1 || -n "$dask" ]]; then
     cost_mode=default; [[ $train -eq 0 ]] || cost_mode=train
     mapfile -t start_order < <("$PYTHON" -c 'import sys
 from rhvae.experiments.registry import longest_first
-print("\n".join(longest_first(sys.argv[2:], sys.argv[1])))' "$cost_mode" "${notebooks[@]}")
+print("\n".join(longest_first(sys.argv[2:], sys.argv[1])))' "$cost_mode" "${primaries[@]+"${primaries[@]}"}")
+    start_order+=("${analyses[@]+"${analyses[@]}"}")  # after the others (see above)
     [[ ${#start_order[@]} -eq ${#notebooks[@]} ]] || { echo "run_all.sh: cannot order the notebooks" >&2; exit 1; }
     plan="$(for nb in "${start_order[@]}"; do grep -P "^$nb\t" <<< "$plan"; done)"
 fi
@@ -224,8 +248,20 @@ if [[ $jobs -eq 1 && -z "$dask" ]]; then
 else
     if [[ -n "$dask" ]]; then
         # one job per notebook on the cluster (rhvae/experiments/sweep.py), which writes the files run_notebook writes
-        "$PYTHON" -m rhvae.experiments.sweep --dask "$dask" --out "$out" --notebooks "$ROOT/notebooks" -- "${common[@]}" \
-            <<< "$plan" || exit $?
+        # in two rounds: the analyses after the experiments whose models they judge (see above)
+        sweep_plan="$(for nb in "${start_order[@]}"; do is_in "$nb" "${analyses[@]+"${analyses[@]}"}" || grep -P "^$nb\t" <<< "$plan"; done)"
+        if [[ -n "$sweep_plan" ]]; then
+            "$PYTHON" -m rhvae.experiments.sweep --dask "$dask" --out "$out" --notebooks "$ROOT/notebooks" \
+                -- "${common[@]}" <<< "$sweep_plan" || exit $?
+        fi
+        for group in fed alone; do
+            sweep_plan="$(for nb in "${analyses[@]+"${analyses[@]}"}"; do
+                if is_in "$nb" "${fed[@]+"${fed[@]}"}"; then [[ $group == fed ]]; else [[ $group == alone ]]; fi \
+                    && grep -P "^$nb\t" <<< "$plan"; done || true)"
+            args=("${common[@]}"); [[ $group == alone ]] || args=("${fed_common[@]}")
+            [[ -z "$sweep_plan" ]] || "$PYTHON" -m rhvae.experiments.sweep --dask "$dask" --out "$out" \
+                --notebooks "$ROOT/notebooks" -- "${args[@]}" <<< "$sweep_plan" || exit $?
+        done
     else
         # background jobs start with SIGINT ignored: on Ctrl-C this shell stops the ones it started (each stops
         # its papermill and writes its .rc), and the notebooks not started yet are not started
@@ -233,6 +269,9 @@ else
         trap 'interrupted=1; kill -INT $(jobs -rp) 2>/dev/null || true' INT
         for nb in "${start_order[@]}"; do
             while [[ $interrupted -eq 0 && $(jobs -rp | wc -l) -ge $jobs ]]; do wait -n || true; done
+            if [[ "$nb" == "${analyses[0]:-}" ]]; then  # the analyses (last in start_order) start when the rest is done
+                while [[ $interrupted -eq 0 && -n "$(jobs -rp)" ]]; do wait -n || true; done
+            fi
             [[ $interrupted -eq 0 ]] || break
             echo "=== $nb -> $out/$nb (log: $out/logs/$nb.log), started $(date +%H:%M:%S)"
             run_notebook "$nb" &

@@ -39,7 +39,7 @@ from torch.nn import functional as F
 
 from rhvae.experiments.classifier_cache import cached_classifier, classifier_name, save_classifier
 from rhvae.experiments.data import Split, classifier_split, experiment_data, images_at, load_mnist
-from rhvae.experiments.quality import accuracy
+from rhvae.experiments.quality import GENERATION_METRICS, GENERATION_METRICS_NOTE, accuracy, generation_score
 from rhvae.experiments.registry import REGISTRY
 from rhvae.experiments.tables import over_seeds
 from rhvae.models import VAE
@@ -56,6 +56,9 @@ ARMS = {
     "rhvae_only": "RHVAE samples (HMC) only",
 }
 #: The generative model and sampler behind each generated arm: (model kind, "hmc" or "prior").
+#: The scores of the real and added images of every arm (``added_images_over_seeds``): how digit-like they are and
+#: their distribution metrics against held-out real digits (``rhvae.experiments.quality.generation_score``).
+ADDED_IMAGE_SCORES = ("in_class_fraction", "mean_confidence", *GENERATION_METRICS)
 GENERATED = {"vae": ("vae", "prior"), "rhvae": ("rhvae", "hmc"), "rhvae_prior": ("rhvae", "prior")}
 #: The extra images of each arm, as figures title them.
 ADDED = {
@@ -349,6 +352,7 @@ def run_arms(run, configs: Mapping[str, Mapping]) -> Outcome:
     p = run.params
     test = test_split()
     scores: dict = {seed: {} for seed in p["seeds"]}
+    quality: dict = {seed: {} for seed in p["seeds"]}  # the real and added images of every arm, scored
     models: dict = {}
     images: dict = {}
     training: dict = {}
@@ -379,6 +383,10 @@ def run_arms(run, configs: Mapping[str, Mapping]) -> Outcome:
                         x, y, info = generated_images(by_kind[kind], sampler, p["n_generated"], p["mcmc_steps"], seed)
                         extra[arm] = (x, y)
                         generation.setdefault(seed, {})[f"{ARMS[arm]}, {size}/class"] = info
+            with run.timer("generation_scores"):  # the added images against held-out real digits
+                for arm, (x, _) in {"real": (fit.x, fit.y), **extra}.items():
+                    name = "real digits (fit part)" if arm == "real" else ADDED[arm]
+                    quality[seed][f"{name}, {size}/class"] = generation_score(x)
             if seed == p["seeds"][0]:
                 images[size] = {"real": (fit.x, fit.y), **{ADDED[a]: extra[a] for a in extra}}
             for clf in CLASSIFIERS:
@@ -406,5 +414,8 @@ def run_arms(run, configs: Mapping[str, Mapping]) -> Outcome:
         classifier_training=training,
         test_set={"n": len(test), "per_class": torch.bincount(test.y, minlength=10), "indices": test.indices},
         generation=generation,
+        added_images_quality=quality,
+        added_images_over_seeds=over_seeds(quality, ADDED_IMAGE_SCORES),
+        generation_metrics_note=GENERATION_METRICS_NOTE,
     )
     return Outcome(scores, models, images, test)

@@ -49,13 +49,14 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from rhvae.evaluation.geometry import latent_bounds
+from rhvae.experiments.tables import compare_over_seeds
 from rhvae.models.metric import LearnedMetric, quadratic_form
 from rhvae.models.rhvae import RHVAE
 from rhvae.validation import check_float, check_int
@@ -481,7 +482,8 @@ def clustering_table(
     every RHVAE also geodesic k-medoids under its learned metric ``model.metric()`` (``"<name>/geodesic"``).
 
     Returns ``{"protocol": {...}, "results": {method: scores}}`` with the keys of ``scores`` (ari, nmi, purity,
-    restart_ari_mean, reliability, share_of_restarts_at_best, cost, n_restarts).
+    restart_ari_mean, reliability, share_of_restarts_at_best, cost, n_restarts) and the kept ``partition`` (one
+    cluster label per row of ``x``).
     """
     if not isinstance(models, Mapping) or not models:
         raise ValueError("models must be a non-empty dict of name -> model")
@@ -499,7 +501,8 @@ def clustering_table(
                 model.metric(), codes, grid_n=grid_n, margin=margin, radius=radius
             )
         for method, distance in runs.items():
-            results[f"{name}/{method}"] = scores(k_medoids(distance, k, seed=seed, n_init=n_init), y)
+            result = k_medoids(distance, k, seed=seed, n_init=n_init)
+            results[f"{name}/{method}"] = {**scores(result, y), "partition": result.labels.tolist()}
     return {
         "protocol": {
             "name": "k-medoids of latent codes (own protocol, rhvae.experiments.clustering)",
@@ -517,7 +520,96 @@ def clustering_table(
     }
 
 
+# ------------------------------------------------------------------------------------------------ claims
+ROW_SCORES = ("ari", "nmi", "purity", "reliability")
+
+
+def clustering_rows(table: Mapping, subset: str) -> dict[str, dict]:
+    """The rows of one ``clustering_table`` for ``rhvae.experiments.tables.over_seeds``:
+    ``"<subset> · <name> <euclidean|geodesic>"`` → ARI, NMI, purity and the agreement across restarts."""
+    return {
+        f"{subset} · {method.replace('/', ' ')}": {key: values[key] for key in ROW_SCORES}
+        for method, values in table["results"].items()
+    }
+
+
+def seed_agreement(tables_by_seed: Mapping[int, Mapping]) -> dict[str, float]:
+    """Per method (``"<name>/<euclidean|geodesic>"``): the mean ARI between the kept partitions of every two seeds
+    (``reliability``): the models of different seeds encode the same digits, so their clusterings can be compared
+    point by point. 1 for a single seed."""
+    methods = set.intersection(*(set(t["results"]) for t in tables_by_seed.values()))
+    return {
+        method: reliability([np.asarray(t["results"][method]["partition"]) for t in tables_by_seed.values()])
+        for method in sorted(methods)
+    }
+
+
+def clustering_checks(
+    per_seed: Mapping[int, Mapping[str, Mapping]],
+    agreement: Mapping[str, Mapping[str, float]],
+    subsets: Mapping[str, Sequence[str]],
+) -> dict:
+    """The checks of the claim "the learned metric gives more reliable clustering" (our own measurable reading),
+    per subset (``subsets``: subset → model names, the RHVAE's named "RHVAE"), on the per-seed ``clustering_rows``
+    (``rhvae.experiments.tables.compare_over_seeds``: on the mean over seeds) and the ``seed_agreement`` of each
+    subset (``agreement``: subset → method → value):
+
+    * geodesic k-medoids of the RHVAE agree better with the labels (ARI) than Euclidean k-medoids of the RHVAE's
+      codes and of every other model's codes;
+    * they depend less on the seeding (agreement across restarts) than the RHVAE's Euclidean k-medoids;
+    * they agree better across model seeds than every Euclidean k-medoids (with two seeds or more).
+    """
+    checks = {}
+    for subset, names in subsets.items():
+        rows = {seed: {label.split(" · ")[1]: r for label, r in t.items() if label.startswith(f"{subset} · ")}
+                for seed, t in per_seed.items()}  # fmt: skip
+        geo = "RHVAE geodesic"
+        for name in names:
+            ok, seeds = compare_over_seeds(rows, "ari", geo, f"{name} euclidean")
+            checks[f"{subset}: geodesic k-medoids of the RHVAE agree with the labels at least as well (ARI) as "
+                   f"Euclidean k-medoids of the {name}'s codes (in {seeds})"] = ok  # fmt: skip
+        ok, seeds = compare_over_seeds(rows, "reliability", geo, "RHVAE euclidean")
+        checks[
+            f"{subset}: they agree across restarts at least as well as the RHVAE's Euclidean k-medoids (in {seeds})"
+        ] = ok
+        seeds_agree = agreement.get(subset, {})
+        for name in names if len(per_seed) > 1 else ():  # one seed: nothing to agree with
+            mine, other = seeds_agree.get("RHVAE/geodesic"), seeds_agree.get(f"{name}/euclidean")
+            checks[
+                f"{subset}: they agree across model seeds at least as well as the {name}'s Euclidean k-medoids "
+                f"({_number(mine)} vs {_number(other)})"
+            ] = mine is not None and other is not None and mine >= other
+    return checks
+
+
+def clustering_over_seeds(models: Mapping, data: Mapping, **options) -> tuple[dict, dict, dict]:
+    """``clustering_table`` of every subset and seed: ``models[subset][seed]`` the models (name → model) of that
+    seed, ``data[subset]`` its ``ExperimentData`` (all its digits, train and test, are clustered), ``options`` those
+    of ``clustering_table``. Returns (tables {subset: {seed: table}}, rows {seed: {row: scores}} for ``over_seeds``,
+    agreement {subset: ``seed_agreement``})."""
+    tables, rows, agreement = {}, {}, {}
+    for subset, by_seed in models.items():
+        x = torch.cat([data[subset].train.x, data[subset].test.x])
+        y = torch.cat([data[subset].train.y, data[subset].test.y])
+        tables[subset] = {
+            seed: clustering_table(by_name, x, y, seed=seed, **options) for seed, by_name in by_seed.items() if by_name
+        }
+        for seed, table in tables[subset].items():
+            rows.setdefault(seed, {}).update(clustering_rows(table, subset))
+        agreement[subset] = seed_agreement(tables[subset]) if tables[subset] else {}
+    return tables, rows, agreement
+
+
+def _number(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 __all__ = [
+    "ROW_SCORES",
+    "clustering_checks",
+    "clustering_over_seeds",
+    "clustering_rows",
+    "seed_agreement",
     "KMedoidsResult",
     "adjusted_rand_index",
     "clustering_table",

@@ -31,6 +31,7 @@ from rhvae.validation import MAX_SEED
 EXPERIMENTS: dict[str, dict] = {
     name: {"classes": e.subset.classes, "n_per_class": e.subset.n_per_class, "pool": e.subset.pool}
     for name, e in REGISTRY.items()
+    if e.subset is not None  # an analysis (interpolation, clustering) uses the subsets of the experiments it analyses
 }
 
 TRAIN_FRACTION = 0.8

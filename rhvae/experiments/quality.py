@@ -465,7 +465,41 @@ def generation_metrics(generated_images, real_images, classifier: QualityClassif
     }
 
 
+def held_out_digits(classes=None) -> torch.Tensor:
+    """The classifier's held-out real digits of ``classes`` (default all ten), (n, 784) float32 in [0, 1]: bundled
+    digits in no experiment subset and not among the classifier's training digits (``classifier_split``), so that
+    no model and no classifier was fitted to them. The real reference set of ``generation_score``."""
+    images, labels = load_mnist()
+    expected = tuple(range(10)) if classes is None else tuple(int(c) for c in classes)
+    held_out = classifier_split(SEED)[1]
+    chosen = held_out[np.isin(labels[held_out], expected)]
+    return torch.from_numpy(images[chosen].astype(np.float32) / 255.0)
+
+
+#: What ``generation_score`` adds to ``quality_score``, and how it was made (recorded with the numbers).
+GENERATION_METRICS = ("fid_classifier", "precision", "recall")
+GENERATION_METRICS_NOTE = (
+    f"classifier FID and k-NN precision/recall (k = 3, Kynkäänniemi et al. 2019) in the {FEATURE_LAYER} feature "
+    "space, against the quality classifier's held-out real digits of the same classes (no model or classifier was "
+    "fitted to them); an MNIST classifier FID, not the Inception FID; biased upwards by O(256 / n), so compare "
+    "rows of equal sample sizes only"
+)
+
+
+def generation_score(images, classes=None, classifier: QualityClassifier | None = None) -> dict:
+    """``quality_score(images, classes)`` with the distribution metrics of ``generation_metrics`` against
+    ``held_out_digits(classes)`` beside it (``fid_classifier``, ``precision``, ``recall``, ``n_real``): how a
+    set of generated (or real test) images scores in the notebooks' tables."""
+    clf = classifier or load_classifier()
+    metrics = generation_metrics(images, held_out_digits(classes), clf)
+    return {**quality_score(images, classes, clf), **{k: metrics[k] for k in (*GENERATION_METRICS, "n_real")}}
+
+
 __all__ = [
+    "GENERATION_METRICS",
+    "GENERATION_METRICS_NOTE",
+    "generation_score",
+    "held_out_digits",
     "ClassifierFileError",
     "QualityClassifier",
     "classifier_accuracy",

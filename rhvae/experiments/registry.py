@@ -44,24 +44,29 @@ class Subset:
 @dataclass(frozen=True)
 class Experiment:
     """One experiment: its notebook ``notebooks/NAME.ipynb``, report ``title``, default ``subset``, ``paper``
-    settings (the defaults of the notebook: models, epochs, samples …), ``quick`` overrides, the ``parameters``
-    its notebook declares, whether ``tools/publish_run.py`` ships its models with half-precision weights
-    (``half_precision``: the model kinds whose networks are shipped in float16, the frozen metric staying in float32:
-    every RHVAE, and the augmentation experiment's many small VAEs), and whether its paper-mode models are shipped in
-    ``data/models`` yet (``shipped``; False: a default run trains them, and tests/experiments/test_shipped_models.py
-    checks the others only), and how long its notebook runs (``minutes``: wall minutes by mode, "default" and "train",
-    measured with ``run_all.sh --jobs 2`` on a 2-core machine, default on 2026-12-02, --train on 2026-11-29; only their
-    order matters: concurrent runs start the longest notebook first)."""
+    settings (the defaults of the notebook: models, epochs, samples …), ``quick`` overrides, the ``parameters`` its
+    notebook declares, whether ``tools/publish_run.py`` ships its models with half-precision weights
+    (``half_precision``: the model kinds whose networks are shipped in float16, the frozen metric staying in
+    float32: every RHVAE, and the augmentation experiment's many small VAEs), whether its paper-mode models are
+    shipped in ``data/models`` yet (``shipped``; False: a default run trains them, and
+    tests/experiments/test_shipped_models.py checks the others only), and how long its notebook runs (``minutes``:
+    wall minutes by mode, "default" and "train", measured with ``run_all.sh --jobs 2`` on a 2-core machine; only
+    their order matters: concurrent runs start the longest notebook first).
+
+    An *analysis* (``analyses``: the experiments whose models it measures, i.e. the interpolation and clustering
+    notebooks) has no subset and no models of its own: it loads (or, without shipped or cached files, trains)
+    exactly the models of those experiments, on their subsets, with their paper settings."""
 
     name: str
     title: str
-    subset: Subset
+    subset: Subset | None
     paper: Mapping
     parameters: Mapping[str, Param]
     quick: Mapping = field(default_factory=lambda: dict(QUICK))
     half_precision: tuple[str, ...] = ("rhvae",)
     shipped: bool = True
     minutes: Mapping[str, float] = field(default_factory=lambda: {"default": 1.0, "train": 1.0})
+    analyses: tuple[str, ...] = ()
 
 
 _COMMON = {
@@ -78,6 +83,12 @@ _COMMON = {
     "device": Param("device", optional=True),  # None: the CPU
     "output_dir": Param("path"),
     "cache_dir": Param("path"),
+}
+#: The parameters of an analysis notebook: the models and subsets are those of the analysed experiments, so there are
+#: no model or data-size parameters; ``epochs`` None takes each analysed experiment's paper setting.
+_ANALYSIS = {
+    **{k: v for k, v in _COMMON.items() if k not in ("epochs", "lr", "objective")},
+    "epochs": ranged("epochs", optional=True),
 }
 _RHVAE = {
     "n_lf": ranged("n_lf", low=1, optional=True),  # 0 leapfrog steps: the RHVAE would be a VAE
@@ -173,6 +184,28 @@ _EXPERIMENTS = (
         quick={"epochs": 5, "mcmc_steps": 5, "n_generated": 20, "classifier_steps": 30},
         half_precision=("vae", "rhvae"),
         minutes={"default": 0.65, "train": 13.8},
+    ),
+    Experiment(
+        "interpolation",
+        "Interpolations: geodesics of the learned metric against straight lines (our protocol)",
+        None,
+        {"n_pairs": 5, "n_points": 16},
+        {**_ANALYSIS, "n_pairs": Param("int", 1, 50), "n_points": Param("int", 3, 200)},
+        quick={"epochs": QUICK["epochs"], "n_pairs": 2},
+        half_precision=(),
+        minutes={"default": 0.3, "train": 0.3},
+        analyses=("reconstruction", "generation_7_classes"),
+    ),
+    Experiment(
+        "clustering",
+        "Clustering: k-medoids under the learned metric against Euclidean distances (our protocol)",
+        None,
+        {"n_init": 10, "grid_n": 64, "radius": 3},
+        {**_ANALYSIS, "n_init": Param("int", 1, 100), "grid_n": ranged("grid_n", low=10), "radius": Param("int", 1, 5)},
+        quick={"epochs": QUICK["epochs"], "grid_n": QUICK["grid_n"], "n_init": 3},
+        half_precision=(),
+        minutes={"default": 0.3, "train": 0.3},
+        analyses=("reconstruction", "generation_7_classes"),
     ),
 )
 

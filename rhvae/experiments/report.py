@@ -39,6 +39,21 @@ HEADERS = {
     "kappa": "max eigenvalue of G⁻¹",
     "accuracy": "test accuracy ↑",
     "gain": "gain over real only ↑",
+    "fid_classifier": "classifier FID ↓",
+    "precision": "precision ↑",
+    "recall": "recall ↑",
+    "length_ratio": "L_G(path) / L_G(line)",
+    "riemannian_length": "L_G (RHVAE metric)",
+    "smoothness": "mean sq. 2nd difference ↓",
+    "confidence_mean": "confidence along path ↑",
+    "confidence_min": "lowest confidence ↑",
+    "class_switches": "class switches",
+    "data_distance_mean": "distance to data ↓",
+    "ari": "ARI ↑",
+    "nmi": "NMI ↑",
+    "purity": "purity ↑",
+    "reliability": "agreement across restarts ↑",
+    "seed_agreement": "agreement across seeds ↑",
 }
 
 TABLE_TITLES = {
@@ -46,6 +61,9 @@ TABLE_TITLES = {
     "quality_over_seeds": "Quality score of the generated samples",
     "metric_over_seeds": "The learned metric",
     "accuracy_over_seeds": "Test accuracy of the classifiers by training set (classifier, real images per class, arm)",
+    "added_images_over_seeds": "The real and added images of every arm, scored (images per class)",
+    "interpolation_over_seeds": "Paths between pairs of test digits (subset · pairs · model and path)",
+    "clustering_over_seeds": "k-medoids of the latent codes against the labels (subset · model / distance)",
 }
 
 
@@ -100,8 +118,10 @@ def _how_made(results: Mapping) -> list[str]:
         source = m.get("source") or ("reused" if m.get("reused_from_cache") else "trained")
         sources[source] = sources.get(source, 0) + 1
     params = results["parameters"]
+    # an analysis (interpolation, clustering) has epochs None: its models keep the epochs they were trained for
+    epochs = params.get("epochs") or "/".join(sorted({str(m.get("epochs")) for m in results["models"].values()}))
     lines.append(
-        f"- Models: {', '.join(f'{n} {s}' for s, n in sorted(sources.items()))}; {params.get('epochs')} epochs, "
+        f"- Models: {', '.join(f'{n} {s}' for s, n in sorted(sources.items()))}; {epochs} epochs, "
         f"seeds {params.get('seeds')}, data seed {params.get('data_seed')}, {results['provenance']['threads']} "
         f"thread(s)."
     )
@@ -251,6 +271,9 @@ def experiment_section(results: Mapping, link_prefix: str) -> str:
                 seed_table(summary, reference if key == "quality_over_seeds" else None, "real test digits"),
                 "",
             ]
+    note = results["results"].get("generation_metrics_note")
+    if note:
+        lines += [f"Classifier FID, precision and recall: {note}.", ""]
     explanation = results["results"].get("explanation")
     if explanation:
         lines += ["**Behind the checks** (measured in this run)", "", explanation, ""]

@@ -36,7 +36,7 @@ from rhvae.evaluation.diagnostics import flow_diagnostics
 from rhvae.experiments.data import ExperimentData, experiment_data
 from rhvae.experiments.model_cache import MODEL_CONFIGS, train_experiment_models
 from rhvae.experiments.parameters import check_parameter
-from rhvae.experiments.quality import quality_score
+from rhvae.experiments.quality import GENERATION_METRICS_NOTE, generation_score
 from rhvae.experiments.registry import PAPER_SETTINGS
 from rhvae.experiments.registry import experiment as experiment_entry
 from rhvae.files import atomic_write, atomic_write_text, writable_folder
@@ -220,15 +220,18 @@ class Run:
         print(f"run folder: {self.dir}")
 
     # ---------------------------------------------------------------------------------------------- data
-    def data(self, classes=None, n_per_class=None) -> ExperimentData:
-        """The experiment subset (default classes and size of the experiment), recorded in the provenance."""
-        key = (None if classes is None else tuple(classes), n_per_class)
+    def data(self, classes=None, n_per_class=None, experiment: str | None = None) -> ExperimentData:
+        """The subset of this run's experiment, or of ``experiment`` (an analysis notebook reads the subsets of the
+        experiments it analyses), with its default classes and size unless given; recorded in the provenance."""
+        experiment = experiment or self.experiment
+        key = (experiment, None if classes is None else tuple(classes), n_per_class)
         if key not in self._data:
             data = experiment_data(
-                self.experiment, classes, n_per_class, seed=self.params["data_seed"], source=self.params["data_source"]
+                experiment, classes, n_per_class, seed=self.params["data_seed"], source=self.params["data_source"]
             )
             self._data[key] = data
-            self.subsets[f"{'-'.join(map(str, data.classes))}x{data.n_per_class}"] = data.provenance()
+            prefix = "" if experiment == self.experiment else f"{experiment}:"
+            self.subsets[f"{prefix}{'-'.join(map(str, data.classes))}x{data.n_per_class}"] = data.provenance()
         return self._data[key]
 
     # ------------------------------------------------------------------------------------------ training
@@ -243,17 +246,23 @@ class Run:
         label = label or f"{model}_seed{seed}"
         return self.train_many(model, config, [(label, seed, data or self.data())])[label]
 
-    def train_many(self, model: str, config: Mapping, requests: Sequence[tuple[str, int, ExperimentData]]) -> dict:
-        """``train`` for several (label, seed, subset) ``requests`` of one model kind and config: the ones that
-        cannot be reused are trained side by side as one stack
-        (``rhvae.experiments.model_cache.train_experiment_models``). Returns {label: TrainedModel, or None when its
-        training diverged}."""
+    def train_many(
+        self,
+        model: str,
+        config: Mapping,
+        requests: Sequence[tuple[str, int, ExperimentData]],
+        epochs: int | None = None,
+    ) -> dict:
+        """``train`` for several (label, seed, subset) ``requests`` of one model kind and config, for ``epochs``
+        (default: the run's ``epochs`` parameter): the ones that cannot be reused are trained side by side as one
+        stack (``rhvae.experiments.model_cache.train_experiment_models``). Returns {label: TrainedModel, or None
+        when its training diverged}."""
         with self.timer(f"train_{model}_x{len(requests)}" if len(requests) > 1 else f"train_{requests[0][0]}"):
             results = train_experiment_models(
                 self.experiment,
                 model,
                 [(seed, data) for _, seed, data in requests],
-                epochs=self.params["epochs"],
+                epochs=self.params["epochs"] if epochs is None else epochs,
                 lr=self.params.get("lr", 1e-3),
                 threads=self.threads,
                 device=self.params.get("device") or "cpu",
@@ -322,25 +331,48 @@ class Run:
                 f"{diagnostics['flow_gain']:+.2g} nats, step {diagnostics['step']:.2g}: {flags}"
             )
 
-    def train_over_seeds(self, specs: Mapping[str, tuple[str, Mapping]]) -> dict[int, dict[str, VAE]]:
+    def train_over_seeds(
+        self, specs: Mapping[str, tuple[str, Mapping]], experiment: str | None = None
+    ) -> dict[int, dict[str, VAE]]:
         """Train (or reuse) every model of ``specs`` (display name → (model kind, config)) for every seed of the
         run's ``seeds``: ``{seed: {name: model}}``, without the models whose training diverged. The seeds of one
-        model train side by side (``train_many``)."""
+        model train side by side (``train_many``).
+
+        ``experiment``: the models of another experiment, on its subset and, when the run's ``epochs`` is None, for
+        its paper epochs (an analysis notebook: exactly the models that experiment trained or shipped)."""
+        epochs = None
+        if experiment is not None and self.params.get("epochs") is None:
+            epochs = PAPER_SETTINGS[experiment]["epochs"]
+        data = self.data(experiment=experiment)
+        prefix = "" if experiment in (None, self.experiment) else f"{experiment}_"
         models: dict[int, dict[str, VAE]] = {seed: {} for seed in self.params["seeds"]}
         for name, (kind, config) in specs.items():
-            tag = name.lower().replace(" ", "").replace("=", "")
-            requests = [(f"{tag}_seed{seed}", seed, self.data()) for seed in self.params["seeds"]]
-            trained = self.train_many(kind, config, requests)
+            tag = prefix + name.lower().replace(" ", "").replace("=", "")
+            requests = [(f"{tag}_seed{seed}", seed, data) for seed in self.params["seeds"]]
+            trained = self.train_many(kind, config, requests, epochs=epochs)
             for label, seed, _ in requests:
                 if trained[label] is not None:
                     models[seed][name] = trained[label].model
         return models
 
+    def analysed_models(self) -> dict[str, dict[int, dict[str, VAE]]]:
+        """For an analysis notebook (registry ``analyses``): the models of every analysed experiment, exactly as
+        it trains or ships them (its model kinds, configs, subset and paper epochs; ``train_over_seeds``), for the
+        run's seeds: ``{experiment: {seed: {name: model}}}``, names as the experiment's tables give them (VAE,
+        HVAE, RHVAE)."""
+        analysed = {}
+        for source in experiment_entry(self.experiment).analyses:
+            configs = model_configs(self.params, source)
+            kinds = PAPER_SETTINGS[source]["models"]
+            analysed[source] = self.train_over_seeds({k.upper(): (k, configs[k]) for k in kinds}, experiment=source)
+        return analysed
+
     def generate_over_seeds(self, models: Mapping[int, Mapping[str, VAE]], classes) -> tuple[dict, dict]:
         """Samples of every model of ``train_over_seeds`` (``generate`` with the run's ``n_samples`` and
-        ``mcmc_steps``, seeded with the model's seed) and their quality score against ``classes``, recorded as
+        ``mcmc_steps``, seeded with the model's seed) and their score against ``classes`` (``generation_score``:
+        the quality score, the classifier FID and k-NN precision/recall against held-out real digits), recorded as
         ``generation`` ({seed: {name: how they were made, quality}}). Returns ({seed: {name: Generated}},
-        {seed: {name: quality score}})."""
+        {seed: {name: score}})."""
 
         with self.timer("generation"):
             generated = {
@@ -350,15 +382,17 @@ class Run:
                 }
                 for seed, by_name in models.items()
             }
-        scores = {
-            seed: {name: quality_score(g.images, classes) for name, g in by_name.items()}
-            for seed, by_name in generated.items()
-        }
+        with self.timer("generation_scores"):
+            scores = {
+                seed: {name: generation_score(g.images, classes) for name, g in by_name.items()}
+                for seed, by_name in generated.items()
+            }
         self.record(
+            generation_metrics_note=GENERATION_METRICS_NOTE,
             generation={
                 seed: {name: {**g.info, "quality": scores[seed][name]} for name, g in by_name.items()}
                 for seed, by_name in generated.items()
-            }
+            },
         )
         return generated, scores
 

@@ -360,11 +360,13 @@ __all__ = [
     "image_mosaic",
     "plot_geodesic",
     "plot_image_grid",
+    "plot_interpolations",
     "plot_latent_samples",
     "plot_metric_magnitude",
     "plot_metric_models",
     "plot_metric_orientation",
     "plot_metric_panels",
+    "plot_partitions",
     "plot_reconstructions",
     "plot_samples",
 ]
@@ -430,4 +432,34 @@ def plot_images_per_class(sets: Mapping[str, tuple], per_class: int = 6):
             blank = np.zeros((per_class - len(chosen), chosen.shape[1]), dtype=chosen.dtype)
             rows.append(np.concatenate([chosen, blank]))
         _show_mosaic(ax, np.concatenate(rows), per_class, title)
+    return fig
+
+
+def plot_interpolations(strips: Mapping[str, object], title: str | None = None, image_shape=IMAGE_SHAPE) -> Figure:
+    """One row of decoded frames per path (``strips``: label → (n, 784) frames, e.g.
+    ``rhvae.experiments.latent_paths.decoded_paths``), labelled on the left: interpolations side by side."""
+    rows = [(label, _numpy(frames)) for label, frames in strips.items()]
+    if not rows:
+        raise ValueError("strips must hold at least one path")
+    n = max(len(frames) for _, frames in rows)
+    fig = _new_figure((0.5 * n + 2.2, 0.6 * len(rows) + (0.5 if title else 0.2)))
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, (label, frames) in zip(axes, rows, strict=True):
+        _show_mosaic(ax, frames, n, None, image_shape)
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_partitions(codes, panels: Mapping[str, object], panel_size: float = 3.6) -> Figure:
+    """The latent ``codes`` (n, 2) once per panel (``panels``: title → n labels), coloured by those labels: the
+    classes beside the clusters that k-medoids found (``rhvae.experiments.clustering``)."""
+    if not panels:
+        raise ValueError("panels must hold at least one labelling")
+    fig = _new_figure((panel_size * len(panels) + 0.4, panel_size + 0.4))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, labels) in zip(axes, panels.items(), strict=True):
+        _scatter_codes(ax, codes, labels, size=8.0, legend=False)
+        ax.set(title=title, xlabel="$z_1$", ylabel="$z_2$")
     return fig

@@ -10,6 +10,8 @@ direct call instead (docs/design.md §5: exceptions inside a widget callback are
   ≤ 10⁻⁵ λ); the sampler's target is then the grid of ``rhvae.sampling.grid_target`` (2-D, above 1,000 centroids).
 * ``SamplerExplorer``: MCMC steps, number of samples, seed and metric temperature; the (possibly slow)
   re-sampling runs only when the **Sample** button is pressed.
+* ``InterpolationExplorer``: two test digits (by index) and the decoded paths between them, the RHVAE's geodesic
+  and straight line beside the other models' straight lines.
 * ``AugmentationExplorer``: generated images per class; **Train** fits a quick classifier on real + generated
   images and plots its test accuracy against the number of generated images.
 
@@ -30,8 +32,14 @@ import torch
 from matplotlib import pyplot as plt
 
 from rhvae.experiments.augmentation import generated_images, train_classifier
+from rhvae.experiments.latent_paths import decoded_paths
 from rhvae.experiments.quality import accuracy
-from rhvae.interfaces.plotting import plot_image_grid, plot_metric_magnitude, plot_metric_orientation
+from rhvae.interfaces.plotting import (
+    plot_image_grid,
+    plot_interpolations,
+    plot_metric_magnitude,
+    plot_metric_orientation,
+)
 from rhvae.models import RHVAE
 from rhvae.sampling.hmc import generate
 from rhvae.sampling.truncation import truncate_if_large
@@ -279,6 +287,56 @@ class AugmentationExplorer(_Explorer):
             self.button.disabled = False
 
 
+class InterpolationExplorer(_Explorer):
+    """Two test digits, picked by their index in the test split, and the decoded paths between their codes: the
+    RHVAE's geodesic and straight line, every other model's straight line
+    (``rhvae.experiments.latent_paths.decoded_paths``). Redraws when a value changes; an index outside the test
+    split is refused in the red error line (never clamped)."""
+
+    def __init__(self, models: Mapping[str, object], test, n_points: int = 12, first: int = 0, second: int = -1):
+        super().__init__()
+        self.models = {name: m for name, m in models.items() if m is not None}
+        if not self.models:
+            raise ValueError("InterpolationExplorer needs at least one trained model")
+        if len(test) < 2:
+            raise ValueError(f"InterpolationExplorer needs at least 2 test digits, got {len(test)}")
+        self.test = test
+        self.first = widgets.IntText(value=first % len(test), description="digit A")
+        self.second = widgets.IntText(value=second % len(test), description="digit B")
+        self.n_points = widgets.IntSlider(
+            value=n_points, min=3, max=max(40, n_points), description="frames", continuous_update=False
+        )
+        for control in (self.first, self.second, self.n_points):
+            control.observe(self.on_change, names="value")
+        note = widgets.HTML(
+            f"<b>Interpolation</b> — two of the {len(test)} test digits (index 0 to {len(test) - 1}); frames at "
+            "equal Riemannian arc length under the RHVAE's metric, equal Euclidean spacing for the other models."
+        )
+        self.widget = widgets.VBox(
+            [note, widgets.HBox([self.first, self.second, self.n_points]), self.message, self.image, self.log]
+        )
+        self.redraw()
+
+    def draw(self):
+        i, j, n = int(self.first.value), int(self.second.value), int(self.n_points.value)
+        for name, index in (("digit A", i), ("digit B", j)):
+            if not 0 <= index < len(self.test):
+                raise ValueError(f"{name} must be a test-digit index in 0..{len(self.test) - 1}, got {index}")
+        strips = decoded_paths(self.models, self.test.x[i], self.test.x[j], n_points=n)
+        y = self.test.y
+        return plot_interpolations(strips, title=f"test digit {i} (a {int(y[i])}) → test digit {j} (a {int(y[j])})")
+
+    def on_change(self, change=None) -> bool:
+        return self.redraw()
+
+    def redraw(self) -> bool:
+        def action():
+            self.image.value = figure_png(self.draw())
+            return f"paths between test digits {self.first.value} and {self.second.value}"
+
+        return self._safely(action)
+
+
 def controls(explorers) -> widgets.Widget:
     """One box with every explorer's widget."""
     return widgets.VBox([e.widget for e in explorers])
@@ -287,6 +345,7 @@ def controls(explorers) -> widgets.Widget:
 __all__ = [
     "FROZEN_METRIC_NOTE",
     "AugmentationExplorer",
+    "InterpolationExplorer",
     "MetricExplorer",
     "SamplerExplorer",
     "controls",

@@ -26,6 +26,8 @@ import rhvae
 from rhvae.evaluation.geometry import geodesic
 from rhvae.experiments.clustering import (
     adjusted_rand_index,
+    clustering_checks,
+    clustering_rows,
     clustering_table,
     contingency_table,
     euclidean_distance_matrix,
@@ -35,6 +37,7 @@ from rhvae.experiments.clustering import (
     normalized_mutual_information,
     purity,
     reliability,
+    seed_agreement,
     square_grid,
 )
 from rhvae.experiments.latent_paths import as_double_metric, pair_indices, riemannian_length
@@ -202,5 +205,55 @@ def test_clustering_table_on_shipped_models(shipped):
         assert -1 <= values["ari"] <= 1 and -1 <= values["reliability"] <= 1
         assert 0 <= values["nmi"] <= 1 and 1 / 3 <= values["purity"] <= 1
         assert values["n_restarts"] == 5 and 0 < values["share_of_restarts_at_best"] <= 1
+        partition = np.asarray(values["partition"])  # the kept partition, scored as reported
+        assert partition.shape == (len(data.test.y),) and len(np.unique(partition)) == 3
+        assert adjusted_rand_index(partition, data.test.y.numpy()) == values["ari"]
     with pytest.raises(ValueError, match="x must"):
         clustering_table(models, data.test.x[:5], data.test.y, 3)
+
+
+# ------------------------------------------------------------------------------------------------ claims
+def _table(partitions: dict, ari: dict | None = None, restarts: dict | None = None) -> dict:
+    """A clustering_table-like dict: method -> partition (and the ARI and restart agreement given)."""
+    return {
+        "results": {
+            method: {
+                "ari": (ari or {}).get(method, 0.5),
+                "nmi": 0.5,
+                "purity": 0.7,
+                "reliability": (restarts or {}).get(method, 0.6),
+                "partition": list(p),
+            }
+            for method, p in partitions.items()
+        }
+    }
+
+
+def test_seed_agreement_is_the_mean_pairwise_ari_between_seeds():
+    a = [0, 0, 1, 1, 2, 2]
+    relabelled = [2, 2, 0, 0, 1, 1]  # the same partition under other cluster names
+    other = [0, 1, 0, 1, 2, 2]
+    tables = {0: _table({"m/euclidean": a}), 1: _table({"m/euclidean": relabelled}), 2: _table({"m/euclidean": other})}
+    expected = np.mean([1.0, adjusted_rand_index(a, other), adjusted_rand_index(relabelled, other)])
+    assert seed_agreement(tables) == {"m/euclidean": pytest.approx(expected, abs=1e-15)}
+    assert seed_agreement({0: tables[0]}) == {"m/euclidean": 1.0}
+
+
+def test_clustering_checks_on_known_rows():
+    def rows(geo_ari, geo_restarts):
+        table = _table(
+            {"VAE/euclidean": [0], "RHVAE/euclidean": [0], "RHVAE/geodesic": [0]},
+            ari={"VAE/euclidean": 0.4, "RHVAE/euclidean": 0.3, "RHVAE/geodesic": geo_ari},
+            restarts={"RHVAE/euclidean": 0.6, "RHVAE/geodesic": geo_restarts},
+        )
+        return clustering_rows(table, "s")
+
+    agreement = {"s": {"VAE/euclidean": 0.5, "RHVAE/euclidean": 0.4, "RHVAE/geodesic": 0.7}}
+    names = {"s": ["VAE", "RHVAE"]}
+    checks = clustering_checks({0: rows(0.5, 0.8), 1: rows(0.45, 0.7)}, agreement, names)
+    assert len(checks) == 5 and all(checks.values())
+    checks = clustering_checks({0: rows(0.35, 0.8), 1: rows(0.36, 0.7)}, agreement, names)  # beats its own codes only
+    assert [("the VAE's codes" in n, ok) for n, ok in checks.items() if "(ARI)" in n] == [(True, False), (False, True)]
+    checks = clustering_checks({0: rows(0.5, 0.8)}, agreement, names)  # one seed: nothing to agree across
+    assert len(checks) == 3 and not any("model seeds" in n for n in checks)
+    assert list(rows(0.5, 0.8)) == ["s · VAE euclidean", "s · RHVAE euclidean", "s · RHVAE geodesic"]

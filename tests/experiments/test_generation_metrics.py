@@ -7,11 +7,14 @@ import pytest
 import torch
 
 import rhvae
+from rhvae.experiments.data import classifier_split, excluded_indices
 from rhvae.experiments.quality import (
     HIDDEN,
     features,
     frechet_distance,
     generation_metrics,
+    generation_score,
+    held_out_digits,
     load_classifier,
     precision_recall,
 )
@@ -222,3 +225,25 @@ def test_refusals_name_the_parameter(clf, mnist):
         generation_metrics(images[:10], images[:1], classifier=clf)
     with pytest.raises(ValueError, match="k must"):
         generation_metrics(images[:10], images[10:20], classifier=clf, k=10)
+
+
+def test_held_out_digits_are_the_classifiers_held_out_split_of_the_classes():
+    images, labels = rhvae.load_mnist()
+    train, test = classifier_split()
+    expected = test[np.isin(labels[test], (5, 7))]
+    x = held_out_digits((5, 7))
+    np.testing.assert_array_equal(x.numpy(), images[expected].astype(np.float32) / 255.0)
+    assert len(expected) > 100 and not np.intersect1d(expected, train).size
+    assert not np.intersect1d(expected, excluded_indices()).size  # in no experiment's subset
+    assert len(held_out_digits()) == len(test)
+
+
+def test_generation_score_adds_the_distribution_metrics_to_the_quality_score(clf):
+    real = held_out_digits((5,))
+    score = generation_score(real, (5,), clf)  # the reference set against itself
+    assert score["fid_classifier"] == pytest.approx(0.0, abs=1e-6)
+    assert score["precision"] == score["recall"] == 1.0 and score["n_real"] == len(real)
+    assert score["in_class_fraction"] > 0.8  # the quality score is there too (0.889 for held-out fives)
+    noise = torch.rand(200, 784, generator=torch.Generator().manual_seed(0))
+    far = generation_score(noise, (5,), clf)
+    assert far["fid_classifier"] > NOISE_FID_RATIO * REAL_FID_BOUND and far["precision"] < NOISE_PRECISION_BOUND

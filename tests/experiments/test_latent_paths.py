@@ -26,7 +26,10 @@ from rhvae.experiments.latent_paths import (
     MEASURES,
     as_double_metric,
     cumulative_length,
+    decoded_paths,
     geodesic_path,
+    interpolation_checks,
+    interpolation_rows,
     interpolation_table,
     pair_indices,
     path_measures,
@@ -221,3 +224,82 @@ def test_refusals_name_the_argument(setup):
         interpolation_table(setup["models"], None, d.test.x, d.test.y, setup["train_codes"], clf, 1, 1, 0)
     with pytest.raises(ValueError, match="x_test"):
         interpolation_table(setup["models"], None, d.test.x, d.test.y[:3], setup["train_codes"], clf, 1, 4, 0)
+
+
+# ------------------------------------------------------------------------------------------------ claims
+def _row(ratio=None, **values):
+    row = {"smoothness": 1e-4, "confidence_mean": 0.9, "class_switches": 0.0, "data_distance_mean": 0.3, **values}
+    return row if ratio is None else {**row, "length_ratio": ratio}
+
+
+def _seed_rows(ratio: float, geodesic: dict, vae: dict | None = None) -> dict:
+    """One seed's interpolation rows on a subset "s" with an RHVAE (line and geodesic) and a VAE (line)."""
+    rows = {}
+    for relation in ("same class", "cross class"):
+        rows[f"s · VAE line · {relation}"] = _row(**(vae or {}))
+        rows[f"s · RHVAE line · {relation}"] = _row()
+        rows[f"s · RHVAE geodesic · {relation}"] = _row(ratio, **geodesic)
+    return rows
+
+
+def test_interpolation_checks_on_known_rows():
+    better = {"data_distance_mean": 0.2, "confidence_mean": 0.95, "smoothness": 5e-5}
+    checks, notes = interpolation_checks(
+        {0: _seed_rows(0.9, better), 1: _seed_rows(0.8, better)}, {"s": ["VAE", "RHVAE"]}
+    )
+    assert len(checks) == 6 and all(checks.values()) and not notes
+    # a geodesic that strays further from the data than the line fails exactly that check
+    worse = {**better, "data_distance_mean": 0.4}
+    checks, _ = interpolation_checks({0: _seed_rows(0.9, worse)}, {"s": ["VAE", "RHVAE"]})
+    failed = [name for name, ok in checks.items() if not ok]
+    assert len(failed) == 1 and "closer to the training codes" in failed[0]
+    # a VAE line more digit-like than the geodesic fails the cross-model check
+    checks, _ = interpolation_checks({0: _seed_rows(0.9, better, {"confidence_mean": 0.99})}, {"s": ["VAE", "RHVAE"]})
+    assert [n for n, ok in checks.items() if not ok] == [
+        "s: RHVAE geodesic frames at least as digit-like as the VAE's straight line (in 0/1 seeds)"
+    ]
+
+
+def test_interpolation_checks_leave_out_the_geodesic_against_line_checks_when_the_paths_coincide():
+    better = {"data_distance_mean": 0.2, "confidence_mean": 0.95, "smoothness": 5e-5}
+    checks, notes = interpolation_checks({0: _seed_rows(0.99, better)}, {"s": ["VAE", "RHVAE"]})
+    bend = [name for name in checks if "bends" in name]
+    assert len(bend) == 1 and checks[bend[0]] is False and "0.990" in bend[0]
+    assert not any("than its straight line" in name or "within a class" in name for name in checks)
+    assert len(checks) == 3 and len(notes) == 1 and "nearly coincide" in notes[0]
+
+
+def test_interpolation_rows_of_a_table_on_shipped_models(setup):
+    names = {"VAE": setup["models"]["vae"], "RHVAE": setup["models"]["rhvae"]}
+    codes = {"VAE": setup["train_codes"]["vae"], "RHVAE": setup["train_codes"]["rhvae"]}
+    data = setup["data"]
+    table = interpolation_table(
+        names, None, data.test.x, data.test.y, codes, setup["classifier"], n_pairs=2, n_points=8
+    )
+    rows = interpolation_rows(table, "reconstruction")
+    assert list(rows) == [
+        f"reconstruction · {path} · {relation}"
+        for path in ("VAE line", "RHVAE line", "RHVAE geodesic")
+        for relation in ("same class", "cross class")
+    ]
+    for relation in ("same_class", "cross_class"):
+        geodesic_row = rows[f"reconstruction · RHVAE geodesic · {relation.replace('_', ' ')}"]
+        assert geodesic_row["length_ratio"] == table["geodesic_vs_line"][relation]["mean_ratio"] <= 1 + GEODESIC_SLACK
+        assert geodesic_row["confidence_mean"] == table["paths"]["RHVAE/geodesic"][relation]["confidence_mean"]
+    assert "riemannian_length" not in rows["reconstruction · VAE line · same class"]  # no metric measures it
+
+
+def test_decoded_paths_start_and_end_at_the_decoded_codes(setup):
+    models = {"VAE": setup["models"]["vae"], "RHVAE": setup["models"]["rhvae"]}
+    x = setup["data"].test.x
+    strips = decoded_paths(models, x[0], x[5], n_points=7)
+    assert list(strips) == ["VAE line", "RHVAE line", "RHVAE geodesic"]
+    for label, frames in strips.items():
+        model = models[label.split()[0]]
+        with torch.no_grad():
+            ends = model.decode(model.encode(x[[0, 5]])[0])
+        assert frames.shape == (7, 784)
+        torch.testing.assert_close(frames[[0, -1]], ends, atol=1e-5, rtol=0)
+    assert not torch.allclose(strips["RHVAE line"][3], strips["RHVAE geodesic"][3], atol=1e-7)
+    with pytest.raises(ValueError, match="n_points"):
+        decoded_paths(models, x[0], x[5], n_points=1)

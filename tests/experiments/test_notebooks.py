@@ -36,6 +36,8 @@ def expected_figures(name: str, params: dict) -> set[str]:
         "generation_5": {"samples.png", "rhvae_latent_samples.png"},
         "generation_7_classes": {f"latent_space_seed{s}.png" for s in seeds} | {"samples.png"},
         "augmentation": {f"images_per_class_n{n}.png" for n in params.get("sizes", [])},
+        "interpolation": {f"paths_{s}_{r}.png" for s in REGISTRY[name].analyses for r in ("same_class", "cross_class")},
+        "clustering": {f"clusters_{s}.png" for s in REGISTRY[name].analyses},
     }[name]
 
 
@@ -107,8 +109,11 @@ def test_parameters_cell_matches_the_checks(name):
     assert all(p["help"] for p in declared.values()), "every parameter carries a comment"
     assert declared["interactive"]["default"] == "True" and declared["output_dir"]["default"] == "None"
     paper = PAPER_SETTINGS[name]
-    assert int(declared["epochs"]["default"]) == paper["epochs"]
-    for key in ("mcmc_steps", "n_samples", "hidden_dim", "n_generated", "classifier_steps"):
+    if REGISTRY[name].analyses:  # the epochs of the analysed experiments' models
+        assert declared["epochs"]["default"] == "None"
+    else:
+        assert int(declared["epochs"]["default"]) == paper["epochs"]
+    for key in ("mcmc_steps", "n_samples", "hidden_dim", "n_generated", "classifier_steps", "n_pairs", "n_points"):
         if key in paper:
             assert int(declared[key]["default"]) == paper[key]
     for key in ("temperatures", "sizes"):

@@ -51,6 +51,10 @@ def defaults(experiment, **overrides):
         "n_generated": 500,
         "classifier_steps": 1500,
         "coverage_samples": 2000,
+        "n_pairs": 5,
+        "n_points": 16,
+        "n_init": 10,
+        "radius": 3,
         "unrelated": object(),  # globals() holds much more than the parameters
     }
     ns.update(overrides)
@@ -269,6 +273,27 @@ def test_sampler_explorer_button_resamples_and_shows_errors(tiny_rhvae, monkeypa
     assert "ValueError" in explorer.error and not explorer.button.disabled
     explorer.seed.value = 0
     assert explorer.on_click(explorer.button) and explorer.error is None
+
+
+def test_interpolation_explorer_redraws_and_refuses_an_index_outside_the_test_split(tiny_rhvae):
+    from rhvae.interfaces import widgets as rw
+    from rhvae.models import VAE
+
+    torch.manual_seed(0)
+    test = tiny_rhvae.data.test
+    explorer = rw.InterpolationExplorer({"VAE": VAE(hidden_dim=16), "RHVAE": tiny_rhvae.model}, test, n_points=5)
+    assert explorer.error is None and explorer.redraws == 1
+    assert (explorer.first.value, explorer.second.value) == (0, len(test) - 1)
+    first = explorer.image.value
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    explorer.second.value = 1  # the observer redraws
+    assert explorer.redraws == 2 and explorer.image.value != first
+    explorer.first.value = len(test)  # out of range: refused in the red line, not clamped
+    assert explorer.first.value == len(test)
+    assert f"digit A must be a test-digit index in 0..{len(test) - 1}" in explorer.message.value
+    assert "Error" in explorer.message.value and "ValueError" in explorer.error
+    explorer.first.value = 0
+    assert explorer.error is None and "paths between test digits 0 and 1" in explorer.message.value
 
 
 def test_metric_explorer_needs_rhvae():

@@ -100,6 +100,8 @@ def parameters_cell(notebook: str) -> dict:
 def default_requests():
     """Every (notebook, seed, model, file name) that the default ./run_all.sh asks for."""
     for notebook, settings in PAPER_SETTINGS.items():
+        if REGISTRY[notebook].analyses:  # an analysis asks for the models of the experiments it analyses
+            continue
         params = runs.validate_parameters(notebook, {**parameters_cell(notebook), "interactive": False})
         configs = runs.model_configs(params, notebook)
         if notebook == "augmentation":  # one model of each kind per class and training size
@@ -135,6 +137,37 @@ def test_the_committed_report_was_computed_from_the_shipped_files(name):
     data/models (a run from the cache's full-precision copies of half-precision shipped models does not)."""
     results = json.loads((ROOT / "results" / name / "results.json").read_text())
     assert results["models"], name
+    owners = REGISTRY[name].analyses or (name,)  # an analysis judges the shipped models of the experiments it analyses
     for label, info in results["models"].items():
         assert info["source"] == "shipped", f"{name}/{label} came from {info['source']}"
-        assert (SHIPPED_DIR / name / info["cache_file"].rsplit("/", 1)[-1]).is_file(), label
+        cache_file = Path(info["cache_file"])
+        assert cache_file.parent.name in owners, label
+        assert (SHIPPED_DIR / cache_file.parent.name / cache_file.name).is_file(), label
+
+
+@pytest.mark.parametrize("name", [n for n, e in REGISTRY.items() if e.analyses])
+def test_an_analysis_judges_exactly_the_shipped_models_of_the_experiments_it_analyses(name, tmp_path):
+    """interpolation and clustering train nothing in the default mode: they load the shipped models of the
+    analysed experiments, with those experiments' model kinds and paper epochs."""
+    params = runs.validate_parameters(
+        name,
+        {
+            **parameters_cell(name),
+            "interactive": False,
+            "seeds": [0],
+            "cache_dir": str(tmp_path / "cache"),
+            "output_dir": str(tmp_path / "out"),
+        },
+    )
+    run = runs.Run(name, params)
+    models = run.analysed_models()
+    assert list(models) == list(REGISTRY[name].analyses)
+    for source, by_seed in models.items():
+        assert list(by_seed) == [0]
+        assert list(by_seed[0]) == [kind.upper() for kind in PAPER_SETTINGS[source]["models"]]
+    assert len(run.models) == sum(len(PAPER_SETTINGS[s]["models"]) for s in REGISTRY[name].analyses)
+    for label, info in run.models.items():
+        source = label.split("_")[0] if label.startswith("reconstruction") else "generation_7_classes"
+        assert info["source"] == "shipped" and Path(info["cache_file"]).parent.name == source, label
+        assert info["epochs"] == PAPER_SETTINGS[source]["epochs"], label
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.pt"))

@@ -16,9 +16,11 @@ from rhvae.interfaces.plotting import (  # noqa: E402
     image_mosaic,
     plot_geodesic,
     plot_image_grid,
+    plot_interpolations,
     plot_metric_magnitude,
     plot_metric_orientation,
     plot_metric_panels,
+    plot_partitions,
     plot_reconstructions,
 )
 from rhvae.models.metric import LearnedMetric  # noqa: E402
@@ -135,3 +137,27 @@ def test_plot_geodesic(toy):
     fig = plot_geodesic(metric, result, codes=codes, labels=labels, grid_n=20)
     assert len(fig.axes) == 2
     fig.canvas.draw()
+
+
+def test_plot_interpolations_one_labelled_strip_per_path():
+    strips = {"VAE line": torch.rand(7, 784), "RHVAE geodesic": torch.rand(7, 784)}
+    fig = plot_interpolations(strips, title="a → b")
+    assert [ax.get_ylabel() for ax in fig.axes] == list(strips)
+    mosaic = fig.axes[1].images[0].get_array()
+    assert mosaic.shape == (28, 7 * 29 - 1)
+    assert np.allclose(mosaic[:, 29:57], strips["RHVAE geodesic"][1].reshape(28, 28).numpy())
+    assert fig._suptitle.get_text() == "a → b"
+    with pytest.raises(ValueError, match="strips"):
+        plot_interpolations({})
+
+
+def test_plot_partitions_colours_the_codes_by_each_labelling(toy):
+    codes, labels, _ = toy
+    clusters = torch.tensor([0, 1] * 15)
+    fig = plot_partitions(codes, {"classes": labels, "k-medoids": clusters})
+    assert [ax.get_title() for ax in fig.axes] == ["classes", "k-medoids"]
+    for ax in fig.axes:
+        points = np.concatenate([c.get_offsets() for c in ax.collections])
+        assert sorted(map(tuple, points)) == sorted(map(tuple, codes.numpy()))
+    with pytest.raises(ValueError, match="panels"):
+        plot_partitions(codes, {})
