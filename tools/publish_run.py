@@ -19,6 +19,9 @@ and every experiment's folder of ``results/`` (other results, such as ``results/
 the named experiments are replaced (their models, their folders in ``results/``) and ``results/README.md`` is rebuilt
 from every experiment in ``results/``; e.g. after ``./run_all.sh --train --only augmentation``.
 
+An analysis (interpolation, clustering: registry ``analyses``) ships no model of its own; its report is published only
+when every model it judged is a shipped file of the experiments it analyses.
+
 Refuses quick-mode runs and runs with a diverged model. A maintainer's tool: run it after ``./run_all.sh --train``.
 
 The report of an experiment with half-precision models is published only from a run that used the shipped files
@@ -73,8 +76,6 @@ def write_half_precision(source: Path, target: Path, payload: dict | None = None
 def ship_models(folder: Path, half: tuple[str, ...]) -> list[Path]:
     shipped = []
     results = json.loads((folder / "results.json").read_text())
-    if results.get("quick") or results.get("status") != "ok":
-        raise SystemExit(f"{folder}: quick-mode run or a diverged model: not publishable")
     for label, info in results["models"].items():
         source = Path(info["cache_file"])
         load_model(source, expected_type=info["model"])  # weights_only=True; raises on a bad file
@@ -158,7 +159,13 @@ def main() -> None:
     names = [n for n in wanted if (run / n / "results.json").is_file()]
     if names != wanted:
         raise SystemExit(f"{run}: needs the results of {wanted}, found {names}")
-    shipped = [p for n in names for p in ship_models(run / n, REGISTRY[n].half_precision)]
+    for n in names:
+        results = json.loads((run / n / "results.json").read_text())
+        if results.get("quick") or results.get("status") != "ok":
+            raise SystemExit(f"{run / n}: quick-mode run or a diverged model: not publishable")
+    # an analysis (interpolation, clustering) ships nothing: it must have judged the shipped models of the experiments
+    # it analyses (checked below with the half-precision experiments), which those experiments publish
+    shipped = [p for n in names if not REGISTRY[n].analyses for p in ship_models(run / n, REGISTRY[n].half_precision)]
     shipped += [p for n in names for p in ship_classifiers(run / n)]
     stale = sorted({p for n in names for p in (SHIPPED_DIR / n).rglob("*.pt")} - set(shipped))
     if only is None:
@@ -170,7 +177,7 @@ def main() -> None:
     for path in shipped:  # every shipped model loads, through its new checksum (weights_only=True)
         if CLASSIFIERS not in path.as_posix():
             load_model(path)
-    from_copies = {n: models_not_shipped(run / n) for n in names if REGISTRY[n].half_precision}
+    from_copies = {n: models_not_shipped(run / n) for n in names if REGISTRY[n].half_precision or REGISTRY[n].analyses}
     from_copies = {n: labels for n, labels in from_copies.items() if labels}
     if from_copies:
         for name, labels in from_copies.items():

@@ -193,7 +193,7 @@ _EXPERIMENTS = (
         {**_ANALYSIS, "n_pairs": Param("int", 1, 50), "n_points": Param("int", 3, 200)},
         quick={"epochs": QUICK["epochs"], "n_pairs": 2},
         half_precision=(),
-        minutes={"default": 0.3, "train": 0.3},
+        minutes={"default": 0.45, "train": 0.45},
         analyses=("reconstruction", "generation_7_classes"),
     ),
     Experiment(

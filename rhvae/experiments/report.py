@@ -77,6 +77,8 @@ def _cell(stat: Mapping) -> str:
     text = _number(stat["mean"])
     if stat.get("std") is not None:
         std = stat["std"]
+        if abs(std) <= 1e-12 * max(1.0, abs(stat["mean"])):  # equal values whose mean carries rounding noise
+            std = 0.0
         text += f" ± {std:.0f}" if abs(std) >= 10 else f" ± {std:.2g}"
         text += " <sub>(" + ", ".join(_number(v) for v in stat["values"].values()) + ")</sub>"
     return text

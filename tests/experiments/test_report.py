@@ -157,3 +157,13 @@ def test_the_report_does_not_depend_on_the_order_models_were_trained_or_reused_i
         texts.append(report.build_report(folder.parent).replace(f"`{i}`", "`run`"))
     assert list(data["models"]) != list(reversed_data["models"])
     assert texts[0] == texts[1]
+
+
+def test_seed_table_shows_equal_values_with_a_zero_std_not_rounding_noise():
+    from rhvae.experiments.report import seed_table
+
+    noisy = {"mean": 0.887, "std": 1.4e-16, "values": {0: 0.887, 1: 0.887, 2: 0.887}}
+    spread = {"mean": 0.5, "std": 0.1, "values": {0: 0.4, 1: 0.5, 2: 0.6}}
+    table = seed_table({"real": {"precision": noisy}, "RHVAE": {"precision": spread}})
+    assert "0.887 ± 0 <sub>" in table and "e-16" not in table
+    assert "0.5 ± 0.1 <sub>(0.4, 0.5, 0.6)</sub>" in table
