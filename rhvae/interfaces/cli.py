@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from rhvae.experiments.data import EXPERIMENTS, SOURCES, experiment_data
+from rhvae.experiments.data import EXPERIMENTS, SOURCES, class_counts, experiment_data
 from rhvae.experiments.model_cache import build_model, data_of
 from rhvae.experiments.report import write_report
 from rhvae.experiments.tables import evaluate_model
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_eval_parser(sub)
     _add_report_parser(sub)
+    _add_data_parser(sub)
     return parser
 
 
@@ -264,6 +265,29 @@ def _add_report_parser(sub) -> None:
         default=None,
         help="also write a copy here, its figure links into FOLDER (only over a missing file or an earlier report)",
     )
+
+
+def _add_data_parser(sub) -> None:
+    d = sub.add_parser(
+        "data",
+        help="check (or fetch) a source of real MNIST digits and print how many digits of each class it holds",
+        description="Load a data source and print, per class 0..9, the digits a subset can draw from it (with the "
+        "bundled source also from the augmentation experiment's pool 'quality_train'): the largest images per class "
+        "that -p sizes, --n-per-class and the notebooks can ask for. Full MNIST (torchvision) is downloaded into "
+        "data/ only with --download.",
+        allow_abbrev=False,
+    )
+    d.add_argument("--source", choices=SOURCES, default=SOURCES[0], help="where the digits come from")
+    d.add_argument("--download", action="store_true", help="allow torchvision to download full MNIST into data/")
+
+
+def run_data(args) -> int:
+    pools = ("all", "quality_train") if args.source == "bundled" else ("all",)
+    for pool in pools:
+        counts = class_counts(args.source, pool, download=args.download)
+        print(f"{args.source} ({pool}): {sum(counts.values())} digits; per class " + ", ".join(
+            f"{c}: {n}" for c, n in counts.items()))  # fmt: skip
+    return 0
 
 
 def model_config(args) -> dict:
@@ -403,7 +427,7 @@ def run_report(args) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = {"train": run_train, "eval": run_eval, "report": run_report}[args.command]
+    command = {"train": run_train, "eval": run_eval, "report": run_report, "data": run_data}[args.command]
     prefix = f"python -m rhvae {args.command}"
     out, created = getattr(args, "out", None), None
     try:

@@ -113,7 +113,17 @@ def test_parameters_cell_matches_the_checks(name):
         assert declared["epochs"]["default"] == "None"
     else:
         assert int(declared["epochs"]["default"]) == paper["epochs"]
-    for key in ("mcmc_steps", "n_samples", "hidden_dim", "n_generated", "classifier_steps", "n_pairs", "n_points"):
+    for key in (
+        "mcmc_steps",
+        "n_samples",
+        "hidden_dim",
+        "n_generated",
+        "classifier_steps",
+        "n_pairs",
+        "n_points",
+        "n_init",
+        "radius",
+    ):
         if key in paper:
             assert int(declared[key]["default"]) == paper[key]
     for key in ("temperatures", "sizes"):
@@ -208,6 +218,8 @@ def run_all(*args, cwd=None, env=None):
         (["--quick", "-p", "lr", "1e300"], "'lr' must be"),
         (["--quick", "-p", "", "3"], "needs a NAME and a VALUE"),
         (["--quick", "-p", "cache_dir", "/proc/rhvae_cannot_exist"], "cache_dir /proc/rhvae_cannot_exist cannot be"),
+        # in range, but more than the data holds: refused before anything runs, not in the notebook
+        (["--only", "augmentation", "-p", "sizes", "[50, 300]"], "more than the 217 images of class 5"),
     ],
 )
 def test_run_all_rejects_bad_usage(args, message, tmp_path):
@@ -215,6 +227,18 @@ def test_run_all_rejects_bad_usage(args, message, tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr
     assert not (tmp_path / "out").exists(), "nothing runs on bad usage"
+
+
+@pytest.mark.skipif((ROOT / "data" / "MNIST").exists(), reason="full MNIST is on this disk")
+def test_run_all_refuses_a_data_source_that_is_not_on_disk_before_anything_runs(tmp_path):
+    proc = run_all(
+        "--out", str(tmp_path / "out"), "--only", "reconstruction,clustering", "-p", "data_source", "torchvision"
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    for name in ("reconstruction", "clustering"):  # an analysis is checked on the subsets it analyses
+        assert f"{name}: data_source 'torchvision': full MNIST is not in" in proc.stderr
+    assert "python -m rhvae data --source torchvision --download" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
 
 def test_default_run_all_skips_experiments_whose_models_are_not_shipped(tmp_path):

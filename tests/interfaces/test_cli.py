@@ -208,3 +208,19 @@ def test_eval_of_a_file_without_provenance_takes_experiment_and_refuses_too_much
     other = run_cli("eval", "--model-file", str(path), "--experiment", "metric", "--ll-samples", "5",
                     "--n-samples", "4", "--mcmc-steps", "2", "--out", str(tmp_path / "c"))  # fmt: skip
     assert other.returncode == 0, other.stderr
+
+
+def test_data_prints_what_each_pool_can_serve_and_names_the_download_when_a_source_is_missing():
+    from rhvae.experiments.data import class_counts
+    from rhvae.paths import ROOT
+
+    proc = run_cli("data")
+    assert proc.returncode == 0, proc.stderr
+    pool = class_counts("bundled", "quality_train")
+    assert "bundled (all): 5000 digits; per class 0: 500" in proc.stdout
+    assert f"bundled (quality_train): {sum(pool.values())} digits" in proc.stdout
+    assert f"5: {pool[5]}" in proc.stdout and min(pool.values()) == pool[5] < 400  # what -p sizes can ask for
+    if not (ROOT / "data" / "MNIST").exists():
+        proc = run_cli("data", "--source", "torchvision")
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+        assert "--source torchvision --download" in proc.stderr
