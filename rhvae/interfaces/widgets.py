@@ -3,10 +3,10 @@
 Built only when a notebook runs with ``interactive=True``; batch runs (papermill, CI) draw every figure by a
 direct call instead (docs/design.md §5: exceptions inside a widget callback are swallowed in headless runs).
 
-* ``MetricExplorer``: a temperature slider that redraws the magnitude and orientation of a trained RHVAE's
+* ``MetricExplorer``: a temperature box that redraws the magnitude and orientation of a trained RHVAE's
   metric. The model is **not** retrained: its frozen centroids cᵢ and matrices Mᵢ are re-evaluated at the
-  chosen T, i.e. ``LearnedMetric(model.centroids, model.M, T, model.regularization)``. Cheap: redraws when the
-  slider is released. Above ``rhvae.sampling.truncation.MIN_CENTROIDS`` centroids the truncated metric is drawn (error
+  chosen T, i.e. ``LearnedMetric(model.centroids, model.M, T, model.regularization)``. Cheap: redraws when a new
+  value is entered. Above ``rhvae.sampling.truncation.MIN_CENTROIDS`` centroids the truncated metric is drawn (error
   ≤ 10⁻⁵ λ); the sampler's target is then the grid of ``rhvae.sampling.grid_target`` (2-D, above 1,000 centroids).
 * ``SamplerExplorer``: MCMC steps, number of samples, seed and metric temperature; the (possibly slow)
   re-sampling runs only when the **Sample** button is pressed.
@@ -14,6 +14,10 @@ direct call instead (docs/design.md §5: exceptions inside a widget callback are
   and straight line beside the other models' straight lines.
 * ``AugmentationExplorer``: generated images per class; **Train** fits a quick classifier on real + generated
   images and plots its test accuracy against the number of generated images.
+
+Every number is typed into a text box and checked, when it is used, against the range the rest of the package
+accepts (``rhvae.validation.RANGES``, the notebooks' parameters): a value out of range shows the red error naming it,
+it is never clamped to the nearest allowed value (as a slider or a bounded box would do silently).
 
 Figures are rendered to PNG into an ``Image`` widget (so nothing lands in hidden widget state and tests can see
 them change). An exception in a callback is shown in the explorer's ``message`` widget (red) and printed into
@@ -33,7 +37,9 @@ from matplotlib import pyplot as plt
 
 from rhvae.experiments.augmentation import generated_images, train_classifier
 from rhvae.experiments.latent_paths import decoded_paths
+from rhvae.experiments.parameters import check_parameter
 from rhvae.experiments.quality import accuracy
+from rhvae.experiments.registry import PARAMETERS
 from rhvae.interfaces.plotting import (
     plot_image_grid,
     plot_interpolations,
@@ -43,6 +49,7 @@ from rhvae.interfaces.plotting import (
 from rhvae.models import RHVAE
 from rhvae.sampling.hmc import generate
 from rhvae.sampling.truncation import truncate_if_large
+from rhvae.validation import check
 
 FROZEN_METRIC_NOTE = "frozen metric of the trained model re-evaluated at T (no retraining)"
 #: The error box: red, wrapped, and with its own line height (a widget's HTML inherits the 28 px line height of
@@ -101,7 +108,7 @@ class _Explorer:
 
 
 class MetricExplorer(_Explorer):
-    """Slider over the metric temperature T; redraws magnitude and orientation of ``model``'s frozen metric
+    """The metric temperature T (a number box); redraws magnitude and orientation of ``model``'s frozen metric
     re-evaluated at T."""
 
     def __init__(self, model: RHVAE, codes=None, labels=None, temperature: float | None = None, grid_n: int = 60):
@@ -110,15 +117,7 @@ class MetricExplorer(_Explorer):
             raise TypeError(f"MetricExplorer needs a trained RHVAE, got {type(model).__name__}")
         self.model, self.codes, self.labels, self.grid_n = model, codes, labels, grid_n
         t0 = float(model.temperature if temperature is None else temperature)
-        self.temperature = widgets.FloatSlider(
-            value=t0,
-            min=0.1,
-            max=max(2.0, t0),
-            step=0.05,
-            continuous_update=False,
-            description="T",
-            readout_format=".2f",
-        )
+        self.temperature = widgets.FloatText(value=t0, step=0.05, description="T")
         self.label = widgets.HTML(
             f"<b>Metric temperature T</b> — {FROZEN_METRIC_NOTE}; trained at T = {model.temperature:g}"
         )
@@ -140,7 +139,7 @@ class MetricExplorer(_Explorer):
 
     def redraw(self) -> bool:
         def action():
-            t = float(self.temperature.value)
+            t = check("temperature", self.temperature.value)
             self.image.value = figure_png(self.draw(t))
             return f"metric drawn at T = {t:g}"
 
@@ -168,16 +167,10 @@ class SamplerExplorer(_Explorer):
         self.score, self.n_cols = score, n_cols
         rhvae = next((m for m in self.models.values() if isinstance(m, RHVAE)), None)
         t0 = float(temperature if temperature is not None else (rhvae.temperature if rhvae is not None else 1.0))
-        self.mcmc_steps = widgets.IntSlider(
-            value=mcmc_steps, min=0, max=max(500, mcmc_steps), step=5, description="MCMC steps", continuous_update=False
-        )
-        self.n_samples = widgets.IntSlider(
-            value=n_samples, min=1, max=max(400, n_samples), description="samples", continuous_update=False
-        )
+        self.mcmc_steps = widgets.IntText(value=mcmc_steps, step=5, description="MCMC steps")
+        self.n_samples = widgets.IntText(value=n_samples, description="samples")
         self.seed = widgets.IntText(value=seed, description="seed")
-        self.temperature = widgets.FloatSlider(
-            value=t0, min=0.1, max=max(2.0, t0), step=0.05, description="T", continuous_update=False
-        )
+        self.temperature = widgets.FloatText(value=t0, step=0.05, description="T")
         self.button = widgets.Button(description="Sample", button_style="primary", icon="refresh")
         self.button.on_click(self.on_click)
         note = widgets.HTML(
@@ -193,14 +186,10 @@ class SamplerExplorer(_Explorer):
         self.on_click()
 
     def draw(self) -> tuple:
-        steps, n, seed, t = (
-            int(self.mcmc_steps.value),
-            int(self.n_samples.value),
-            int(self.seed.value),
-            float(self.temperature.value),
-        )
-        if seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed}")
+        sampling = PARAMETERS["generation_5"]  # the notebooks' ranges: at least 1 MCMC step (0 shows the codes)
+        steps = check_parameter("mcmc_steps", self.mcmc_steps.value, sampling["mcmc_steps"])
+        n = check_parameter("n_samples", self.n_samples.value, sampling["n_samples"])
+        seed, t = check("seed", self.seed.value), check("temperature", self.temperature.value)
         fig = plt.figure(figsize=sampler_figsize(n, self.n_cols, len(self.models)), layout="constrained")
         axes = fig.subplots(1, len(self.models), squeeze=False)[0]
         lines = []
@@ -235,7 +224,7 @@ class SamplerExplorer(_Explorer):
 
 
 class AugmentationExplorer(_Explorer):
-    """Generated images per class (slider, 0 = real only) for a quick classifier: the **Train** button generates
+    """Generated images per class (a number box, 0 = real only) for a quick classifier: the **Train** button generates
     that many images of each class with the per-class RHVAE (Riemannian HMC, ``mcmc_steps``), trains the MLP on
     the real + generated images with a budget of ``steps`` updates (early stopping on the real validation images)
     and adds its test accuracy to a plot of accuracy against the number of generated images."""
@@ -246,9 +235,7 @@ class AugmentationExplorer(_Explorer):
             raise ValueError("AugmentationExplorer needs the trained per-class models")
         self.models, self.fit, self.val, self.test = dict(models), fit, val, test
         self.mcmc_steps, self.seed, self.steps = mcmc_steps, seed, steps
-        self.n_generated = widgets.IntSlider(
-            value=100, min=0, max=1000, step=50, description="per class", continuous_update=False
-        )
+        self.n_generated = widgets.IntText(value=100, step=50, description="per class")
         self.button = widgets.Button(description="Train", button_style="primary", icon="refresh")
         self.button.on_click(self.on_click)
         note = widgets.HTML(
@@ -257,6 +244,14 @@ class AugmentationExplorer(_Explorer):
         )
         self.accuracies: dict[int, float] = {}
         self.widget = widgets.VBox([note, self.n_generated, self.button, self.message, self.image, self.log])
+
+    def generated_per_class(self) -> int:
+        """The typed number of generated images per class: 0 (real only) up to the notebook's ``n_generated``
+        bound."""
+        value = self.n_generated.value
+        if value == 0 and not isinstance(value, bool):
+            return 0
+        return check_parameter("per class", value, PARAMETERS["augmentation"]["n_generated"])
 
     def accuracy_with(self, n: int) -> float:
         """Test accuracy of the quick MLP trained on the real images + ``n`` generated images per class."""
@@ -270,7 +265,7 @@ class AugmentationExplorer(_Explorer):
 
     def on_click(self, button=None) -> bool:
         def action():
-            n = int(self.n_generated.value)
+            n = self.generated_per_class()
             self.accuracies[n] = self.accuracy_with(n)
             fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
             points = sorted(self.accuracies.items())
@@ -303,9 +298,7 @@ class InterpolationExplorer(_Explorer):
         self.test = test
         self.first = widgets.IntText(value=first % len(test), description="digit A")
         self.second = widgets.IntText(value=second % len(test), description="digit B")
-        self.n_points = widgets.IntSlider(
-            value=n_points, min=3, max=max(40, n_points), description="frames", continuous_update=False
-        )
+        self.n_points = widgets.IntText(value=n_points, description="frames")
         for control in (self.first, self.second, self.n_points):
             control.observe(self.on_change, names="value")
         note = widgets.HTML(
@@ -318,7 +311,8 @@ class InterpolationExplorer(_Explorer):
         self.redraw()
 
     def draw(self):
-        i, j, n = int(self.first.value), int(self.second.value), int(self.n_points.value)
+        i, j = int(self.first.value), int(self.second.value)
+        n = check_parameter("frames", self.n_points.value, PARAMETERS["interpolation"]["n_points"])
         for name, index in (("digit A", i), ("digit B", j)):
             if not 0 <= index < len(self.test):
                 raise ValueError(f"{name} must be a test-digit index in 0..{len(self.test) - 1}, got {index}")

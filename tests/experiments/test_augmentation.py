@@ -1,6 +1,7 @@
 """rhvae.experiments.augmentation: the splits (disjoint, per class, counted), the extra images of every arm, the
 classifiers (deterministic, early stopping) and the verdict (refused when meaningless), on real MNIST digits."""
 
+import html
 import importlib.util
 
 import numpy as np
@@ -188,5 +189,10 @@ def test_augmentation_widget_trains_and_plots(class_models, small, test_set):
     assert explorer.on_click(), explorer.error
     assert set(explorer.accuracies) == {0, 50} and all(0 <= a <= 1 for a in explorer.accuracies.values())
     assert explorer.image.value[:4] == b"\x89PNG" and "test accuracy" in explorer.message.value
+    for bad in (-5, 10**6):  # refused in the red line, never clamped, and nothing is trained
+        explorer.n_generated.value = bad
+        assert explorer.on_click() is False and explorer.n_generated.value == bad
+        assert "'per class' must be an integer >= 1 and <= 5000" in html.unescape(explorer.message.value)
+        assert set(explorer.accuracies) == {0, 50} and not explorer.button.disabled
     with pytest.raises(ValueError, match="needs the trained per-class models"):
         rw.AugmentationExplorer({}, small.train, small.test, test_set)

@@ -1,6 +1,7 @@
 """rhvae.experiments.runs (parameter checks, run folders, results.json) and rhvae.interfaces.widgets (built without a
 kernel)."""
 
+import html
 import json
 import math
 
@@ -246,6 +247,9 @@ def test_metric_explorer_redraws_on_temperature_change(tiny_rhvae):
     explorer.temperature.value = 0.5  # the observer redraws
     assert explorer.redraws == 2 and explorer.image.value != first
     assert "T = 0.5" in explorer.message.value
+    explorer.temperature.value = 500.0  # out of range: the red error, the value kept as typed (not clamped)
+    assert explorer.redraws == 2 and explorer.temperature.value == 500.0
+    assert "temperature must be" in explorer.message.value and "Error" in explorer.message.value
 
 
 def test_sampler_explorer_button_resamples_and_shows_errors(tiny_rhvae, monkeypatch):
@@ -270,8 +274,19 @@ def test_sampler_explorer_button_resamples_and_shows_errors(tiny_rhvae, monkeypa
     explorer.seed.value = -1
     assert explorer.on_click(explorer.button) is False
     assert "seed must be an integer" in explorer.message.value and "Error" in explorer.message.value
-    assert "ValueError" in explorer.error and not explorer.button.disabled
+    assert "ParameterError" in explorer.error and not explorer.button.disabled
     explorer.seed.value = 0
+    assert explorer.on_click(explorer.button) and explorer.error is None
+    for control, bad, fragment in (
+        (explorer.mcmc_steps, 0, "'mcmc_steps' must be an integer >= 1"),  # 0 steps would show the codes as samples
+        (explorer.n_samples, 10**7, "'n_samples' must be an integer >= 1 and <= "),
+        (explorer.temperature, 0.0, "temperature must be"),
+    ):
+        good = control.value
+        control.value = bad
+        assert explorer.on_click(explorer.button) is False and control.value == bad
+        assert fragment in html.unescape(explorer.message.value)
+        control.value = good
     assert explorer.on_click(explorer.button) and explorer.error is None
 
 
@@ -294,6 +309,10 @@ def test_interpolation_explorer_redraws_and_refuses_an_index_outside_the_test_sp
     assert "Error" in explorer.message.value and "ValueError" in explorer.error
     explorer.first.value = 0
     assert explorer.error is None and "paths between test digits 0 and 1" in explorer.message.value
+    explorer.n_points.value = 2  # fewer frames than a path needs: refused, not clamped
+    assert explorer.n_points.value == 2 and "'frames' must be an integer >= 3 and <= 200" in html.unescape(
+        explorer.message.value
+    )
 
 
 def test_metric_explorer_needs_rhvae():

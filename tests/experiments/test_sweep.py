@@ -25,13 +25,13 @@ from rhvae.paths import DATA_DIR, ROOT
 pytestmark = pytest.mark.slow
 
 
-def run_all(*args):
+def run_all(*args, env=None):
     return subprocess.run(
         ["bash", str(ROOT / "run_all.sh"), *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "CI": "true"},
+        env={**os.environ, "CI": "true", **(env or {})},
         timeout=900,
     )
 
@@ -95,20 +95,28 @@ def test_run_all_dask_runs_two_quick_notebooks_on_a_local_cluster(tmp_path):
 
 @pytest.mark.skipif((DATA_DIR / "MNIST").exists(), reason="full MNIST is present: data_source torchvision works")
 def test_run_all_dask_reports_a_failing_notebook_like_a_local_run(tmp_path):
-    # full MNIST is not downloaded: the notebooks fail inside, on the worker, at their first data access
-    out = tmp_path / "out"
+    # a fault the pre-check cannot see: an IPython start-up file of the kernels (IPYTHONDIR) makes every notebook's
+    # run fail inside, on the worker, when it starts
+    out, startup = tmp_path / "out", tmp_path / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-fault.py").write_text(
+        "import rhvae.experiments.runs as runs\n"
+        "def fault(*args, **kwargs):\n"
+        "    raise RuntimeError('injected fault: the run cannot start')\n"
+        "runs.Run.__init__ = fault\n"
+    )
     proc = run_all(
-        "--quick", "--only", "metric,generation_5", "--dask", "local", "--out", str(out),
-        "-p", "seeds", "0", "-p", "data_source", "torchvision", "-p", "cache_dir", str(tmp_path / "cache"),
+        "--quick", "--only", "metric,generation_5", "--dask", "local", "--out", str(out), "-p", "seeds", "0",
+        "-p", "cache_dir", str(tmp_path / "cache"), env={"IPYTHONDIR": str(tmp_path / "ipython")},
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "notebook 'metric' FAILED (papermill exit 1)" in proc.stderr
     assert "notebook 'generation_5' FAILED (papermill exit 1)" in proc.stderr
     assert proc.stdout.count("FAILED") == 2  # both rows of the summary: one failure does not stop the other
     for name in ("metric", "generation_5"):
-        assert "full MNIST is not in" in (out / "logs" / f"{name}.log").read_text()
+        assert "injected fault: the run cannot start" in (out / "logs" / f"{name}.log").read_text()
         assert (out / "logs" / f"{name}.rc").read_text().split()[0] == "1"
-        assert "full MNIST is not in" in (out / "executed" / f"{name}.ipynb").read_text()
+        assert "injected fault: the run cannot start" in (out / "executed" / f"{name}.ipynb").read_text()
     assert not (out / "README.md").exists()
 
 

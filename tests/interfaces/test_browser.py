@@ -3,9 +3,9 @@ by headless Chromium through Playwright.
 
 The notebook loads shipped models (no long training), trains one tiny model through ``runs.Run`` with
 ``interactive=True`` (its progress must be one live bar), and shows the metric explorer and the sampler. The test
-moves the temperature slider (the metric image's bytes must change), changes the seed and presses Sample (the
-sampler's image must change), enters a bad seed (the red error must show, single-spaced, and the button come back
-enabled), and checks that no page error occurred.
+enters a new temperature (the metric image's bytes must change) and one out of range (the red error, the value
+kept), changes the seed and presses Sample (the sampler's image must change), enters a bad seed (the red error must
+show, single-spaced, and the button come back enabled), and checks that no page error occurred.
 
 Needs Debian's ``chromium`` (``apt-get install chromium``; never a downloaded browser: Playwright is only given
 its ``executable_path``), ``voila`` and ``playwright`` (the ``test`` extra). Outside CI the test is skipped when
@@ -198,13 +198,18 @@ def test_widgets_redraw_and_show_errors_in_a_real_browser(voila):
 
             # the metric explorer: a new temperature redraws the picture
             metric_before = image_hash(0)
-            readout = page.locator(".widget-hslider .widget-readout").nth(0)
-            readout.click()
-            page.keyboard.press("Control+A")
-            page.keyboard.type("0.5")
-            page.keyboard.press("Enter")
+            temperature = page.locator(".widget-text:has(label:text-is('T')) input").nth(0)
+            temperature.fill("0.5")
+            temperature.press("Enter")
             _wait_for(message("metric drawn at T = 0.5"), "the metric redrawn at T = 0.5", page=page)
             assert image_hash(0) != metric_before
+            # out of range: the red error names it, and the box keeps what was typed (no silent clamping)
+            temperature.fill("500")
+            temperature.press("Enter")
+            _wait_for(message("temperature must be a finite number in [0.01, 100.0], got 500"), "T refused", page=page)
+            assert temperature.input_value() == "500" and image_hash(0) != metric_before
+            temperature.fill("0.5")
+            temperature.press("Enter")
 
             # the sampler: another seed, then Sample, draws other samples
             sample_before = image_hash(1)
@@ -223,7 +228,7 @@ def test_widgets_redraw_and_show_errors_in_a_real_browser(voila):
             button.click()
             error = page.locator(".widget-html-content pre")
             error.wait_for(state="visible")
-            assert "seed must be an integer >= 0, got -1" in error.inner_text()
+            assert "seed must be an integer >= 0 and <= 4,294,967,295, got -1" in error.inner_text()
             style = error.evaluate(
                 "e => { const s = getComputedStyle(e); "
                 "return [s.color, parseFloat(s.lineHeight), parseFloat(s.fontSize)] }"
