@@ -2,6 +2,12 @@
 
 Usage: python benchmarks/speed.py [--threads 2] [--repeats 5] [--quick] [--no-memory]
 
+The training section also prints each epoch beside its **dense-product floor**: the matrix products of at least
+1 MFLOP that the epoch itself dispatches (recorded by a ``TorchDispatchMode`` during one epoch, forward and backward),
+replayed alone on tensors of the same shapes, strides and dtype, in the same process and with the same threads. The
+ratio epoch / floor is what the epoch spends beyond its unavoidable dense arithmetic (the small 2 × 2 metric calls,
+the elementwise kernels and the per-call overhead).
+
 Both sides run the same 784–400–2 MLPs (pythae's RHVAE is built with custom encoder, decoder and metric networks
 of that architecture and starts from a copy of our weights), the same data, the same hyper-parameters and the
 same thread count. Timings alternate ours / pythae and report the median of ``--repeats`` runs. Peak memory is
@@ -24,10 +30,12 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import rhvae
 from rhvae.evaluation.likelihood import log_likelihood
@@ -224,6 +232,89 @@ def trained_pair(x, epochs: int = 20, seed: int = 0):
     return ours, theirs
 
 
+# --------------------------------------------------------------------------------------------- the dense floor
+#: The matrix products torch dispatches (``aten``), with the operands that carry the product: (a, b) of a·b.
+PRODUCTS = {
+    torch.ops.aten.mm.default: (0, 1),
+    torch.ops.aten.addmm.default: (1, 2),
+    torch.ops.aten.bmm.default: (0, 1),
+    torch.ops.aten.baddbmm.default: (1, 2),
+}
+#: A product counts in the floor from this many floating-point operations (2·m·k·n per matrix): the network layers
+#: (120 × 784 by 784 × 400 is 75 MFLOP), not the 2 × 2 metric algebra (≤ 0.01 MFLOP), whose cost is per call.
+DENSE_FLOPS = 1e6
+
+
+def product_flops(func, args) -> float:
+    a, b = (args[i] for i in PRODUCTS[func])
+    batch = a.shape[0] if a.dim() == 3 else 1
+    return 2.0 * batch * a.shape[-2] * a.shape[-1] * b.shape[-1]
+
+
+class ProductRecorder(TorchDispatchMode):
+    """Records every matrix product an operation dispatches (forward and backward): its function, the shapes and
+    strides of its tensor operands and its other arguments; ``calls`` counts every aten call."""
+
+    def __init__(self):
+        super().__init__()
+        self.products, self.calls = [], 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        self.calls += 1
+        if func in PRODUCTS:
+            specs = [(a.shape, a.stride(), a.dtype) if isinstance(a, torch.Tensor) else a for a in args]
+            self.products.append((func, specs, kwargs, product_flops(func, args)))
+        return func(*args, **kwargs)
+
+
+def dense_floor(fn, repeats: int) -> dict:
+    """The dense-product floor of ``fn`` (one training epoch): its matrix products of at least ``DENSE_FLOPS``,
+    recorded during one call, replayed alone on tensors of the same shapes, strides and dtype, in the same process and
+    thread count. Returns the median replay seconds (``floor``), their number, their GFLOP, and the replay of every
+    product (``all_products``: the small ones too) and the epoch's number of aten calls."""
+    recorder = ProductRecorder()
+    with recorder:
+        fn()
+    generator = torch.Generator().manual_seed(0)
+
+    def operands(specs):
+        out = []
+        for spec in specs:
+            if isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[0], torch.Size):
+                shape, stride, dtype = spec
+                tensor = torch.empty_strided(shape, stride, dtype=dtype)
+                out.append(tensor.copy_(torch.randn(shape, generator=generator, dtype=dtype)))
+            else:
+                out.append(spec)
+        return out
+
+    def replayer(selected):
+        prepared = [(func, operands(specs), kwargs) for func, specs, kwargs, _ in selected]
+        return lambda: [func(*args, **kwargs) for func, args, kwargs in prepared]
+
+    dense = [p for p in recorder.products if p[3] >= DENSE_FLOPS]
+    timings = alternate({"dense": replayer(dense), "all": replayer(recorder.products)}, repeats)
+    return {
+        "floor": timings["dense"],
+        "all_products": timings["all"],
+        "dense_products": len(dense),
+        "products": len(recorder.products),
+        "gflop": sum(p[3] for p in dense) / 1e9,
+        "aten_calls": recorder.calls,
+    }
+
+
+def floor_line(label: str, epoch: float, floor: Mapping) -> str:
+    return (
+        f"  {label}: epoch {epoch * 1e3:.1f} ms, dense floor {floor['floor'] * 1e3:.1f} ms "
+        f"({floor['dense_products']} products of >= {DENSE_FLOPS / 1e6:g} MFLOP, {floor['gflop']:.2f} GFLOP, "
+        f"{floor['gflop'] / floor['floor']:.0f} GFLOP/s) -> epoch / floor {epoch / floor['floor']:.2f}x; "
+        f"all {floor['products']} products replayed {floor['all_products'] * 1e3:.1f} ms; "
+        f"{floor['aten_calls']} aten calls per epoch"
+    )
+
+
 # ------------------------------------------------------------------------------------------------------- sections
 def row(label: str, ours: float, theirs: float | None) -> str:
     t = f"{theirs * 1e3:10.1f}" if theirs is not None else f"{'-':>10}"
@@ -240,6 +331,7 @@ def bench_training(x, repeats):
     header(
         f"RHVAE training epoch ({len(x)} real digits, n_lf {N_LF}, eps_lf {EPS_LF}, beta0 {BETA_ZERO}, T 1, lambda 0.1)"
     )
+    floors, times = {}, {}
     for batch in (64, len(x)):
         name = "full batch" if batch == len(x) else f"batch {batch}"
         torch.manual_seed(0)
@@ -274,6 +366,12 @@ def bench_training(x, repeats):
             print(row(label, t["stack"] / STACKED, t.get("pythae")))
             label = f"full batch of {len(x) // 10} digits: ours default (the per-epoch cost that rows do not scale)"
             print(row(label, t["tenth"], None))
+            floors[name] = {key: dense_floor(fns[key], repeats) for key in ("default", "stack")}
+            times[name] = t
+    print(f"\nThe dense-product floor (the epoch's own products of >= {DENSE_FLOPS / 1e6:g} MFLOP, replayed alone):")
+    for name, floor in floors.items():
+        print(floor_line(f"{name}, default", times[name]["default"], floor["default"]))
+        print(floor_line(f"{name}, {STACKED} seeds side by side (whole stack)", times[name]["stack"], floor["stack"]))
 
 
 def bench_sampler(ours, theirs, repeats, sizes):
