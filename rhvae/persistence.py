@@ -14,15 +14,17 @@ import hashlib
 import json
 import os
 import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from rhvae.files import atomic_write
-from rhvae.models import MODELS, VAE
+from rhvae.models import MODELS, VAE, check_model
 from rhvae.paths import SHIPPED_DIR
 from rhvae.training import History
+from rhvae.validation import check_bool
 
 FORMAT = "rhvae-model"
 FORMAT_VERSION = 1
@@ -41,6 +43,11 @@ def save_model(model: VAE, path: str | Path, history: History | None = None, pro
 def model_writer(model: VAE, history: History | None = None, provenance: dict | None = None):
     """The ``write(tmp_path)`` of a model file, for ``rhvae.files.atomic_write_set`` (a model written together
     with other files: all or none). The payload records ``state_sha256``, a digest of the weights, checked at load."""
+    check_model(model)
+    if history is not None and not isinstance(history, History):
+        raise TypeError(f"history must be a rhvae.training.History or None, got {type(history).__name__}")
+    if provenance is not None and not isinstance(provenance, Mapping):
+        raise TypeError(f"provenance must be a dict (JSON-ready) or None, got {type(provenance).__name__}")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {
         "format": FORMAT,
@@ -151,9 +158,12 @@ def read_model_file(path: str | Path) -> dict:
 def load_model(path: str | Path, expected_type: str | None = None, with_history: bool = False):
     """Load a model saved by ``save_model`` (eval mode). With ``with_history=True`` return
     ``(model, history, provenance)``. ``expected_type`` ('VAE', 'HVAE', 'RHVAE') refuses any other type."""
+    classes = {cls.model_type: cls for cls in MODELS.values()}
+    if expected_type is not None and (not isinstance(expected_type, str) or expected_type.upper() not in classes):
+        raise ValueError(f"expected_type must be one of {tuple(classes)} or None, got {expected_type!r}")
+    with_history = check_bool("with_history", with_history)
     payload = read_model_file(path)
     model_type = payload.get("model_type")
-    classes = {cls.model_type: cls for cls in MODELS.values()}
     if model_type not in classes:
         raise ModelFileError(f"{path} holds an unknown model type {model_type!r}")
     if expected_type is not None and model_type.lower() != expected_type.lower():

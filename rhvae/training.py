@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from rhvae.evaluation.diagnostics import flow_diagnostics
-from rhvae.models import HVAE, RHVAE, VAE
+from rhvae.models import HVAE, RHVAE, VAE, check_model
 from rhvae.models.eval_mode import EvalMode
 from rhvae.provenance import pinned_threads
 from rhvae.validation import check
@@ -166,6 +166,7 @@ def train(
 
     Several models that share the training settings train faster side by side: ``train_group``.
     """
+    check_model(model)
     settings = TrainingSettings.with_overrides(settings, overrides)
     return _train(model, [x_train], None if x_test is None else [x_test], [seed], settings)[0]
 

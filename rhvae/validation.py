@@ -14,6 +14,7 @@ import math
 import numbers
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -54,6 +55,14 @@ def check_float(name: str, value, low: float, high: float = math.inf, low_inclus
         bounds = ("[" if low_inclusive else "(") + f"{low}, " + (f"{high}]" if math.isfinite(high) else "inf)")
         raise ParameterError(f"{name} must be a finite number in {bounds}, got {value!r}")
     return float(value)
+
+
+def check_bool(name: str, value) -> bool:
+    """``True`` or ``False`` (NumPy booleans accepted; not 0/1, not a tensor): ``TypeError`` naming it otherwise."""
+    value = scalar(value)
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
 
 
 @dataclass(frozen=True)

@@ -404,3 +404,42 @@ def test_a_run_into_a_reused_output_dir_leaves_no_stale_figures(tmp_path):
     second = runs.Run("metric", params)
     assert not (tmp_path / "run" / "old_figure.png").exists() and not (tmp_path / "run" / "results.json").exists()
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine" and second.dir == first.dir
+
+
+# ------------------------------------------------------------------------------------ the Python API, by type
+@pytest.mark.parametrize("bad", [None, "model", 3, torch.zeros(2, 784), [1, 2]])
+def test_the_api_refuses_a_model_that_is_not_one_with_a_type_error_naming_it(bad, tiny, tmp_path):
+    _, history, data = tiny
+    for call in (
+        lambda: rhvae.train(bad, data.train.x, epochs=1, progress=False),
+        lambda: rhvae.save_model(bad, tmp_path / "m.pt"),
+        lambda: rhvae.exact_log_likelihood(bad, data.test.x),
+    ):
+        with pytest.raises(TypeError, match="model must be a rhvae VAE, HVAE or RHVAE"):
+            call()
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_the_api_refuses_bad_history_provenance_flags_and_types_in_one_line(tiny, tmp_path):
+    model, history, data = tiny
+    path = tmp_path / "m.pt"
+    with pytest.raises(TypeError, match="history must be a rhvae.training.History or None, got str"):
+        rhvae.save_model(model, path, history="history")
+    with pytest.raises(TypeError, match="provenance must be a dict"):
+        rhvae.save_model(model, path, provenance=torch.zeros(3))
+    assert not path.exists()
+    rhvae.save_model(model, path, history)
+    with pytest.raises(ValueError, match="expected_type must be one of .*'RHVAE'.* or None, got 3"):
+        rhvae.load_model(path, expected_type=3)
+    with pytest.raises(TypeError, match="with_history must be True or False, got tensor"):
+        rhvae.load_model(path, with_history=torch.zeros(2))
+    with pytest.raises(TypeError, match="keep_trace must be True or False"):
+        rhvae.riemannian_hmc(model, 4, 2, keep_trace=torch.zeros(2))
+    with pytest.raises(TypeError, match="warn must be True or False"):
+        rhvae.exact_log_likelihood(model, data.test.x[:1], warn=torch.zeros(2))
+    with pytest.raises(ValueError, match="x must hold at least one image"):
+        rhvae.exact_log_likelihood(model, torch.empty(0, 784))
+    # a size that sets memory is bounded before any allocation
+    with pytest.raises(ValueError, match="at most 2000 coarse cells per side"):
+        rhvae.exact_log_likelihood(model, data.test.x[:1], box=1e12)
+    assert rhvae.load_model(path, expected_type="rhvae").config() == model.config()

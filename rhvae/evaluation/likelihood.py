@@ -41,21 +41,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from rhvae.models import VAE, standard_normal_log_density
+from rhvae.models import VAE, check_model, standard_normal_log_density
 from rhvae.models.eval_mode import EvalMode
-from rhvae.validation import ParameterError, check, check_float, check_int
+from rhvae.validation import ParameterError, check, check_bool, check_float, check_int
 
 DEFAULT_BATCH_SIZE = 4096  # (image, sample) rows per forward pass: bounds memory at a few tens of MB for D = 784
 
 
 MAX_FLOW_PASSES = 5e7
 """The most (image, importance sample) pairs one estimate may take (about 90 µs each for an RHVAE on one core)."""
-
-
-def _check_model(model) -> VAE:
-    if not isinstance(model, VAE):
-        raise TypeError(f"model must be a rhvae VAE, HVAE or RHVAE, got {type(model).__name__}")
-    return model
 
 
 def _generator(seed, generator) -> torch.Generator:
@@ -81,7 +75,7 @@ def log_weights(
     is None, from a fresh ``torch.Generator`` seeded with ``seed``; the result is deterministic given
     (seed, batch_size) — a different ``batch_size`` splits the random stream differently.
     """
-    model = _check_model(model)
+    model = check_model(model)
     x = model.check_input(x)
     n_samples = check("ll_samples", n_samples, "n_samples")
     batch_size = check_int("batch_size", batch_size, 1)
@@ -165,7 +159,7 @@ class ReconstructionError:
 
 def reconstruction_error(model: VAE, x: torch.Tensor) -> ReconstructionError:
     """Per-image BCE (summed over pixels) and MSE (mean over pixels) of the decoder mean at z = μ(x)."""
-    model = _check_model(model)
+    model = check_model(model)
     x = model.check_input(x)
     with EvalMode(model):
         logits = model.decode_logits(model.encode(x)[0])
@@ -177,6 +171,8 @@ def reconstruction_error(model: VAE, x: torch.Tensor) -> ReconstructionError:
 # ------------------------------------------------------------------------------------ exact log-likelihood (d = 2)
 #: The prior mass outside the quadrature box [−box, box]² must stay below e^TAIL_LOG_MASS_LIMIT.
 TAIL_LOG_MASS_LIMIT = -50.0
+#: The most coarse cells per side of the box (their log-densities for a chunk of images are held in memory).
+MAX_COARSE_SIDE = 2000
 
 
 class NotConverged(UserWarning):
@@ -289,15 +285,18 @@ def exact_log_likelihood(
     image at those points is one product logits · xᵀ. The result does not use the encoder or the flow: it is
     the likelihood of the generative model p(z) p(x|z) that VAE, HVAE and RHVAE share.
     """
-    model = _check_model(model)
+    model = check_model(model)
     if model.latent_dim != 2:
         raise ParameterError(
             f"exact_log_likelihood integrates over a 2-D latent space: the model's latent_dim must be 2, got "
             f"{model.latent_dim} (use log_likelihood, the importance-sampling estimate)"
         )
     x = model.check_input(x)
+    if not len(x):
+        raise ValueError("x must hold at least one image, got none")
     box = check_float("box", box, 0.0)
     coarse_step = check_float("coarse_step", coarse_step, 0.0, box)
+    warn = check_bool("warn", warn)
     max_refine = check_int("max_refine", max_refine, 2)
     if max_refine & (max_refine - 1):
         raise ParameterError(f"max_refine must be a power of 2 (2, 4, 8, ...), got {max_refine}")
@@ -310,8 +309,13 @@ def exact_log_likelihood(
             f"box must leave less than e^{TAIL_LOG_MASS_LIMIT:g} of the prior outside [-box, box]^2 (box >= 9.8), "
             f"got box={box} (e^{tail:.1f} outside)"
         )
-    start_time = time.perf_counter()
     n_side = max(1, round(2.0 * box / coarse_step))
+    if n_side > MAX_COARSE_SIDE:  # the coarse grid is held in memory: refuse it before allocating
+        raise ParameterError(
+            f"box / coarse_step must give at most {MAX_COARSE_SIDE} coarse cells per side (2·box/coarse_step), "
+            f"got box={box}, coarse_step={coarse_step}: {n_side} per side"
+        )
+    start_time = time.perf_counter()
     h = 2.0 * box / n_side  # the cells tile the box exactly
     centres = (torch.arange(n_side, dtype=torch.float64) + 0.5) * h - box
     cx, cy = torch.meshgrid(centres, centres, indexing="ij")

@@ -11,6 +11,15 @@ from rhvae.models.vae import VAE, ConfigError, FlowOutput, bernoulli_log_likelih
 #: Every model class by the name the CLI, the cache keys and the model files use.
 MODELS = {"vae": VAE, "hvae": HVAE, "rhvae": RHVAE}
 
+
+def check_model(model, name: str = "model") -> VAE:
+    """``model`` itself if it is one of the package's models (a ``VAE``, ``HVAE`` or ``RHVAE``), else a ``TypeError``
+    naming ``name`` and what it got."""
+    if not isinstance(model, VAE):
+        raise TypeError(f"{name} must be a rhvae VAE, HVAE or RHVAE, got {type(model).__name__}")
+    return model
+
+
 __all__ = [
     "HVAE",
     "MODELS",
@@ -21,5 +30,6 @@ __all__ = [
     "ConfigError",
     "FlowOutput",
     "bernoulli_log_likelihood",
+    "check_model",
     "standard_normal_log_density",
 ]

@@ -51,7 +51,7 @@ from rhvae.sampling.grid_target import DEFAULT_TOLERANCE as GRID_TOLERANCE
 from rhvae.sampling.grid_target import MIN_CENTROIDS as GRID_MIN_CENTROIDS
 from rhvae.sampling.grid_target import GridTarget, interpolate_if_possible
 from rhvae.sampling.truncation import DEFAULT_TOLERANCE, TruncatedMetric, truncate_if_large
-from rhvae.validation import RANGES, check, check_float, check_int
+from rhvae.validation import RANGES, check, check_bool, check_float, check_int
 
 DEFAULT_EPS_PER_TEMPERATURE = 0.05
 """Default leapfrog step ε = 0.05 · T: the target varies on the length scale T of the metric's kernel."""
@@ -263,7 +263,7 @@ def riemannian_hmc(
         grid_tolerance = check("grid_tolerance", grid_tolerance)
     n_samples, mcmc_steps = check("n_samples", n_samples), check("mcmc_steps", mcmc_steps)
     n_lf = check_int("n_lf", n_lf, 1, RANGES["n_lf"].high)
-    seed = check("seed", seed)
+    seed, keep_trace = check("seed", seed), check_bool("keep_trace", keep_trace)
     eps = DEFAULT_EPS_PER_TEMPERATURE * metric.temperature if eps is None else check_float("eps", eps, 0.0)
     check_work(n_samples, mcmc_steps, n_lf)
     low, high = _resolve_box(box, metric, margin)
