@@ -166,6 +166,15 @@ def plan(names: Sequence[str], pairs: Sequence[tuple[str, str]]) -> dict[str, li
                 errors.append(f"{nb}: {problem}")
     if errors:
         raise ValueError("\n".join(errors))
+    for nb in names:  # an analysis judges the analysed experiments' default models: say what it does not get
+        analysed = [e for e in REGISTRY[nb].analyses if e in declared]
+        skipped = sorted({n for n, _ in pairs if n not in declared[nb] and any(n in declared[e] for e in analysed)})
+        if skipped:
+            print(
+                f"note: {nb} judges the models of {', '.join(REGISTRY[nb].analyses)} with their default settings: "
+                f"-p {', '.join(skipped)} does not reach it (it has no such parameter)",
+                file=sys.stderr,
+            )
     return {nb: [a for name, raw in pairs if name in declared[nb] for a in arguments(name, raw)] for nb in names}
 
 

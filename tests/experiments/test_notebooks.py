@@ -316,3 +316,15 @@ def test_interactive_mode_builds_widgets_without_errors(tmp_path, cache_dir):
         if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
     ]
     assert widget_outputs, "the controls are displayed"
+
+
+def test_the_plan_says_which_parameters_do_not_reach_an_analysis(capsys):
+    from rhvae.experiments.notebook_command import plan
+
+    planned = plan(["reconstruction", "interpolation"], [("n_lf", "5"), ("seeds", "[0]")])
+    assert planned["reconstruction"][:3] == ["-p", "n_lf", "5"] and "n_lf" not in planned["interpolation"]
+    note = capsys.readouterr().err
+    assert "note: interpolation judges the models of reconstruction, generation_7_classes" in note
+    assert "-p n_lf does not reach it" in note and "seeds" not in note
+    plan(["reconstruction", "interpolation"], [("seeds", "[0]")])
+    assert capsys.readouterr().err == ""
