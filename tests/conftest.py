@@ -32,3 +32,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+#: What every notebook run fails with under ``failing_kernels``.
+INJECTED_FAULT = "injected fault: the run cannot start"
+
+
+@pytest.fixture
+def failing_kernels(tmp_path):
+    """The environment of a fault that run_all's pre-check cannot see: an IPython start-up file of the notebook
+    kernels (``IPYTHONDIR``) makes every notebook's run fail inside, when it starts (``INJECTED_FAULT``)."""
+    startup = tmp_path / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-fault.py").write_text(
+        "import rhvae.experiments.runs as runs\n"
+        "def fault(*args, **kwargs):\n"
+        f"    raise RuntimeError({INJECTED_FAULT!r})\n"
+        "runs.Run.__init__ = fault\n"
+    )
+    return {"IPYTHONDIR": str(tmp_path / "ipython")}

@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 import pytest
+from conftest import INJECTED_FAULT
 
 from rhvae.experiments import runs
 from rhvae.experiments.registry import PAPER_SETTINGS, PARAMETERS, REGISTRY
@@ -279,17 +280,17 @@ def test_run_all_runs_one_notebook_end_to_end(tmp_path, cache_dir):
     assert source("generation_7_classes").read_bytes().count(b'"outputs": []') > 0, "sources untouched"
 
 
-def test_run_all_jobs_runs_notebooks_concurrently_and_reports_every_failure(tmp_path):
-    # full MNIST that is not on disk (and not to be downloaded): each notebook fails when it loads its data
+def test_run_all_jobs_runs_notebooks_concurrently_and_reports_every_failure(tmp_path, failing_kernels):
+    # each notebook fails inside when its run starts (a fault the pre-check cannot see)
     out = tmp_path / "all"
     proc = run_all(
         "--quick", "--jobs", "2", "--only", "generation_5,generation_7_classes", "--out", str(out),
-        "-p", "seeds", "0", "-p", "data_source", "torchvision",
+        "-p", "seeds", "0", env=failing_kernels,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "notebook 'generation_5' FAILED" in proc.stderr and "notebook 'generation_7_classes' FAILED" in proc.stderr
     assert proc.stdout.count("FAILED") == 2  # both rows of the summary: one failure does not stop the other
-    assert (out / "logs" / "generation_5.log").stat().st_size > 0
+    assert INJECTED_FAULT in (out / "logs" / "generation_5.log").read_text()
     # started longest first (registry ``minutes``), summarised in report order
     started = proc.stdout.index("=== generation_7_classes"), proc.stdout.index("=== generation_5")
     assert started[0] < started[1]

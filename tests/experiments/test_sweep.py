@@ -16,11 +16,12 @@ import time
 import dask
 import nbformat
 import pytest
+from conftest import INJECTED_FAULT
 from nbformat.v4 import new_code_cell, new_notebook
 
 import rhvae
 from rhvae.experiments import sweep
-from rhvae.paths import DATA_DIR, ROOT
+from rhvae.paths import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -93,30 +94,21 @@ def test_run_all_dask_runs_two_quick_notebooks_on_a_local_cluster(tmp_path):
     assert "(generation_5/samples.png)" in report
 
 
-@pytest.mark.skipif((DATA_DIR / "MNIST").exists(), reason="full MNIST is present: data_source torchvision works")
-def test_run_all_dask_reports_a_failing_notebook_like_a_local_run(tmp_path):
-    # a fault the pre-check cannot see: an IPython start-up file of the kernels (IPYTHONDIR) makes every notebook's
-    # run fail inside, on the worker, when it starts
-    out, startup = tmp_path / "out", tmp_path / "ipython" / "profile_default" / "startup"
-    startup.mkdir(parents=True)
-    (startup / "00-fault.py").write_text(
-        "import rhvae.experiments.runs as runs\n"
-        "def fault(*args, **kwargs):\n"
-        "    raise RuntimeError('injected fault: the run cannot start')\n"
-        "runs.Run.__init__ = fault\n"
-    )
+def test_run_all_dask_reports_a_failing_notebook_like_a_local_run(tmp_path, failing_kernels):
+    # the notebooks fail inside, on the worker, when their run starts
+    out = tmp_path / "out"
     proc = run_all(
         "--quick", "--only", "metric,generation_5", "--dask", "local", "--out", str(out), "-p", "seeds", "0",
-        "-p", "cache_dir", str(tmp_path / "cache"), env={"IPYTHONDIR": str(tmp_path / "ipython")},
+        "-p", "cache_dir", str(tmp_path / "cache"), env=failing_kernels,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "notebook 'metric' FAILED (papermill exit 1)" in proc.stderr
     assert "notebook 'generation_5' FAILED (papermill exit 1)" in proc.stderr
     assert proc.stdout.count("FAILED") == 2  # both rows of the summary: one failure does not stop the other
     for name in ("metric", "generation_5"):
-        assert "injected fault: the run cannot start" in (out / "logs" / f"{name}.log").read_text()
+        assert INJECTED_FAULT in (out / "logs" / f"{name}.log").read_text()
         assert (out / "logs" / f"{name}.rc").read_text().split()[0] == "1"
-        assert "injected fault: the run cannot start" in (out / "executed" / f"{name}.ipynb").read_text()
+        assert INJECTED_FAULT in (out / "executed" / f"{name}.ipynb").read_text()
     assert not (out / "README.md").exists()
 
 
