@@ -136,14 +136,28 @@ def _how_made(results: Mapping) -> list[str]:
 KIND_ORDER = {"vae": 0, "hvae": 1, "rhvae": 2}
 
 
+def analysed_experiment(label: str) -> str | None:
+    """The experiment whose model an analysis (interpolation, clustering) recorded under ``label``
+    (``rhvae.experiments.runs.Run.train_over_seeds`` prefixes the label with it), or None."""
+    return next((name for name in REGISTRY if label.startswith(f"{name}_")), None)
+
+
+def model_name(label: str, m: Mapping) -> str:
+    """The model's kind, and in an analysis's tables the experiment it comes from: "RHVAE (generation_7_classes)"."""
+    owner = analysed_experiment(label)
+    return m["model"].upper() + (f" ({owner})" if owner else "")
+
+
 def ordered(models: Mapping[str, Mapping]) -> list[tuple[str, Mapping]]:
-    """The models of a results.json in one fixed order, whatever order they were trained or reused in: by kind
-    (VAE, HVAE, RHVAE), seed, metric temperature, then label (the augmentation experiment's size and class)."""
+    """The models of a results.json in one fixed order, whatever order they were trained or reused in: by the
+    experiment they come from (in an analysis), kind (VAE, HVAE, RHVAE), seed, metric temperature, then label (the
+    augmentation experiment's size and class)."""
 
     def key(item):
         label, m = item
         temperature = (m.get("config") or {}).get("temperature") or 0.0
-        return KIND_ORDER.get(m.get("model"), 3), m.get("seed") or 0, temperature, label
+        owner = EXPERIMENT_ORDER.index(analysed_experiment(label)) if analysed_experiment(label) else -1
+        return owner, KIND_ORDER.get(m.get("model"), 3), m.get("seed") or 0, temperature, label
 
     return sorted(models.items(), key=key)
 
@@ -166,7 +180,8 @@ def stability_table(models: Mapping[str, Mapping]) -> str | None:
             rows.append(f"| {label} | {m.get('seed')} | | DIVERGED at epoch {m.get('diverged_epoch')} | | | | | | |")
             continue
         rows.append(
-            f"| {m['model'].upper()} | {m.get('seed')} | {_number(config.get('temperature'))} | ok | {m.get('epochs')} "
+            f"| {model_name(label, m)} | {m.get('seed')} | {_number(config.get('temperature'))} | ok "
+            f"| {m.get('epochs')} "
             f"| {_number(m.get('final_train_loss'))} | {_number(m.get('final_test_loss'))} "
             f"| {'–' if step is None else f'{step:.2g}'} | {'–' if kappa is None else f'{kappa:.3g}'} | {by} |"
         )
@@ -182,7 +197,7 @@ def diagnostics_table(models: Mapping[str, Mapping]) -> str | None:
         "| model | seed | T | displacement (posterior σ) | flow gain (nats) | step | κ | contrast | reading |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for _, m in ordered(models):
+    for label, m in ordered(models):
         d = m.get("diagnostics")
         if m.get("status") != "ok" or not d:
             continue
@@ -191,7 +206,7 @@ def diagnostics_table(models: Mapping[str, Mapping]) -> str | None:
         )
         kappa, contrast = d.get("kappa"), d.get("contrast")
         rows.append(
-            f"| {m['model'].upper()} | {m.get('seed')} | {_number(m.get('config', {}).get('temperature'))} "
+            f"| {model_name(label, m)} | {m.get('seed')} | {_number(m.get('config', {}).get('temperature'))} "
             f"| {d['displacement']:.2g} | {d['flow_gain']:+.2g} ± {d.get('flow_gain_sem', float('nan')):.2g} "
             f"| {d['step']:.2g} | {'–' if kappa is None else f'{kappa:.3g}'} "
             f"| {'–' if contrast is None else f'{contrast:.2g}'} | {reading} |"

@@ -167,3 +167,21 @@ def test_seed_table_shows_equal_values_with_a_zero_std_not_rounding_noise():
     table = seed_table({"real": {"precision": noisy}, "RHVAE": {"precision": spread}})
     assert "0.887 ± 0 <sub>" in table and "e-16" not in table
     assert "0.5 ± 0.1 <sub>(0.4, 0.5, 0.6)</sub>" in table
+
+
+def test_an_analysis_names_the_experiment_of_every_model_it_judged():
+    from rhvae.experiments.report import model_name, ordered, stability_table
+
+    record = {"model": "rhvae", "seed": 0, "status": "ok", "config": {"temperature": 0.6, "eps_lf": 0.1}, "epochs": 9}
+    models = {
+        "generation_7_classes_rhvae_seed0": dict(record),
+        "reconstruction_rhvae_seed0": {**record, "config": {"temperature": 1.0, "eps_lf": 0.1}},
+        "rhvae_seed0": dict(record),  # an experiment's own model: no prefix, no experiment named
+    }
+    assert model_name("rhvae_seed0", record) == "RHVAE"
+    assert model_name("generation_7_classes_rhvae_seed0", record) == "RHVAE (generation_7_classes)"
+    assert [label for label, _ in ordered(models)] == [
+        "rhvae_seed0", "reconstruction_rhvae_seed0", "generation_7_classes_rhvae_seed0"
+    ]  # fmt: skip
+    table = stability_table(models)
+    assert table.index("| RHVAE (reconstruction) | 0 | 1 |") < table.index("| RHVAE (generation_7_classes) | 0 | 0.6 |")
