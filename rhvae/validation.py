@@ -57,6 +57,22 @@ def check_float(name: str, value, low: float, high: float = math.inf, low_inclus
     return float(value)
 
 
+def as_array_tensor(value, name: str) -> torch.Tensor:
+    """``value`` (a tensor, a NumPy array or a nested list of numbers) as a tensor, detached and on the CPU; a
+    ``TypeError`` naming ``name`` for anything else (None, a string, an object)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a tensor or an array of numbers, got {type(value).__name__}")
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as err:  # ragged nesting
+        raise TypeError(f"{name} must be a tensor or an array of numbers: {err}") from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a tensor or an array of numbers, got an array of {array.dtype}")
+    return torch.from_numpy(array)
+
+
 def check_bool(name: str, value) -> bool:
     """``True`` or ``False`` (NumPy booleans accepted; not 0/1, not a tensor): ``TypeError`` naming it otherwise."""
     value = scalar(value)

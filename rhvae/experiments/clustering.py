@@ -59,7 +59,7 @@ from rhvae.evaluation.geometry import latent_bounds
 from rhvae.experiments.tables import compare_over_seeds
 from rhvae.models.metric import LearnedMetric, quadratic_form
 from rhvae.models.rhvae import RHVAE
-from rhvae.validation import check_float, check_int
+from rhvae.validation import as_array_tensor, check_bool, check_float, check_int
 
 try:  # optional: a pure-Python heap Dijkstra replaces it
     from scipy.sparse import coo_matrix
@@ -69,6 +69,10 @@ except ImportError:  # pragma: no cover - scipy is installed where the tests run
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+#: The most codes a distance matrix is built for: (N, N) float64 distances, and one Dijkstra per code.
+MAX_CODES = 5000
+
+
 def _double_metric(metric):
     if isinstance(metric, LearnedMetric) and metric.centroids.dtype != torch.float64:
         return LearnedMetric(
@@ -80,17 +84,20 @@ def _double_metric(metric):
 
 
 def _codes(codes, name: str = "codes") -> np.ndarray:
-    codes = np.asarray(torch.as_tensor(codes).detach().cpu().double())
-    if codes.ndim != 2 or codes.shape[0] < 1 or codes.shape[1] != 2:
-        raise ValueError(f"{name} must be an (N >= 1, 2) array of 2-D latent codes, got shape {codes.shape}")
+    codes = np.asarray(as_array_tensor(codes, name).double())
+    if codes.ndim != 2 or not 1 <= codes.shape[0] <= MAX_CODES or codes.shape[1] != 2:
+        raise ValueError(
+            f"{name} must be an (N, 2) array of 2-D latent codes with 1 <= N <= {MAX_CODES:,}, got shape {codes.shape}"
+        )
     if not np.isfinite(codes).all():
         raise ValueError(f"{name} must be finite")
     return codes
 
 
 def _labels(labels, name: str) -> np.ndarray:
-    labels = np.asarray(torch.as_tensor(labels).detach().cpu()) if isinstance(labels, torch.Tensor) else labels
-    labels = np.asarray(labels)
+    if labels is None or isinstance(labels, (str, bytes)):  # labels may be names ("x", "o"), but not one string
+        raise TypeError(f"{name} must be a 1-D array of labels, got {type(labels).__name__}")
+    labels = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
     if labels.ndim != 1 or len(labels) == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array of labels, got shape {labels.shape}")
     return labels
@@ -237,7 +244,7 @@ def geodesic_distance_matrix(
     # a zero weight (coincident codes) would be dropped by the sparse matrix: keep it tiny and positive instead
     weights = np.maximum(weights, 1e-300)
     n_nodes = len(points)
-    if use_scipy and _scipy_dijkstra is not None:
+    if check_bool("use_scipy", use_scipy) and _scipy_dijkstra is not None:
         graph = coo_matrix((weights, (rows, cols)), shape=(n_nodes, n_nodes)).tocsr()
         dist = _scipy_dijkstra(graph, directed=False, indices=code_nodes)
     else:
@@ -250,9 +257,9 @@ def geodesic_distance_matrix(
 
 def euclidean_distance_matrix(codes) -> np.ndarray:
     """‖zᵢ − zⱼ‖ for the codes (N, d), (N, N) float64."""
-    codes = np.asarray(torch.as_tensor(codes).detach().cpu().double())
-    if codes.ndim != 2 or codes.shape[0] < 1:
-        raise ValueError(f"codes must be an (N >= 1, d) array, got shape {codes.shape}")
+    codes = np.asarray(as_array_tensor(codes, "codes").double())
+    if codes.ndim != 2 or not 1 <= codes.shape[0] <= MAX_CODES:
+        raise ValueError(f"codes must be an (N, d) array with 1 <= N <= {MAX_CODES:,}, got shape {codes.shape}")
     diff = codes[:, None, :] - codes[None, :, :]
     return np.sqrt((diff * diff).sum(-1))
 
@@ -338,7 +345,7 @@ def k_medoids(distance, k: int, seed: int = 0, n_init: int = 10, max_iter: int =
     cluster) until the medoids are stable (at most ``max_iter`` times). The partition of least total cost
     Σ_x D(x, medoid(x)) is kept (the first on ties). Deterministic for a given seed.
     """
-    distance = np.asarray(torch.as_tensor(distance).detach().cpu().double())
+    distance = np.asarray(as_array_tensor(distance, "distance").double())
     if distance.ndim != 2 or distance.shape[0] != distance.shape[1] or distance.shape[0] < 1:
         raise ValueError(f"distance must be a square (N, N) matrix, got shape {distance.shape}")
     if not np.isfinite(distance).all() or (distance < 0).any():
@@ -487,7 +494,7 @@ def clustering_table(
     """
     if not isinstance(models, Mapping) or not models:
         raise ValueError("models must be a non-empty dict of name -> model")
-    x = torch.as_tensor(x)
+    x = as_array_tensor(x, "x")
     y = _labels(y, "y")
     if x.ndim != 2 or len(x) != len(y):
         raise ValueError(f"x must be (n, D) with one label per row of y, got {tuple(x.shape)} and {y.shape}")

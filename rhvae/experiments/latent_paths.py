@@ -56,9 +56,10 @@ import torch
 
 from rhvae.evaluation.geometry import geodesic
 from rhvae.experiments.tables import compare_over_seeds
+from rhvae.models import check_model
 from rhvae.models.metric import LearnedMetric, quadratic_form
 from rhvae.models.rhvae import RHVAE
-from rhvae.validation import check_int
+from rhvae.validation import as_array_tensor, check_int
 
 MEASURES = (
     "riemannian_length",
@@ -74,6 +75,10 @@ MEASURES = (
 
 
 # ------------------------------------------------------------------------------------------------ inputs
+#: The most points of one path (frames, resolution of a geodesic): each is decoded to a 784-pixel image.
+MAX_POINTS = 10_000
+
+
 def as_double_metric(metric):
     """``metric`` evaluated in float64: a float64 copy of a ``LearnedMetric`` (same cᵢ, Mᵢ, T, λ); ``None`` and any
     other object with a ``G(z)`` method are returned unchanged."""
@@ -88,7 +93,7 @@ def as_double_metric(metric):
 
 def _path(path, name: str = "path", min_points: int = 2) -> torch.Tensor:
     """A float64 polyline (m, d) with m >= ``min_points`` finite points, or ValueError naming ``name``."""
-    path = torch.as_tensor(path).detach()
+    path = as_array_tensor(path, name)
     if path.ndim != 2 or path.shape[0] < min_points or path.shape[1] < 1:
         raise ValueError(f"{name} must be an (m >= {min_points}, d) array of points, got shape {tuple(path.shape)}")
     path = path.double()
@@ -98,7 +103,7 @@ def _path(path, name: str = "path", min_points: int = 2) -> torch.Tensor:
 
 
 def _point(z, name: str) -> torch.Tensor:
-    z = torch.as_tensor(z).detach()
+    z = as_array_tensor(z, name)
     if z.ndim == 2 and z.shape[0] == 1:
         z = z[0]
     if z.ndim != 1 or z.shape[0] < 1:
@@ -152,7 +157,7 @@ def euclidean_length(path) -> float:
 # ------------------------------------------------------------------------------------------------ paths
 def straight_line(z0, z1, n: int) -> torch.Tensor:
     """n equally spaced points z(t_k) = (1 − t_k) z0 + t_k z1, t_k = k/(n − 1), as (n, d) float64 (z0, z1: (d,))."""
-    n = check_int("n", n, 2)
+    n = check_int("n", n, 2, MAX_POINTS)
     z0, z1 = _endpoints(z0, z1)
     t = torch.linspace(0.0, 1.0, n, dtype=torch.float64)[:, None]
     path = (1 - t) * z0 + t * z1
@@ -169,9 +174,9 @@ def geodesic_path(metric, z0, z1, n: int, resolution: int = 32, steps: int = 300
     """
     if metric is None:
         raise ValueError("metric must be a Riemannian metric (e.g. model.metric()), got None")
-    n = check_int("n", n, 2)
-    resolution = check_int("resolution", resolution, 3)
-    steps = check_int("steps", steps, 1)
+    n = check_int("n", n, 2, MAX_POINTS)
+    resolution = check_int("resolution", resolution, 3, MAX_POINTS)
+    steps = check_int("steps", steps, 1, 100_000)
     z0, z1 = _endpoints(z0, z1)
     metric = as_double_metric(metric)
     if getattr(metric, "dim", z0.shape[0]) != z0.shape[0]:
@@ -189,7 +194,7 @@ def resample_equal(metric, path, n: int) -> torch.Tensor:
     Euclidean for ``metric=None``. The first and last points are the path's. A path of zero length gives n copies
     of its first point.
     """
-    n = check_int("n", n, 2)
+    n = check_int("n", n, 2, MAX_POINTS)
     path = _path(path)
     s = cumulative_length(metric, path)
     total = float(s[-1])
@@ -229,9 +234,12 @@ def path_measures(model, path, classifier, train_codes, metric=None, n_frames: i
     ``confidence_mean``, ``confidence_min``, ``class_switches``, ``data_distance_mean``, ``data_distance_max``,
     ``start_class``, ``end_class`` (the classifier's classes of the first and last frames) and ``n_frames``.
     """
+    check_model(model)
+    if not callable(getattr(classifier, "predict_proba", None)):
+        raise TypeError(f"classifier must have a predict_proba(images) method, got {type(classifier).__name__}")
     path = _path(path)
-    n_frames = len(path) if n_frames is None else check_int("n_frames", n_frames, 2)
-    codes = torch.as_tensor(train_codes).detach()
+    n_frames = len(path) if n_frames is None else check_int("n_frames", n_frames, 2, MAX_POINTS)
+    codes = as_array_tensor(train_codes, "train_codes")
     if codes.ndim != 2 or codes.shape[0] < 1 or codes.shape[1] != path.shape[1]:
         raise ValueError(
             f"train_codes must be (N >= 1, {path.shape[1]}) like the path's points, got shape {tuple(codes.shape)}"
@@ -266,7 +274,7 @@ def pair_indices(labels, n_pairs: int, same_class: bool, seed: int = 0) -> list[
     (``same_class=True``) or labels[i] != labels[j] (``same_class=False``), drawn uniformly without replacement
     from all such pairs with ``numpy.random.default_rng(seed)``: the same arguments give the same pairs. Returned
     in drawing order as Python ints. ValueError if fewer than ``n_pairs`` such pairs exist."""
-    labels = np.asarray(torch.as_tensor(labels).detach().cpu())
+    labels = np.asarray(as_array_tensor(labels, "labels"))
     if labels.ndim != 1:
         raise ValueError(f"labels must be a 1-D array, got shape {labels.shape}")
     n_pairs = check_int("n_pairs", n_pairs, 1)
@@ -287,6 +295,15 @@ def pair_indices(labels, n_pairs: int, same_class: bool, seed: int = 0) -> list[
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
+
+
+def _models(models) -> Mapping:
+    """A non-empty dict of name → the package's models; ``TypeError`` or ``ValueError`` otherwise."""
+    if not isinstance(models, Mapping) or not models:
+        raise TypeError(f"models must be a non-empty dict of name -> model, got {type(models).__name__}")
+    for name, model in models.items():
+        check_model(model, f"models[{name!r}]")
+    return models
 
 
 @torch.no_grad()
@@ -321,11 +338,14 @@ def interpolation_table(
     every measure of ``MEASURES`` (``riemannian_length`` None for the models without a metric) and ``n_pairs``.
     ``geodesic_vs_line`` gives, per class relation, the mean and maximum over pairs of L_G(geodesic) / L_G(line).
     """
-    if not isinstance(models, Mapping) or not models:
-        raise ValueError("models must be a non-empty dict of name -> model")
-    n_points = check_int("n_points", n_points, 2)
-    x_test = torch.as_tensor(x_test)
-    y_test = torch.as_tensor(y_test)
+    _models(models)
+    n_points = check_int("n_points", n_points, 2, MAX_POINTS)
+    resolution = check_int("resolution", resolution, 3, MAX_POINTS)
+    x_test, y_test = as_array_tensor(x_test, "x_test"), as_array_tensor(y_test, "y_test")
+    if not isinstance(train_codes_by_name, Mapping):
+        raise TypeError(
+            f"train_codes_by_name must be a dict of name -> codes, got {type(train_codes_by_name).__name__}"
+        )
     if x_test.ndim != 2 or y_test.ndim != 1 or len(x_test) != len(y_test):
         raise ValueError(
             f"x_test must be (n, D) and y_test (n,) with the same n, "
@@ -345,7 +365,7 @@ def interpolation_table(
     ratios: dict[str, list[float]] = {relation: [] for relation in pairs}
     for name, model in models.items():
         codes = _codes(model, x_test)
-        train_codes = torch.as_tensor(train_codes_by_name[name]).detach().double()
+        train_codes = as_array_tensor(train_codes_by_name[name], f"train_codes_by_name[{name!r}]").double()
         metric = None
         if name in rhvaes:
             metric = as_double_metric(model.metric() if rhvae_metric is None else rhvae_metric)
@@ -399,8 +419,13 @@ def decoded_paths(models: Mapping, x_a, x_b, n_points: int = 16, resolution: int
     """The decoded frames (n_points, D) of every model's paths between the codes μ(x_a), μ(x_b) of two images
     (D,): ``"<name> line"`` for every model and ``"<name> geodesic"`` for an RHVAE, resampled at equal arc length
     under the model's metric (Euclidean without one), as ``path_measures`` decodes them."""
-    n_points = check_int("n_points", n_points, 2)
-    x = torch.stack([torch.as_tensor(x_a), torch.as_tensor(x_b)])
+    n_points = check_int("n_points", n_points, 2, MAX_POINTS)
+    _models(models)
+    resolution = check_int("resolution", resolution, 3, MAX_POINTS)
+    x_a, x_b = as_array_tensor(x_a, "x_a"), as_array_tensor(x_b, "x_b")
+    if x_a.shape != x_b.shape:
+        raise ValueError(f"x_a and x_b must have one shape, got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
+    x = torch.stack([x_a, x_b])
     if x.ndim != 2:
         raise ValueError(f"x_a and x_b must be single flattened images (D,), got shapes {tuple(x.shape[1:])}")
     decoded = {}

@@ -42,6 +42,7 @@ from rhvae.experiments.data import CLASSIFIER_SPLIT_SEED, classifier_split, load
 from rhvae.files import atomic_write
 from rhvae.paths import DATA_DIR
 from rhvae.provenance import pinned_threads
+from rhvae.validation import as_array_tensor
 
 FORMAT = "rhvae-quality-classifier"
 FORMAT_VERSION = 1
@@ -87,7 +88,9 @@ def classifier_spec(train_idx: np.ndarray, test_idx: np.ndarray, seed: int = SEE
 
 def as_images(images) -> torch.Tensor:
     """Images (n, 784) or (n, 28, 28), float in [0, 1] or uint8 0–255 → float32 (n, 784) in [0, 1]."""
-    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).detach().cpu()
+    x = as_array_tensor(images, "images")
+    if x.ndim not in (2, 3) or not len(x):
+        raise ValueError(f"images must be (n >= 1, 784) or (n >= 1, 28, 28), got shape {tuple(x.shape)}")
     if x.dtype == torch.uint8:
         x = x.float() / 255.0
     x = x.float().reshape(len(x), -1)
@@ -238,7 +241,7 @@ def load_classifier(path: str | Path | None = None, retrain: bool = False, verbo
 
 def classifier_accuracy(classifier: QualityClassifier | None = None) -> float:
     """Accuracy of the quality classifier on its held-out real digits (never seen in training)."""
-    return (classifier or load_classifier()).accuracy
+    return _classifier(classifier).accuracy
 
 
 def coverage_threshold(n_classes: int) -> float:
@@ -263,7 +266,7 @@ def quality_score(images, classes=None, classifier: QualityClassifier | None = N
       ``tv_from_uniform``: total-variation distance ½ Σ_c |share_c − u_c| from the uniform distribution u
       over the expected classes (0 = perfectly balanced, → 1 when everything is off-class).
     """
-    clf = classifier or load_classifier()
+    clf = _classifier(classifier)
     probs = clf.predict_proba(images)
     n = len(probs)
     expected = tuple(range(10)) if classes is None else tuple(int(c) for c in classes)
@@ -307,10 +310,21 @@ DISTANCE_CHUNK = 1024  # rows of a pairwise-distance block (1024 × 5000 float64
 METRIC_THREADS = 1
 
 
-def _network(classifier) -> nn.Module:
+def _classifier(classifier) -> QualityClassifier:
+    """``classifier``, or the shipped quality classifier for None; a ``TypeError`` for anything else."""
     if classifier is None:
-        return load_classifier().net
-    return classifier.net if isinstance(classifier, QualityClassifier) else classifier
+        return load_classifier()
+    if not isinstance(classifier, QualityClassifier):
+        raise TypeError(
+            f"classifier must be a QualityClassifier (load_classifier()) or None, got {type(classifier).__name__}"
+        )
+    return classifier
+
+
+def _network(classifier) -> nn.Module:
+    if isinstance(classifier, nn.Module):  # a bare make_network() module
+        return classifier
+    return _classifier(classifier).net
 
 
 @torch.no_grad()
@@ -446,7 +460,7 @@ def generation_metrics(generated_images, real_images, classifier: QualityClassif
       ``precision``, ``recall``, ``k``, ``n_real``, ``n_generated``: ``precision_recall`` with k nearest
       neighbours; ``feature_layer``: the name of the layer. All values are plain Python numbers (JSON-ready).
     """
-    clf = classifier or load_classifier()
+    clf = _classifier(classifier)
     generated = as_images(generated_images)
     real = as_images(real_images)
     for name, x in (("generated_images", generated), ("real_images", real)):
@@ -490,7 +504,7 @@ def generation_score(images, classes=None, classifier: QualityClassifier | None 
     """``quality_score(images, classes)`` with the distribution metrics of ``generation_metrics`` against
     ``held_out_digits(classes)`` beside it (``fid_classifier``, ``precision``, ``recall``, ``n_real``): how a
     set of generated (or real test) images scores in the notebooks' tables."""
-    clf = classifier or load_classifier()
+    clf = _classifier(classifier)
     metrics = generation_metrics(images, held_out_digits(classes), clf)
     return {**quality_score(images, classes, clf), **{k: metrics[k] for k in (*GENERATION_METRICS, "n_real")}}
 

@@ -149,6 +149,17 @@ def test_k_medoids_refusals():
         geodesic_distance_matrix(constant_metric(1.0), np.zeros((4, 2)), grid_n=1)
     with pytest.raises(ValueError, match="radius"):
         geodesic_distance_matrix(constant_metric(1.0), np.zeros((4, 2)), radius=0)
+    # not arrays, flags that are not booleans, and sizes beyond what fits in memory: one line naming them
+    with pytest.raises(TypeError, match="distance must be a tensor or an array of numbers, got NoneType"):
+        k_medoids(None, 2)
+    with pytest.raises(TypeError, match="codes must be a tensor or an array of numbers, got str"):
+        euclidean_distance_matrix("codes")
+    with pytest.raises(ValueError, match="1 <= N <= 5,000"):
+        euclidean_distance_matrix(np.zeros((5001, 2)))
+    with pytest.raises(ValueError, match="1 <= N <= 5,000"):
+        geodesic_distance_matrix(constant_metric(1.0), np.zeros((5001, 2)))
+    with pytest.raises(TypeError, match="use_scipy must be True or False"):
+        geodesic_distance_matrix(constant_metric(1.0), np.zeros((4, 2)), use_scipy=torch.zeros(2))
 
 
 # ------------------------------------------------------------------------------------------------ scores

@@ -17,6 +17,7 @@ from rhvae.experiments.quality import (
     held_out_digits,
     load_classifier,
     precision_recall,
+    quality_score,
 )
 
 try:
@@ -225,6 +226,12 @@ def test_refusals_name_the_parameter(clf, mnist):
         generation_metrics(images[:10], images[:1], classifier=clf)
     with pytest.raises(ValueError, match="k must"):
         generation_metrics(images[:10], images[10:20], classifier=clf, k=10)
+    with pytest.raises(TypeError, match="classifier must be a QualityClassifier"):
+        quality_score(images[:10], classifier="classifier")
+    with pytest.raises(TypeError, match="images must be a tensor or an array of numbers, got NoneType"):
+        generation_score(None)
+    with pytest.raises(ValueError, match="images must be"):
+        generation_score(torch.empty(0, 784), classifier=clf)
 
 
 def test_held_out_digits_are_the_classifiers_held_out_split_of_the_classes():

@@ -224,6 +224,21 @@ def test_refusals_name_the_argument(setup):
         interpolation_table(setup["models"], None, d.test.x, d.test.y, setup["train_codes"], clf, 1, 1, 0)
     with pytest.raises(ValueError, match="x_test"):
         interpolation_table(setup["models"], None, d.test.x, d.test.y[:3], setup["train_codes"], clf, 1, 4, 0)
+    # wrong types and sizes beyond memory: a TypeError or ValueError naming them, before any work
+    with pytest.raises(TypeError, match="z0 must be a tensor or an array of numbers, got NoneType"):
+        straight_line(None, z1, 4)
+    with pytest.raises(ValueError, match="n must be an integer >= 2 and <= 10,000"):
+        straight_line(z0, z1, 10**9)
+    with pytest.raises(ValueError, match="resolution must be an integer >= 3 and <= 10,000"):
+        geodesic_path(metric, z0, z1, 4, resolution=10**9)
+    with pytest.raises(TypeError, match="model must be a rhvae VAE"):
+        path_measures("model", straight_line(z0, z1, 4), clf, torch.zeros(5, 2), metric)
+    with pytest.raises(TypeError, match="classifier must have a predict_proba"):
+        path_measures(model, straight_line(z0, z1, 4), "clf", torch.zeros(5, 2), metric)
+    with pytest.raises(TypeError, match=r"models\['x'\] must be a rhvae VAE"):
+        decoded_paths({"x": 3}, d.test.x[0], d.test.x[1])
+    with pytest.raises(TypeError, match="train_codes_by_name must be a dict"):
+        interpolation_table(setup["models"], None, d.test.x, d.test.y, torch.zeros(3), clf, 1, 4, 0)
 
 
 # ------------------------------------------------------------------------------------------------ claims
