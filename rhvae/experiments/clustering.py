@@ -57,6 +57,7 @@ import torch
 
 from rhvae.evaluation.geometry import latent_bounds
 from rhvae.experiments.tables import compare_over_seeds
+from rhvae.models import check_model
 from rhvae.models.metric import LearnedMetric, quadratic_form
 from rhvae.models.rhvae import RHVAE
 from rhvae.validation import as_array_tensor, check_bool, check_float, check_int
@@ -494,7 +495,9 @@ def clustering_table(
     """
     if not isinstance(models, Mapping) or not models:
         raise ValueError("models must be a non-empty dict of name -> model")
-    x = as_array_tensor(x, "x")
+    for name, model in models.items():
+        check_model(model, f"models[{name!r}]")
+    x = next(iter(models.values())).check_input(as_array_tensor(x, "x"), "x")  # (n, D) pixels in [0, 1]
     y = _labels(y, "y")
     if x.ndim != 2 or len(x) != len(y):
         raise ValueError(f"x must be (n, D) with one label per row of y, got {tuple(x.shape)} and {y.shape}")

@@ -42,7 +42,7 @@ from rhvae.experiments.data import CLASSIFIER_SPLIT_SEED, classifier_split, load
 from rhvae.files import atomic_write
 from rhvae.paths import DATA_DIR
 from rhvae.provenance import pinned_threads
-from rhvae.validation import as_array_tensor
+from rhvae.validation import as_array_tensor, check_bool
 
 FORMAT = "rhvae-quality-classifier"
 FORMAT_VERSION = 1
@@ -202,6 +202,7 @@ def load_classifier(path: str | Path | None = None, retrain: bool = False, verbo
     is valid for the current data split and settings, else trained (a few seconds) and saved atomically.
     Loaded classifiers are memoised per path for the process (``retrain=True`` forces a new training)."""
     path = Path(path) if path is not None else DEFAULT_PATH
+    retrain, verbose = check_bool("retrain", retrain), check_bool("verbose", verbose)
     key = str(path.resolve())
     if not retrain and key in _LOADED:
         return _LOADED[key]
