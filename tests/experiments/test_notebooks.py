@@ -257,6 +257,25 @@ def test_default_run_all_skips_experiments_whose_models_are_not_shipped(tmp_path
     assert unshipped[0] in quick.stderr and "skipping" not in quick.stdout
 
 
+def test_under_train_an_analysis_runs_last_and_judges_the_models_this_run_trained(tmp_path):
+    out, cache = tmp_path / "all", tmp_path / "cache"
+    proc = run_all(
+        "--train", "--quick", "--jobs", "2", "--only", "clustering,reconstruction,generation_7_classes",
+        "--out", str(out), "-p", "cache_dir", str(cache), "-p", "seeds", "[0]", "-p", "epochs", "2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    starts = {nb: proc.stdout.index(f"=== {nb} ") for nb in ("clustering", "reconstruction", "generation_7_classes")}
+    assert starts["clustering"] > max(starts["reconstruction"], starts["generation_7_classes"])
+    trained = set()
+    for name in ("reconstruction", "generation_7_classes"):
+        models = json.loads((out / name / "results.json").read_text())["models"]
+        assert {m["source"] for m in models.values()} == {"trained"}  # --train: reuse_cache False
+        trained |= {m["cache_file"] for m in models.values()}
+    judged = json.loads((out / "clustering" / "results.json").read_text())["models"]
+    assert len(judged) == 4 and {m["source"] for m in judged.values()} == {"cache"}  # VAE, HVAE, RHVAE; RHVAE
+    assert {m["cache_file"] for m in judged.values()} == trained and {m["epochs"] for m in judged.values()} == {2}
+
+
 def test_run_all_runs_one_notebook_end_to_end(tmp_path, cache_dir):
     out = tmp_path / "all"
     proc = run_all(
