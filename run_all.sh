@@ -199,6 +199,16 @@ run_notebook() {
         --own="${line#*$'\t'}" "$nb" -- "${args[@]}" || true
 }
 
+# Run the named notebooks at once as jobs of the --dask cluster (rhvae/experiments/sweep.py, which writes the files
+# run_notebook writes), with the arguments run_notebook would give the first of them (all share them); none: nothing.
+sweep_round() {
+    [[ $# -gt 0 ]] || return 0
+    local nb args=("${common[@]}")
+    ! is_in "$1" "${fed[@]+"${fed[@]}"}" || args=("${fed_common[@]}")
+    for nb in "$@"; do grep -P "^$nb\t" <<< "$plan" || true; done \
+        | "$PYTHON" -m rhvae.experiments.sweep --dask "$dask" --out "$out" --notebooks "$ROOT/notebooks" -- "${args[@]}"
+}
+
 # Add the summary row of a finished notebook; 1 if it failed.
 collect() {
     local nb="$1" folder="$out/$1" rc=1 secs=0 status
@@ -247,21 +257,13 @@ if [[ $jobs -eq 1 && -z "$dask" ]]; then
     done
 else
     if [[ -n "$dask" ]]; then
-        # one job per notebook on the cluster (rhvae/experiments/sweep.py), which writes the files run_notebook writes
-        # in two rounds: the analyses after the experiments whose models they judge (see above)
-        sweep_plan="$(for nb in "${start_order[@]}"; do is_in "$nb" "${analyses[@]+"${analyses[@]}"}" || grep -P "^$nb\t" <<< "$plan"; done)"
-        if [[ -n "$sweep_plan" ]]; then
-            "$PYTHON" -m rhvae.experiments.sweep --dask "$dask" --out "$out" --notebooks "$ROOT/notebooks" \
-                -- "${common[@]}" <<< "$sweep_plan" || exit $?
-        fi
-        for group in fed alone; do
-            sweep_plan="$(for nb in "${analyses[@]+"${analyses[@]}"}"; do
-                if is_in "$nb" "${fed[@]+"${fed[@]}"}"; then [[ $group == fed ]]; else [[ $group == alone ]]; fi \
-                    && grep -P "^$nb\t" <<< "$plan"; done || true)"
-            args=("${common[@]}"); [[ $group == alone ]] || args=("${fed_common[@]}")
-            [[ -z "$sweep_plan" ]] || "$PYTHON" -m rhvae.experiments.sweep --dask "$dask" --out "$out" \
-                --notebooks "$ROOT/notebooks" -- "${args[@]}" <<< "$sweep_plan" || exit $?
-        done
+        # one job per notebook on the cluster (rhvae/experiments/sweep.py), in rounds: the experiments, then the
+        # analyses whose experiments ran, then the others (see above); each round runs its notebooks at once
+        alone=()
+        for nb in "${analyses[@]+"${analyses[@]}"}"; do is_in "$nb" "${fed[@]+"${fed[@]}"}" || alone+=("$nb"); done
+        sweep_round "${start_order[@]:0:${#primaries[@]}}" || exit $?
+        sweep_round "${fed[@]+"${fed[@]}"}" || exit $?
+        sweep_round "${alone[@]+"${alone[@]}"}" || exit $?
     else
         # background jobs start with SIGINT ignored: on Ctrl-C this shell stops the ones it started (each stops
         # its papermill and writes its .rc), and the notebooks not started yet are not started

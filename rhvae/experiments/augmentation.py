@@ -56,10 +56,10 @@ ARMS = {
     "rhvae_only": "RHVAE samples (HMC) only",
 }
 #: The generative model and sampler behind each generated arm: (model kind, "hmc" or "prior").
+GENERATED = {"vae": ("vae", "prior"), "rhvae": ("rhvae", "hmc"), "rhvae_prior": ("rhvae", "prior")}
 #: The scores of the real and added images of every arm (``added_images_over_seeds``): how digit-like they are and
 #: their distribution metrics against held-out real digits (``rhvae.experiments.quality.generation_score``).
 ADDED_IMAGE_SCORES = ("in_class_fraction", "mean_confidence", *GENERATION_METRICS)
-GENERATED = {"vae": ("vae", "prior"), "rhvae": ("rhvae", "hmc"), "rhvae_prior": ("rhvae", "prior")}
 #: The extra images of each arm, as figures title them.
 ADDED = {
     "classic": "shifts/rotations",

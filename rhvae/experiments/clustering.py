@@ -56,8 +56,8 @@ import numpy as np
 import torch
 
 from rhvae.evaluation.geometry import latent_bounds
-from rhvae.experiments.tables import compare_over_seeds
-from rhvae.models import check_model
+from rhvae.experiments.tables import compare_over_seeds, over_seeds
+from rhvae.models import check_models
 from rhvae.models.metric import LearnedMetric, quadratic_form
 from rhvae.models.rhvae import RHVAE
 from rhvae.validation import as_array_tensor, check_bool, check_float, check_int
@@ -493,10 +493,7 @@ def clustering_table(
     restart_ari_mean, reliability, share_of_restarts_at_best, cost, n_restarts) and the kept ``partition`` (one
     cluster label per row of ``x``).
     """
-    if not isinstance(models, Mapping) or not models:
-        raise ValueError("models must be a non-empty dict of name -> model")
-    for name, model in models.items():
-        check_model(model, f"models[{name!r}]")
+    check_models(models)
     x = next(iter(models.values())).check_input(as_array_tensor(x, "x"), "x")  # (n, D) pixels in [0, 1]
     y = _labels(y, "y")
     if x.ndim != 2 or len(x) != len(y):
@@ -592,6 +589,17 @@ def clustering_checks(
     return checks
 
 
+def clustering_summary(rows: Mapping[int, Mapping[str, Mapping]], agreement: Mapping[str, Mapping[str, float]]) -> dict:
+    """The table of the notebook and the report: ``over_seeds`` of the per-seed ``clustering_rows`` (``ROW_SCORES``,
+    mean ± std over seeds) with each row's ``seed_agreement`` beside it, one value over the seeds (not a mean of
+    per-seed values), from ``clustering_over_seeds``."""
+    summary = over_seeds(rows, ROW_SCORES)
+    for subset, by_method in agreement.items():
+        for method, value in by_method.items():
+            summary[f"{subset} · {method.replace('/', ' ')}"]["seed_agreement"] = {"mean": value, "std": None}
+    return summary
+
+
 def clustering_over_seeds(models: Mapping, data: Mapping, **options) -> tuple[dict, dict, dict]:
     """``clustering_table`` of every subset and seed: ``models[subset][seed]`` the models (name → model) of that
     seed, ``data[subset]`` its ``ExperimentData`` (all its digits, train and test, are clustered), ``options`` those
@@ -618,6 +626,7 @@ __all__ = [
     "ROW_SCORES",
     "clustering_checks",
     "clustering_over_seeds",
+    "clustering_summary",
     "clustering_rows",
     "seed_agreement",
     "KMedoidsResult",

@@ -128,11 +128,8 @@ def _load_torchvision(download: bool) -> tuple[np.ndarray, np.ndarray]:
     try:
         dataset = MNIST(root=str(DATA_DIR), train=True, download=download)
     except RuntimeError as err:
-        hint = (
-            ""
-            if download
-            else (" Fetch it once with `python -m rhvae data --source torchvision --download` (Python: download=True).")
-        )
+        fetch = " Fetch it once with `python -m rhvae data --source torchvision --download` (Python: download=True)."
+        hint = "" if download else fetch
         raise DataError(f"full MNIST is not in {DATA_DIR / 'MNIST'}.{hint}") from err
     except OSError as err:  # network failure during download
         raise DataError(f"could not download MNIST into {DATA_DIR}: {err}") from err

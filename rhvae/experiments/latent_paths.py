@@ -56,7 +56,7 @@ import torch
 
 from rhvae.evaluation.geometry import geodesic
 from rhvae.experiments.tables import compare_over_seeds
-from rhvae.models import check_model
+from rhvae.models import check_model, check_models
 from rhvae.models.metric import LearnedMetric, quadratic_form
 from rhvae.models.rhvae import RHVAE
 from rhvae.validation import as_array_tensor, check_int
@@ -297,15 +297,6 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _models(models) -> Mapping:
-    """A non-empty dict of name → the package's models; ``TypeError`` or ``ValueError`` otherwise."""
-    if not isinstance(models, Mapping) or not models:
-        raise TypeError(f"models must be a non-empty dict of name -> model, got {type(models).__name__}")
-    for name, model in models.items():
-        check_model(model, f"models[{name!r}]")
-    return models
-
-
 @torch.no_grad()
 def _codes(model, x: torch.Tensor) -> torch.Tensor:
     dtype = next(model.parameters()).dtype
@@ -338,7 +329,7 @@ def interpolation_table(
     every measure of ``MEASURES`` (``riemannian_length`` None for the models without a metric) and ``n_pairs``.
     ``geodesic_vs_line`` gives, per class relation, the mean and maximum over pairs of L_G(geodesic) / L_G(line).
     """
-    _models(models)
+    check_models(models)
     n_points = check_int("n_points", n_points, 2, MAX_POINTS)
     resolution = check_int("resolution", resolution, 3, MAX_POINTS)
     x_test, y_test = as_array_tensor(x_test, "x_test"), as_array_tensor(y_test, "y_test")
@@ -420,7 +411,7 @@ def decoded_paths(models: Mapping, x_a, x_b, n_points: int = 16, resolution: int
     (D,): ``"<name> line"`` for every model and ``"<name> geodesic"`` for an RHVAE, resampled at equal arc length
     under the model's metric (Euclidean without one), as ``path_measures`` decodes them."""
     n_points = check_int("n_points", n_points, 2, MAX_POINTS)
-    _models(models)
+    check_models(models)
     resolution = check_int("resolution", resolution, 3, MAX_POINTS)
     x_a, x_b = as_array_tensor(x_a, "x_a"), as_array_tensor(x_b, "x_b")
     if x_a.shape != x_b.shape:

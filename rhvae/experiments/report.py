@@ -156,8 +156,14 @@ def ordered(models: Mapping[str, Mapping]) -> list[tuple[str, Mapping]]:
     def key(item):
         label, m = item
         temperature = (m.get("config") or {}).get("temperature") or 0.0
-        owner = EXPERIMENT_ORDER.index(analysed_experiment(label)) if analysed_experiment(label) else -1
-        return owner, KIND_ORDER.get(m.get("model"), 3), m.get("seed") or 0, temperature, label
+        owner = analysed_experiment(label)
+        return (
+            EXPERIMENT_ORDER.index(owner) if owner else -1,
+            KIND_ORDER.get(m.get("model"), 3),
+            m.get("seed") or 0,
+            temperature,
+            label,
+        )
 
     return sorted(models.items(), key=key)
 

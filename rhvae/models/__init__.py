@@ -4,6 +4,8 @@ The bottom layer of the package: it imports nothing from ``rhvae.sampling``, ``r
 persistence, ``rhvae.experiments`` or ``rhvae.interfaces`` (tests/test_layering.py).
 """
 
+from collections.abc import Mapping
+
 from rhvae.models.hvae import HVAE, OBJECTIVES
 from rhvae.models.rhvae import RHVAE, STEP_BOUNDS
 from rhvae.models.vae import VAE, ConfigError, FlowOutput, bernoulli_log_likelihood, standard_normal_log_density
@@ -20,6 +22,18 @@ def check_model(model, name: str = "model") -> VAE:
     return model
 
 
+def check_models(models, name: str = "models") -> Mapping[str, VAE]:
+    """``models`` itself if it is a non-empty dict of display name → the package's models (``check_model`` for each):
+    a ``TypeError`` for another type, a ``ValueError`` for an empty dict."""
+    if not isinstance(models, Mapping):
+        raise TypeError(f"{name} must be a dict of name -> model, got {type(models).__name__}")
+    if not models:
+        raise ValueError(f"{name} must hold at least one model")
+    for key, model in models.items():
+        check_model(model, f"{name}[{key!r}]")
+    return models
+
+
 __all__ = [
     "HVAE",
     "MODELS",
@@ -31,5 +45,6 @@ __all__ = [
     "FlowOutput",
     "bernoulli_log_likelihood",
     "check_model",
+    "check_models",
     "standard_normal_log_density",
 ]
