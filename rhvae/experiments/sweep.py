@@ -49,6 +49,7 @@ from pathlib import Path
 import yaml
 
 from rhvae.experiments.notebook_command import execute, papermill_command
+from rhvae.experiments.registry import REGISTRY
 from rhvae.experiments.runs import GIVEN_ENV, cache_folder, clear_earlier_run
 from rhvae.files import atomic_write, atomic_write_text, writable_folder
 
@@ -223,6 +224,13 @@ def _execute_in(job: Job, folder: Path, cached_models: Mapping[str, bytes]) -> O
     )
 
 
+def cache_subfolders(name: str) -> tuple[str, ...]:
+    """The model-cache sub-folders the notebook ``name`` reads: its own, or for an analysis (registry ``analyses``:
+    interpolation, clustering) those of the experiments whose models it judges."""
+    entry = REGISTRY.get(name)
+    return (entry.analyses if entry is not None else ()) or (name,)
+
+
 def _files(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` by its path relative to it (none if the folder does not exist)."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -262,15 +270,17 @@ def run_sweep(jobs: Sequence[Job], out: str | os.PathLike, address: str, heartbe
             cache = cache_folder(job.parameters.get("cache_dir"))
             reuse = job.parameters.get("reuse_cache", True)
             announce = f"=== {job.name} -> {out / job.name} (log: {out / 'logs' / job.name}.log)"
+            folders = cache_subfolders(job.name)
             if reuse:
                 try:  # a trained model that cannot be saved at the end would be lost: refused before running
-                    writable_folder(cache / job.name, "cache_dir")
+                    for folder in folders:
+                        writable_folder(cache / folder, "cache_dir")
                 except ValueError as err:
                     print(f"{announce}: not run")
                     statuses[job.name] = deliver(Outcome(job.name, 1, 0.0, log=f"{err}\n".encode()), out, cache)
                     continue
-            models = _files(cache / job.name) if reuse else {}
-            (models_future,) = client.scatter([{f"{job.name}/{k}": v for k, v in models.items()}], hash=False)
+            models = {f"{f}/{k}": v for f in folders for k, v in _files(cache / f).items()} if reuse else {}
+            (models_future,) = client.scatter([models], hash=False)
             future = client.submit(
                 execute_job, job, models_future, key=f"rhvae-{job.name}-{uuid.uuid4().hex[:8]}", pure=False
             )

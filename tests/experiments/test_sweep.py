@@ -112,6 +112,21 @@ def test_run_all_dask_reports_a_failing_notebook_like_a_local_run(tmp_path, fail
     assert not (out / "README.md").exists()
 
 
+def test_an_analysis_on_the_cluster_gets_the_cached_models_of_the_experiments_it_judges(tmp_path, cluster_address):
+    # the workers start with an empty folder: the client sends each job the cache sub-folders it reads
+    assert sweep.cache_subfolders("clustering") == ("reconstruction", "generation_7_classes")
+    assert sweep.cache_subfolders("metric") == ("metric",) and sweep.cache_subfolders("custom") == ("custom",)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    proc = run_all(
+        "--quick", "--only", "clustering,reconstruction,generation_7_classes", "--dask", cluster_address,
+        "--out", str(out), "-p", "seeds", "[0]", "-p", "epochs", "2", "-p", "cache_dir", str(cache),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.index("=== clustering ->") > proc.stdout.index("=== reconstruction finished")
+    judged = json.loads((out / "clustering" / "results.json").read_text())["models"]
+    assert len(judged) == 4 and {m["source"] for m in judged.values()} == {"cache"}  # not trained again
+
+
 @pytest.fixture(scope="module")
 def cluster_address():
     """A two-worker LocalCluster shared by the API tests; a worker that dies fails its job at once."""
