@@ -51,11 +51,18 @@ def atomic_write_set(writers: dict) -> list[Path]:
     return [path for _, path in done]
 
 
+def as_path(value, name: str) -> Path:
+    """``value`` (a string or an ``os.PathLike``) as a ``Path``; a ``TypeError`` naming ``name`` for anything else."""
+    if not isinstance(value, (str, os.PathLike)) or value == "":
+        raise TypeError(f"{name} must be a path (a non-empty string or a Path), got {value!r} ({type(value).__name__})")
+    return Path(value)
+
+
 def writable_folder(path: str | Path, name: str) -> Path:
     """Create the folder ``path`` (and its parents) and check that a file can be written in it; ``ValueError``
     naming the parameter ``name`` otherwise (an existing file, no permission, a path that cannot exist). Called
     before long work, so that its result is not lost at the end."""
-    path = Path(path)
+    path = as_path(path, name)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{name} {path} is an existing file, not a folder")
     try:

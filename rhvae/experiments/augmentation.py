@@ -38,13 +38,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from rhvae.experiments.classifier_cache import cached_classifier, classifier_name, save_classifier
-from rhvae.experiments.data import Split, classifier_split, experiment_data, images_at, load_mnist
+from rhvae.experiments.data import Split, classifier_split, experiment_data, images_at, labelled_images, load_mnist
 from rhvae.experiments.quality import GENERATION_METRICS, GENERATION_METRICS_NOTE, accuracy, generation_score
 from rhvae.experiments.registry import REGISTRY
 from rhvae.experiments.tables import over_seeds
-from rhvae.models import VAE
+from rhvae.models import VAE, check_models
 from rhvae.paths import SHIPPED_DIR
 from rhvae.sampling.hmc import HMC_TARGET, PRIOR_TARGET, generate, sample_prior
+from rhvae.validation import check, check_int
 
 #: The arms of the experiment: key → what the classifier is trained on.
 ARMS = {
@@ -93,6 +94,8 @@ def classic_augmentation(x: torch.Tensor, y: torch.Tensor, n_per_class: int, see
     shift in ±SHIFT of the side (``torchvision.transforms.RandomAffine``). Returns (images, labels)."""
     from torchvision.transforms import RandomAffine
 
+    x, y = labelled_images(x, y)
+    n_per_class, seed = check("n_samples", n_per_class, "n_per_class"), check("seed", seed)
     transform = RandomAffine(degrees=DEGREES, translate=(SHIFT, SHIFT))
     generator = torch.Generator().manual_seed(seed)
     images, labels = [], []
@@ -114,6 +117,10 @@ def generated_images(models: Mapping[int, VAE], sampler: str, n_per_class: int, 
     every class."""
     if sampler not in ("hmc", "prior"):
         raise ValueError(f"sampler must be 'hmc' or 'prior', got {sampler!r}")
+    check_models(models, "models (class -> model)")
+    for c in models:
+        check_int("a class of models", c, 0)
+    n_per_class = check("n_samples", n_per_class, "n_per_class")
     images, labels, acceptance = [], [], {}
     start = time.perf_counter()
     for c, model in sorted(models.items()):
@@ -143,7 +150,7 @@ def make_classifier(kind: str, seed: int = 0) -> nn.Module:
     if kind not in CLASSIFIERS:
         raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {kind!r}")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(check("seed", seed))
         return _classifier_network(kind)
 
 
@@ -181,8 +188,9 @@ def train_classifier(kind, x, y, x_val, y_val, steps: int, seed: int = 0) -> Fit
     validation cross-entropy (see the module docstring); deterministic for a seed and a thread count."""
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if len(x) == 0 or len(x) != len(y) or len(x_val) == 0:
-        raise ValueError(f"need training and validation images, got {len(x)} (labels {len(y)}) and {len(x_val)}")
+    x, y = labelled_images(x, y)
+    x_val, y_val = labelled_images(x_val, y_val, "x_val", "y_val")
+    seed = check("seed", seed)
     model = make_classifier(kind, seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     generator = torch.Generator().manual_seed(seed)
@@ -280,6 +288,8 @@ def arm_training_set(arm: str, real: Split, extra: Mapping[str, tuple[torch.Tens
 
 def gains(accuracies: Mapping[str, float]) -> dict[str, float]:
     """Accuracy of every arm minus that of real only (the gain of augmenting)."""
+    if not isinstance(accuracies, Mapping) or "real" not in accuracies:
+        raise TypeError(f"accuracies must be a dict of arm -> accuracy with a 'real' arm, got {accuracies!r:.80}")
     return {arm: value - accuracies["real"] for arm, value in accuracies.items()}
 
 

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from rhvae.evaluation.geometry import latent_bounds
-from rhvae.experiments.tables import compare_over_seeds, over_seeds
+from rhvae.experiments.tables import check_models_over_subsets, compare_over_seeds, over_seeds
 from rhvae.models import check_models
 from rhvae.models.metric import LearnedMetric, quadratic_form
 from rhvae.models.rhvae import RHVAE
@@ -605,6 +605,7 @@ def clustering_over_seeds(models: Mapping, data: Mapping, **options) -> tuple[di
     seed, ``data[subset]`` its ``ExperimentData`` (all its digits, train and test, are clustered), ``options`` those
     of ``clustering_table``. Returns (tables {subset: {seed: table}}, rows {seed: {row: scores}} for ``over_seeds``,
     agreement {subset: ``seed_agreement``})."""
+    check_models_over_subsets(models, data)
     tables, rows, agreement = {}, {}, {}
     for subset, by_seed in models.items():
         x = torch.cat([data[subset].train.x, data[subset].test.x])

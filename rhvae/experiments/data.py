@@ -17,6 +17,7 @@ experiment) is drawn class by class from the digits the quality classifier was t
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +25,7 @@ import torch
 
 from rhvae.experiments.registry import POOLS, REGISTRY, SOURCES
 from rhvae.paths import DATA_DIR
-from rhvae.validation import MAX_SEED
+from rhvae.validation import MAX_SEED, as_array_tensor, scalar
 
 #: Default subset of each experiment (docs/design.md §4; ``rhvae.experiments.registry``): classes, images per
 #: class, pool.
@@ -78,6 +79,40 @@ class ExperimentData:
             "train_indices": self.train.indices.tolist(),
             "test_indices": self.test.indices.tolist(),
         }
+
+
+def check_data(data, name: str = "data") -> ExperimentData:
+    """``data`` itself if it is an ``ExperimentData``; a ``TypeError`` naming ``name`` otherwise."""
+    if not isinstance(data, ExperimentData):
+        raise TypeError(f"{name} must be an ExperimentData (rhvae.experiment_data(...)), got {type(data).__name__}")
+    return data
+
+
+def labelled_images(x, y, x_name: str = "x", y_name: str = "y") -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``x`` (n >= 1, 784) of floats in [0, 1] and their integer labels ``y`` (n,), as float32 and int64;
+    a ``TypeError`` or ``ValueError`` naming the one that is not."""
+    x, y = as_array_tensor(x, x_name), as_array_tensor(y, y_name)
+    if x.ndim != 2 or x.shape[1] != 784 or not len(x) or not x.is_floating_point():
+        raise ValueError(f"{x_name} must be float images (n >= 1, 784), got {x.dtype} of shape {tuple(x.shape)}")
+    if y.shape != (len(x),) or y.is_floating_point() or y.dtype == torch.bool:
+        raise ValueError(
+            f"{y_name} must be integer labels of shape ({len(x)},), got {y.dtype} of shape {tuple(y.shape)}"
+        )
+    return x.float(), y.long()
+
+
+def _source_indices(indices, n_images: int, name: str) -> np.ndarray:
+    """``indices`` (a 1-d array of integers in [0, n_images)) as int64; a ``TypeError``/``DataError`` naming it."""
+    array = as_array_tensor(indices, name).numpy()
+    if array.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if array.ndim != 1 or array.dtype.kind not in "iu":
+        raise DataError(f"{name} must be a 1-d array of integers, got {array.dtype} of shape {array.shape}")
+    if array.min() < 0 or array.max() >= n_images:
+        raise DataError(
+            f"{name} must be image indices in [0, {n_images - 1}], got values in [{array.min()}, {array.max()}]"
+        )
+    return array.astype(np.int64)
 
 
 _CACHE: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -196,6 +231,9 @@ def draw_subset(
     """
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
         raise DataError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
+        raise DataError(f"classes must be a sequence of digits in 0..9, got {classes!r}")
+    classes = tuple(scalar(c) for c in classes)  # a 1-d tensor or array of digits too
     if not classes:
         raise DataError("classes must name at least one digit in 0..9")
     if len(set(classes)) != len(classes):
@@ -208,7 +246,7 @@ def draw_subset(
     images, labels = load_mnist(source, download)
     excluded = np.zeros(len(labels), dtype=bool)
     if exclude is not None:
-        excluded[np.asarray(exclude, dtype=np.int64)] = True
+        excluded[_source_indices(exclude, len(labels), "exclude")] = True
     rng = np.random.default_rng(seed)
     train_idx, test_idx = [], []
     for c in classes:
@@ -229,7 +267,7 @@ def draw_subset(
 def images_at(indices, source: str = "bundled", download: bool = False) -> Split:
     """The images of ``source`` at ``indices`` (e.g. a test set defined by indices)."""
     images, labels = load_mnist(source, download)
-    return _split(images, labels, np.asarray(indices, dtype=np.int64))
+    return _split(images, labels, _source_indices(indices, len(labels), "indices"))
 
 
 def _split(images: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> Split:

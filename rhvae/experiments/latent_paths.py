@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from rhvae.evaluation.geometry import geodesic
-from rhvae.experiments.tables import compare_over_seeds
+from rhvae.experiments.tables import check_models_over_subsets, compare_over_seeds
 from rhvae.models import check_model, check_models
 from rhvae.models.metric import LearnedMetric, quadratic_form
 from rhvae.models.rhvae import RHVAE
@@ -456,6 +456,7 @@ def interpolations_over_seeds(models: Mapping, data: Mapping, classifier, **opti
     digits for the data distances), ``options`` those of ``interpolation_table`` (``seed`` is the model's: the
     pairs differ between seeds). Returns (tables {subset: {seed: table}}, rows {seed: {row: measures}} for
     ``rhvae.experiments.tables.over_seeds``)."""
+    check_models_over_subsets(models, data)
     tables, rows = {}, {}
     for subset, by_seed in models.items():
         test, train = data[subset].test, data[subset].train

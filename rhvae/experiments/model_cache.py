@@ -16,8 +16,8 @@ from types import MappingProxyType
 
 import torch
 
-from rhvae.experiments.data import ExperimentData, experiment_data
-from rhvae.files import writable_folder
+from rhvae.experiments.data import ExperimentData, check_data, experiment_data
+from rhvae.files import as_path, writable_folder
 from rhvae.models import MODELS, VAE
 from rhvae.paths import CACHE_DIR, SHIPPED_DIR
 from rhvae.persistence import (
@@ -30,7 +30,7 @@ from rhvae.persistence import (
 )
 from rhvae.provenance import environment
 from rhvae.training import History, TrainingDiverged, train_group
-from rhvae.validation import check, check_device
+from rhvae.validation import check, check_bool, check_device
 
 
 @dataclass
@@ -45,7 +45,7 @@ class TrainedModel:
 
 def build_model(name: str, seed: int = 0, **config) -> VAE:
     """Construct ``MODELS[name]`` (vae, hvae, rhvae) with its weights initialised from ``seed``."""
-    key = name.lower()
+    key = name.lower() if isinstance(name, str) else None
     if key not in MODELS:
         raise ValueError(f"model must be one of {tuple(MODELS)}, got {name!r}")
     with torch.random.fork_rng(devices=[]):  # the caller's global random state is left as it was
@@ -116,6 +116,7 @@ def train_experiment_model(
     """
     if data is None:
         data = experiment_data(experiment, classes, n_per_class, seed=check("data_seed", data_seed), source=source)
+    check_data(data)
     (result,) = train_experiment_models(
         experiment,
         model,
@@ -164,12 +165,19 @@ def train_experiment_models(
     batch_size = None if batch_size is None else check("batch_size", batch_size)
     threads = torch.get_num_threads() if threads is None else check("threads", threads)  # pinned by train_group
     device = check_device(device)
+    use_cache = check_bool("use_cache", use_cache)
+    save = use_cache if save is None else check_bool("save", save)
+    folder = CACHE_DIR if cache_dir is None else as_path(cache_dir, "cache_dir")
+    if isinstance(requests, (str, bytes)) or not isinstance(requests, Sequence):
+        raise TypeError(f"requests must be a list of (seed, ExperimentData), got {type(requests).__name__}")
+    for k, request in enumerate(requests):
+        if not isinstance(request, tuple) or len(request) != 2:
+            raise TypeError(f"requests[{k}] must be a (seed, ExperimentData) pair, got {request!r:.80}")
+        check_data(request[1], f"requests[{k}]'s data")
     requested = [
         (data, *model_request(data, model, epochs, check("seed", seed), lr, batch_size, threads, device, **config))
         for seed, data in requests
     ]
-    folder = Path(cache_dir or CACHE_DIR)
-    save = use_cache if save is None else save
     if save:  # before training: a model that cannot be saved at the end would be lost
         for *_, name in requested:
             writable_folder((folder / name).parent, "cache_dir")

@@ -12,12 +12,12 @@ import torch
 from rhvae.evaluation.diagnostics import flow_diagnostics
 from rhvae.evaluation.geometry import latent_grid, metric_magnitude
 from rhvae.evaluation.likelihood import elbo, log_likelihood_table, reconstruction_error
-from rhvae.experiments.data import ExperimentData
+from rhvae.experiments.data import ExperimentData, check_data
 from rhvae.experiments.quality import coverage_threshold, quality_score
-from rhvae.models import HVAE, RHVAE, VAE
+from rhvae.models import HVAE, RHVAE, VAE, check_model, check_models, check_models_by_seed
 from rhvae.models.metric import LearnedMetric
 from rhvae.sampling.hmc import check_work, generate
-from rhvae.validation import check
+from rhvae.validation import as_array_tensor, check
 
 
 # ------------------------------------------------------------------------------------ numbers and figures
@@ -29,7 +29,11 @@ def metric_summary(metric: LearnedMetric, codes, grid_n: int = 80) -> dict:
     where it is above half-way between the floor and its maximum, and ``kappa``, the largest eigenvalue of G⁻¹ at the
     centroids."""
 
-    codes = torch.as_tensor(codes).detach().to(metric.centroids.dtype)
+    if not isinstance(metric, LearnedMetric):
+        raise TypeError(f"metric must be a LearnedMetric (model.metric()), got {type(metric).__name__}")
+    codes = as_array_tensor(codes, "codes").to(metric.centroids.dtype)
+    if codes.ndim != 2 or codes.shape[1] != metric.dim or not len(codes) or not torch.isfinite(codes).all():
+        raise ValueError(f"codes must be finite latent points (n >= 1, {metric.dim}), got shape {tuple(codes.shape)}")
     grid = latent_grid(codes, n=grid_n)
     values = metric_magnitude(metric, grid)
     values = values if values.ndim == 2 else grid.reshape(values)
@@ -55,6 +59,7 @@ def evaluation_table(models: Mapping[str, VAE], x_test: torch.Tensor, ll_samples
     log-likelihood of ``rhvae.evaluation.likelihood.log_likelihood_table``: the exact log p(x) (d = 2) as
     ``log_likelihood``, the importance-sampling estimate with S = ``ll_samples`` and its bias beside it."""
 
+    check_models(models)
     table = {}
     for name, model in models.items():
         start = time.perf_counter()
@@ -88,6 +93,22 @@ def format_table(rows: Mapping[str, Mapping], columns: Mapping[str, str]) -> str
 
 
 # ------------------------------------------------------------------------------------------ numbers over seeds
+def check_models_over_subsets(models, data) -> None:
+    """The inputs of the analyses over seeds (``interpolations_over_seeds``, ``clustering_over_seeds``): ``models``
+    a non-empty dict of subset → seed → (name → model), and ``data`` a dict holding the ``ExperimentData`` of every
+    subset of ``models``; a ``TypeError`` or ``ValueError`` naming what is wrong otherwise."""
+    if not isinstance(models, Mapping) or not isinstance(data, Mapping):
+        wrong, value = ("models", models) if not isinstance(models, Mapping) else ("data", data)
+        raise TypeError(f"{wrong} must be a dict by subset name, got {type(value).__name__}")
+    if not models:
+        raise ValueError("models must hold at least one subset")
+    for subset, by_seed in models.items():
+        if subset not in data:
+            raise ValueError(f"data has no subset {subset!r} (it has {sorted(map(str, data))})")
+        check_data(data[subset], f"data[{subset!r}]")
+        check_models_by_seed(by_seed, f"models[{subset!r}]")
+
+
 def over_seeds(per_seed: Mapping[int, Mapping[str, Mapping]], keys) -> dict:
     """Mean and sample standard deviation over seeds of the numbers ``keys`` of every row.
 
@@ -143,9 +164,10 @@ def evaluate_model(
     images with their quality score and, for an HVAE/RHVAE, the flow diagnostics (``rhvae.evaluation.diagnostics``).
     Returns (JSON-ready dict, generated images)."""
 
+    check_model(model)
+    x = check_data(data).test.x
     if isinstance(model, RHVAE):  # refused now, not after the log-likelihood's half minute
         check_work(check("n_samples", n_samples), check("mcmc_steps", mcmc_steps))
-    x = data.test.x
     ll = log_likelihood_table(model, x, n_samples=ll_samples, seed=seed)
     bound = elbo(model, x, n_samples=min(ll_samples, 100), seed=seed + 1)
     recon = reconstruction_error(model, x)
@@ -167,7 +189,7 @@ def class_shares(models: Mapping[int, Mapping[str, VAE]], name: str, classes, n_
     ``models[seed][name]`` (the notebook's sampler and steps): with many samples, a class the sampler misses is
     told apart from one that a small sample under-counts."""
     shares = {}
-    for seed, by_name in models.items():
+    for seed, by_name in check_models_by_seed(models).items():
         if name in by_name:
             images = generate(by_name[name], n_samples, mcmc_steps, seed).images
             shares[seed] = [quality_score(images, classes)["shares"][c] for c in classes]

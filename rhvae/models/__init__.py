@@ -34,6 +34,19 @@ def check_models(models, name: str = "models") -> Mapping[str, VAE]:
     return models
 
 
+def check_models_by_seed(models, name: str = "models") -> Mapping[int, Mapping[str, VAE]]:
+    """``models`` itself if it is a non-empty dict of seed → (name → model) (``check_models`` for each; a seed whose
+    every model diverged may hold an empty dict): a ``TypeError`` or ``ValueError`` naming ``name`` otherwise."""
+    if not isinstance(models, Mapping):
+        raise TypeError(f"{name} must be a dict of seed -> (name -> model), got {type(models).__name__}")
+    if not models:
+        raise ValueError(f"{name} must hold at least one seed")
+    for seed, by_name in models.items():
+        if by_name or not isinstance(by_name, Mapping):
+            check_models(by_name, f"{name}[{seed!r}]")
+    return models
+
+
 __all__ = [
     "HVAE",
     "MODELS",
@@ -46,5 +59,6 @@ __all__ = [
     "bernoulli_log_likelihood",
     "check_model",
     "check_models",
+    "check_models_by_seed",
     "standard_normal_log_density",
 ]

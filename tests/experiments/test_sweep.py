@@ -112,21 +112,6 @@ def test_run_all_dask_reports_a_failing_notebook_like_a_local_run(tmp_path, fail
     assert not (out / "README.md").exists()
 
 
-def test_an_analysis_on_the_cluster_gets_the_cached_models_of_the_experiments_it_judges(tmp_path, cluster_address):
-    # the workers start with an empty folder: the client sends each job the cache sub-folders it reads
-    assert sweep.cache_subfolders("clustering") == ("reconstruction", "generation_7_classes")
-    assert sweep.cache_subfolders("metric") == ("metric",) and sweep.cache_subfolders("custom") == ("custom",)
-    out, cache = tmp_path / "out", tmp_path / "cache"
-    proc = run_all(
-        "--quick", "--only", "clustering,reconstruction,generation_7_classes", "--dask", cluster_address,
-        "--out", str(out), "-p", "seeds", "[0]", "-p", "epochs", "2", "-p", "cache_dir", str(cache),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.index("=== clustering ->") > proc.stdout.index("=== reconstruction finished")
-    judged = json.loads((out / "clustering" / "results.json").read_text())["models"]
-    assert len(judged) == 4 and {m["source"] for m in judged.values()} == {"cache"}  # not trained again
-
-
 @pytest.fixture(scope="module")
 def cluster_address():
     """A two-worker LocalCluster shared by the API tests; a worker that dies fails its job at once."""
@@ -307,26 +292,36 @@ def separate_cluster(tmp_path):
             process.wait(timeout=60)
 
 
-def test_run_all_sends_jobs_to_a_scheduler_address(tmp_path, separate_cluster):
+def test_a_scheduler_address_gets_the_jobs_and_an_analysis_reuses_the_models_they_trained(tmp_path, separate_cluster):
     """``--dask tcp://host:port``: the scheduler and workers were started apart (``dask scheduler``, ``dask
-    worker``); two quick notebooks run on them and their outputs and trained models come back."""
+    worker``). Two quick experiments run on them and their outputs and trained models come back; the analysis that
+    judges them starts after them and is sent their cached models (the workers start with an empty folder), so it
+    does not train them again."""
+    assert sweep.cache_subfolders("clustering") == ("reconstruction", "generation_7_classes")
+    assert sweep.cache_subfolders("metric") == ("metric",) and sweep.cache_subfolders("custom") == ("custom",)
     out, cache = tmp_path / "out", tmp_path / "cache"
-    names = ["metric", "generation_5"]
+    names = ["reconstruction", "generation_7_classes"]
     proc = run_all(
-        "--quick", "--only", ",".join(names), "--dask", separate_cluster, "--out", str(out),
-        "-p", "seeds", "0", "-p", "cache_dir", str(cache),
+        "--quick", "--only", ",".join(["clustering", *names]), "--dask", separate_cluster, "--out", str(out),
+        "-p", "seeds", "[0]", "-p", "epochs", "2", "-p", "cache_dir", str(cache),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"Dask cluster {separate_cluster}: 2 workers, 2 threads" in proc.stdout
+    trained = {}
     for name in names:
         results = json.loads((out / name / "results.json").read_text())
         assert results["status"] == "ok" and results["run_dir"] == str(out / name)
         assert not os.path.exists(results["provenance"]["executed_on"]["worker_folder"])  # removed by the job
         for label, model in results["models"].items():
-            assert model["cache_file"].startswith(f"{cache}/{name}/")
+            assert model["source"] == "trained" and model["cache_file"].startswith(f"{cache}/{name}/")
             assert rhvae.load_model(model["cache_file"]).config() == model["config"], label
+            trained[model["cache_file"]] = model["config"]
         assert all((out / name / f).stat().st_size > 0 for f in results["figures"])
-    assert "| metric (quick) |" in (out / "README.md").read_text()
+    assert proc.stdout.index("=== clustering ->") > max(proc.stdout.index(f"=== {n} finished") for n in names)
+    judged = json.loads((out / "clustering" / "results.json").read_text())["models"]
+    assert len(judged) == 4 and {m["source"] for m in judged.values()} == {"cache"}  # not trained again
+    assert {m["cache_file"] for m in judged.values()} <= set(trained)
+    assert "| reconstruction (quick) |" in (out / "README.md").read_text()
 
 
 @pytest.mark.slow
