@@ -22,12 +22,13 @@ def check_model(model, name: str = "model") -> VAE:
     return model
 
 
-def check_models(models, name: str = "models") -> Mapping[str, VAE]:
-    """``models`` itself if it is a non-empty dict of display name → the package's models (``check_model`` for each):
-    a ``TypeError`` for another type, a ``ValueError`` for an empty dict."""
+def check_models(models, name: str = "models", allow_empty: bool = False) -> Mapping[str, VAE]:
+    """``models`` itself if it is a dict of display name → the package's models (``check_model`` for each): a
+    ``TypeError`` for another type, a ``ValueError`` for an empty dict unless ``allow_empty`` (a seed whose every
+    model diverged has none)."""
     if not isinstance(models, Mapping):
         raise TypeError(f"{name} must be a dict of name -> model, got {type(models).__name__}")
-    if not models:
+    if not models and not allow_empty:
         raise ValueError(f"{name} must hold at least one model")
     for key, model in models.items():
         check_model(model, f"{name}[{key!r}]")
@@ -42,8 +43,7 @@ def check_models_by_seed(models, name: str = "models") -> Mapping[int, Mapping[s
     if not models:
         raise ValueError(f"{name} must hold at least one seed")
     for seed, by_name in models.items():
-        if by_name or not isinstance(by_name, Mapping):
-            check_models(by_name, f"{name}[{seed!r}]")
+        check_models(by_name, f"{name}[{seed!r}]", allow_empty=True)
     return models
 
 
