@@ -221,7 +221,7 @@ collect() {
     if [[ $rc -ne 0 ]]; then
         rows+=("$nb|FAILED|$secs|$folder")
         echo "run_all.sh: notebook '$nb' FAILED (papermill exit $rc) after ${secs}s." >&2
-        echo "  partial executed notebook: $out/executed/$nb.ipynb" >&2
+        [[ ! -f "$out/executed/$nb.ipynb" ]] || echo "  partial executed notebook: $out/executed/$nb.ipynb" >&2
         echo "  log: $out/logs/$nb.log" >&2
         echo "  run folder (figures written so far): $folder" >&2
         return 1

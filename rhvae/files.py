@@ -3,6 +3,7 @@ long work."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -37,10 +38,7 @@ def atomic_write_set(writers: dict) -> list[Path]:
                 with open(tmp, "rb") as f:
                     os.fsync(f.fileno())
             except (OSError, RuntimeError) as err:
-                reason = err.strerror if isinstance(err, OSError) and err.strerror else "the write failed"
-                if "unexpected pos" in str(err) or getattr(err, "errno", None) == 28:
-                    reason = "no space left on the device"
-                raise WriteError(f"cannot write {path}: {reason}") from None
+                raise write_error(path, err) from None
         for tmp, path in done:
             os.replace(tmp, path)
     except BaseException:
@@ -49,6 +47,15 @@ def atomic_write_set(writers: dict) -> list[Path]:
                 os.unlink(tmp)
         raise
     return [path for _, path in done]
+
+
+def write_error(path: str | Path, err: OSError | RuntimeError) -> WriteError:
+    """The one-line ``WriteError`` for a failed write of ``path``: "cannot write PATH: REASON", a full disk (errno
+    ENOSPC, or torch's "unexpected pos" from its zip writer) named as such."""
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else "the write failed"
+    if "unexpected pos" in str(err) or getattr(err, "errno", None) == errno.ENOSPC:
+        reason = "no space left on the device"
+    return WriteError(f"cannot write {path}: {reason}")
 
 
 def as_path(value, name: str) -> Path:

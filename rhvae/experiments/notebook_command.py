@@ -32,7 +32,7 @@ from rhvae.experiments.data import DataError, class_counts
 from rhvae.experiments.parameters import check_parameter
 from rhvae.experiments.registry import PARAMETERS, REGISTRY
 from rhvae.experiments.runs import resolve_path
-from rhvae.files import atomic_write_text, writable_folder
+from rhvae.files import WriteError, atomic_write_text, writable_folder, write_error
 from rhvae.paths import ROOT
 
 #: The notebooks' folder and the kernel they run on (saved with kernelspec ``python3``).
@@ -78,7 +78,12 @@ def execute(command: Sequence[str], log: Path, echo: bool = False, cwd=None, env
         previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
         try:
             for line in child.stdout:
-                log_file.write(line)
+                try:
+                    log_file.write(line)
+                except OSError:  # a full disk: papermill could not write its notebook either
+                    child.terminate()
+                    child.wait()
+                    raise
                 if echo:
                     sys.stdout.buffer.write(line)
                     sys.stdout.flush()
@@ -207,20 +212,30 @@ def run_notebook(name: str, out: Path, common: Sequence[str], own: Sequence[str]
     """Execute ``notebooks/NAME.ipynb`` into the output folder ``out`` of ``run_all.sh`` with the ``common`` then
     its ``own`` papermill arguments, its run folder ``out/NAME``; write ``logs/NAME.log`` and ``logs/NAME.rc``
     ("EXIT_STATUS SECONDS"). Returns the exit status."""
-    (out / "executed").mkdir(parents=True, exist_ok=True)
-    (out / "logs").mkdir(parents=True, exist_ok=True)
     executed = out / "executed" / f"{name}.ipynb"
     partial = executed.with_name(f".{name}.ipynb.partial")  # renamed when papermill has written it whole
     arguments = [*common, "-p", "output_dir", str(out / name), *own]
     command = papermill_command(NOTEBOOKS / f"{name}.ipynb", partial, arguments)
+    log = out / "logs" / f"{name}.log"
     start = time.perf_counter()
-    status = execute(command, out / "logs" / f"{name}.log", echo=echo)
+    try:
+        for folder in (executed.parent, log.parent):
+            folder.mkdir(parents=True, exist_ok=True)
+        status = execute(command, log, echo=echo)
+    except OSError as err:  # the log cannot be written (a full disk): papermill was stopped
+        print(f"run_all.sh: notebook {name!r}: {write_error(log, err)}", file=sys.stderr)
+        status = 1
     if partial.is_file():
         if _is_json(partial):
             os.replace(partial, executed)
-        else:  # cut short (a full disk, a kill): left under its partial name, never as the executed notebook
+        else:  # cut short (a full disk, a kill): never left as the executed notebook; it would only hold the space
+            partial.unlink()
             status = status or 1
-    atomic_write_text(out / "logs" / f"{name}.rc", f"{status} {round(time.perf_counter() - start)}\n")
+    try:
+        atomic_write_text(out / "logs" / f"{name}.rc", f"{status} {round(time.perf_counter() - start)}\n")
+    except WriteError as err:  # run_all.sh reports a notebook without its .rc as FAILED
+        print(f"run_all.sh: notebook {name!r}: {err}", file=sys.stderr)
+        status = status or 1
     return status
 
 

@@ -1,7 +1,10 @@
-"""run_all.sh under misuse and faults: an --out that cannot be a folder, two runs started at once, and Ctrl-C
-while two notebooks run (each must end in one clear line and a documented exit status, losing nothing)."""
+"""run_all.sh under misuse and faults: an --out that cannot be a folder, two runs started at once, a full disk
+under --out, and Ctrl-C while two notebooks run (each must end in one clear line and a documented exit status,
+losing nothing)."""
 
+import json
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -59,6 +62,45 @@ def test_two_runs_started_at_once_get_their_own_folders_and_both_finish(tmp_path
     finally:
         for folder in folders:
             subprocess.run(["rm", "-rf", str(folder)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """(folder, preexec_fn): a 400 kB tmpfs mounted at the folder, where writes fail with ENOSPC once it is full,
+    or, where mounting is not permitted, a plain folder and a limit of 150 kB per file (RLIMIT_FSIZE, SIGXFSZ
+    ignored) under which a longer write fails with EFBIG: either way the kernel refuses a write part-way."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(folder)], capture_output=True)
+    if mount.returncode:
+        limit = 150_000
+
+        def limit_file_size():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        yield folder, limit_file_size
+        return
+    try:
+        yield folder, None
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_out_is_a_failed_notebook_with_its_summary_and_no_truncated_file(tmp_path, small_disk):
+    folder, preexec = small_disk
+    out = folder / "out"
+    proc = run_all(*QUICK, "-p", "cache_dir", str(tmp_path / "cache"), "--out", str(out), preexec_fn=preexec)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "notebook 'generation_5' FAILED" in proc.stderr and "generation_5           FAILED" in proc.stdout
+    rc = (out / "logs" / "generation_5.rc").read_text().split()  # written whole, never a 0-byte file
+    assert rc[0] == "1" and rc[1].isdigit(), rc
+    partial = [p.name for p in (out / "executed").iterdir() if p.name != "generation_5.ipynb"]
+    assert not partial, partial  # a notebook cut short is removed, not left under its partial name
+    for path in [*out.rglob("*.json"), *out.rglob("*.ipynb")]:
+        json.loads(path.read_text())  # whatever was written, was written whole (a notebook that failed in a cell)
 
 
 def _default_sigint():
