@@ -348,3 +348,40 @@ def test_run_all_dask_at_a_server_that_is_not_a_scheduler_exits_2(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _terminal_sigint():
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as from a terminal, even when the suite runs in the background
+    os.setsid()  # its own process group: Ctrl-C reaches the shell and everything it started
+
+
+def test_ctrl_c_under_dask_local_exits_130_in_one_line_and_leaves_no_process(tmp_path):
+    """Ctrl-C reaches every process of the group: the client cancels the jobs and says so in one line, the
+    LocalCluster's workers (started with SIGINT ignored) print no KeyboardInterrupt traceback of their own."""
+    import signal
+
+    proc = subprocess.Popen(
+        ["bash", str(ROOT / "run_all.sh"), "--quick", "--only", "metric", "-p", "seeds", "[0]",
+         "-p", "epochs", "1000", "--dask", "local:1", "--out", str(tmp_path / "out"),
+         "-p", "cache_dir", str(tmp_path / "cache")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "CI": "true"},
+        preexec_fn=_terminal_sigint,
+    )  # fmt: skip
+    try:
+        for line in proc.stdout:
+            if "sent to the cluster" in line:
+                break
+        time.sleep(20)  # the job is training (1000 epochs: minutes)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
+    assert "interrupted: the jobs were cancelled" in stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    time.sleep(2)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # no process of the run is left (client, workers, papermill, kernel)
