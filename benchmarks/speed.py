@@ -283,8 +283,9 @@ def dense_floor(fn, repeats: int) -> dict:
         for spec in specs:
             if isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[0], torch.Size):
                 shape, stride, dtype = spec
-                tensor = torch.empty_strided(shape, stride, dtype=dtype)
-                out.append(tensor.copy_(torch.randn(shape, generator=generator, dtype=dtype)))
+                # the storage the strides address (a broadcast operand's zero strides reuse elements)
+                size = 1 + sum((n - 1) * s for n, s in zip(shape, stride, strict=True)) if all(shape) else 0
+                out.append(torch.randn(size, generator=generator, dtype=dtype).as_strided(shape, stride))
             else:
                 out.append(spec)
         return out
