@@ -61,6 +61,8 @@ MAX_LOCAL_WORKERS = 256
 CONNECT_TIMEOUT = 20
 #: Seconds between two progress lines while jobs run.
 HEARTBEAT = 60.0
+#: Seconds between two looks at Ctrl-C while waiting for the jobs (``_ctrl_c_as_flag``).
+CTRL_C_POLL = 0.5
 ADDRESS_HELP = (
     f"'local' (a LocalCluster of {LOCAL_WORKERS} workers on this machine), 'local:N' (N workers, 1 to "
     f"{MAX_LOCAL_WORKERS}) or a scheduler address such as tcp://host:8786"
@@ -156,6 +158,24 @@ def _workers_ignore_ctrl_c() -> Iterator[None]:
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _ctrl_c_as_flag() -> Iterator[threading.Event]:
+    """Ctrl-C sets the yielded event instead of raising ``KeyboardInterrupt`` wherever the main thread is: raised
+    inside distributed's wait (a ``threading.Condition``), it could leave the lock released twice and surface as
+    ``RuntimeError: release unlocked lock`` with a traceback. ``run_sweep`` polls the event and raises
+    ``KeyboardInterrupt`` itself, between two waits. Outside the main thread no handler can be set (nor is one
+    needed: signals reach the main thread only)."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
+    try:
+        yield flag
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -274,7 +294,7 @@ def run_sweep(jobs: Sequence[Job], out: str | os.PathLike, address: str, heartbe
     out = Path(out)
     local_workers(address)  # a bad address is refused before anything starts
     statuses: dict[str, int] = {}
-    with dask_client(address) as client:
+    with dask_client(address) as client, _ctrl_c_as_flag() as interrupted:
         workers = client.scheduler_info()["workers"].values()
         print(
             f"Dask cluster {client.scheduler.address}: {len(workers)} workers, "
@@ -302,12 +322,17 @@ def run_sweep(jobs: Sequence[Job], out: str | os.PathLike, address: str, heartbe
             submitted[future] = (job, cache, time.monotonic())
             print(f"{announce}, sent to the cluster {_dt.datetime.now():%H:%M:%S}", flush=True)
         pending = set(submitted)
+        beat = time.monotonic()
         while pending:
             try:
-                wait(list(pending), timeout=heartbeat, return_when="FIRST_COMPLETED")
-            except CancelledError:  # FuturesCancelledError: the futures of a lost worker, cancelled; handled below
+                wait(list(pending), timeout=min(heartbeat, CTRL_C_POLL), return_when="FIRST_COMPLETED")
+            except (CancelledError, TimeoutError):  # the futures of a lost worker (handled below), or nothing yet
                 pass
-            except TimeoutError:
+            if interrupted.is_set():
+                raise KeyboardInterrupt  # leaving the client's block cancels the jobs and closes a local cluster
+            finished = [f for f in pending if f.done() or f.cancelled()]
+            if not finished and time.monotonic() - beat >= heartbeat:
+                beat = time.monotonic()
                 on_workers = {key for keys in client.run(_executing_keys).values() for key in keys}
                 running = sorted(submitted[f][0].name for f in pending if f.key in on_workers)
                 queued = sorted(submitted[f][0].name for f in pending if f.key not in on_workers)
@@ -316,8 +341,7 @@ def run_sweep(jobs: Sequence[Job], out: str | os.PathLike, address: str, heartbe
                     f"{', '.join(queued) or 'none'}; {len(statuses)}/{len(jobs)} done",
                     flush=True,
                 )
-                continue
-            for future in [f for f in pending if f.done() or f.cancelled()]:
+            for future in finished:
                 pending.discard(future)
                 job, cache, sent = submitted[future]
                 outcome = _outcome(future, job, time.monotonic() - sent)
@@ -330,6 +354,8 @@ def run_sweep(jobs: Sequence[Job], out: str | os.PathLike, address: str, heartbe
                     f"{len(statuses)}/{len(jobs)} done",
                     flush=True,
                 )
+        if interrupted.is_set():  # pressed while the last outcomes were delivered
+            raise KeyboardInterrupt
     return statuses
 
 
