@@ -51,6 +51,11 @@ INTERRUPTED = 130
 STOP_SECONDS = 30
 #: prctl(2) option: the signal a child gets when its parent dies (Linux).
 PR_SET_PDEATHSIG = 1
+#: What jupyter_client says when a notebook's kernel never answered at start-up, before any cell ran. Seen when
+#: another process took a TCP port of the kernel's connection file between jupyter_client choosing it and the kernel
+#: binding it (``ZMQError: Address already in use``; Dask's own connections use such ports). ``execute`` then runs
+#: the notebook once more.
+KERNEL_NOT_STARTED = (b"Kernel didn't respond in", b"Kernel died before replying to kernel_info")
 
 
 def papermill_command(source: str | os.PathLike, executed: str | os.PathLike, arguments: Sequence[str]) -> list[str]:
@@ -62,40 +67,59 @@ def papermill_command(source: str | os.PathLike, executed: str | os.PathLike, ar
 def execute(command: Sequence[str], log: Path, echo: bool = False, cwd=None, env=None) -> int:
     """Run ``command`` with its output written to ``log`` (and, with ``echo``, to stdout as it comes); its exit
     status, or ``INTERRUPTED`` after Ctrl-C: the child, which starts with the default SIGINT even when this process
-    was started in the background, is sent SIGINT too and waited for (killed after ``STOP_SECONDS``)."""
-    received: list[int] = []
+    was started in the background, is sent SIGINT too and waited for (killed after ``STOP_SECONDS``). A notebook
+    whose kernel did not start (``KERNEL_NOT_STARTED`` in its output, exit status 1) is run once more, with a line
+    saying so in the log."""
     with open(log, "wb") as log_file:
-        child = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd, env=env, preexec_fn=_child_setup
-        )
+        status, kernel_not_started = _execute_once(command, log_file, echo, cwd, env)
+        if status == 1 and kernel_not_started:
+            _write_line(
+                b"=== the notebook's kernel did not start (above): running the notebook once more\n", log_file, echo
+            )
+            status, _ = _execute_once(command, log_file, echo, cwd, env)
+    return status
 
-        def on_sigint(signum, frame):  # whenever it arrives: forward it, and report the run as interrupted
-            received.append(signum)
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
 
-        in_main = threading.current_thread() is threading.main_thread()  # a Dask worker runs jobs in a thread
-        previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
-        try:
-            for line in child.stdout:
-                try:
-                    log_file.write(line)
-                except OSError:  # a full disk: papermill could not write its notebook either
-                    child.terminate()
-                    child.wait()
-                    raise
-                if echo:
-                    sys.stdout.buffer.write(line)
-                    sys.stdout.flush()
+def _execute_once(command: Sequence[str], log_file, echo: bool, cwd, env) -> tuple[int, bool]:
+    """One run of ``execute``: its exit status, and whether its output says the kernel did not start."""
+    received: list[int] = []
+    kernel_not_started = False
+    child = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd, env=env, preexec_fn=_child_setup
+    )
+
+    def on_sigint(signum, frame):  # whenever it arrives: forward it, and report the run as interrupted
+        received.append(signum)
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+
+    in_main = threading.current_thread() is threading.main_thread()  # a Dask worker runs jobs in a thread
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+    try:
+        for line in child.stdout:
             try:
-                status = child.wait(timeout=STOP_SECONDS if received else None)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                status = child.wait()
-        finally:
-            if in_main:
-                signal.signal(signal.SIGINT, previous)
-    return INTERRUPTED if received else status
+                _write_line(line, log_file, echo)
+            except OSError:  # a full disk: papermill could not write its notebook either
+                child.terminate()
+                child.wait()
+                raise
+            kernel_not_started = kernel_not_started or any(message in line for message in KERNEL_NOT_STARTED)
+        try:
+            status = child.wait(timeout=STOP_SECONDS if received else None)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            status = child.wait()
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+    return (INTERRUPTED if received else status), kernel_not_started
+
+
+def _write_line(line: bytes, log_file, echo: bool) -> None:
+    log_file.write(line)
+    if echo:
+        sys.stdout.buffer.write(line)
+        sys.stdout.flush()
 
 
 def _child_setup() -> None:

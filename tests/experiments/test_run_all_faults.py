@@ -1,6 +1,6 @@
 """run_all.sh under misuse and faults: an --out that cannot be a folder, two runs started at once, a full disk
-under --out, and Ctrl-C while two notebooks run (each must end in one clear line and a documented exit status,
-losing nothing)."""
+under --out, a notebook kernel that dies at start-up, and Ctrl-C while two notebooks run (each must end in one clear
+line and a documented exit status, losing nothing)."""
 
 import json
 import os
@@ -16,12 +16,12 @@ from rhvae.paths import ROOT
 QUICK = ["--quick", "--only", "generation_5", "-p", "seeds", "[0]", "-p", "epochs", "2", "-p", "mcmc_steps", "2"]
 
 
-def run_all(*args, **kwargs):
+def run_all(*args, env=None, **kwargs):
     return subprocess.run(
         ["bash", str(ROOT / "run_all.sh"), *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "CI": "true"},
+        env={**os.environ, "CI": "true", **(env or {})},
         timeout=600,
         **kwargs,
     )
@@ -101,6 +101,36 @@ def test_a_full_disk_under_out_is_a_failed_notebook_with_its_summary_and_no_trun
     assert not partial, partial  # a notebook cut short is removed, not left under its partial name
     for path in [*out.rglob("*.json"), *out.rglob("*.ipynb")]:
         json.loads(path.read_text())  # whatever was written, was written whole (a notebook that failed in a cell)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("deaths, status", [(1, 0), (2, 1)])
+def test_a_kernel_that_dies_at_start_up_is_started_once_more(tmp_path, deaths, status):
+    """A kernel that dies before answering (as when another process took a port of its connection file) is a
+    notebook run once more, not a failed notebook; a second such death is a failure, and there is no third start.
+    The fault is real: an IPython start-up file of the kernels (``IPYTHONDIR``) exits the first ``deaths`` kernels."""
+    starts = tmp_path / "kernel_starts"
+    startup = tmp_path / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-die.py").write_text(
+        "import os, pathlib\n"
+        f"starts = pathlib.Path({str(starts)!r})\n"
+        "with starts.open('a') as file:\n"
+        "    file.write('x')\n"
+        f"if len(starts.read_text()) <= {deaths}:\n"
+        "    os._exit(1)\n"
+    )
+    out = tmp_path / "out"
+    proc = run_all(
+        *QUICK, "-p", "cache_dir", str(tmp_path / "cache"), "--out", str(out),
+        env={"IPYTHONDIR": str(tmp_path / "ipython")},
+    )  # fmt: skip
+    assert proc.returncode == status, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert starts.read_text() == "xx"  # the kernel was started twice, whether the second one lived or not
+    log = (out / "logs" / "generation_5.log").read_text()
+    assert log.count("running the notebook once more") == 1, log[-3000:]
+    assert (out / "logs" / "generation_5.rc").read_text().split()[0] == str(status)
+    assert ((out / "generation_5" / "results.json").is_file()) == (status == 0)
 
 
 def _default_sigint():
