@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import ctypes
 import json
 import os
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import papermill
@@ -93,9 +94,7 @@ def _execute_once(command: Sequence[str], log_file, echo: bool, cwd, env) -> tup
         if child.poll() is None:
             child.send_signal(signal.SIGINT)
 
-    in_main = threading.current_thread() is threading.main_thread()  # a Dask worker runs jobs in a thread
-    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
-    try:
+    with sigint_handler(on_sigint):
         for line in child.stdout:
             try:
                 _write_line(line, log_file, echo)
@@ -109,10 +108,22 @@ def _execute_once(command: Sequence[str], log_file, echo: bool, cwd, env) -> tup
         except subprocess.TimeoutExpired:
             child.kill()
             status = child.wait()
-    finally:
-        if in_main:
-            signal.signal(signal.SIGINT, previous)
     return (INTERRUPTED if received else status), kernel_not_started
+
+
+@contextlib.contextmanager
+def sigint_handler(handler) -> Iterator[None]:
+    """``handler`` for SIGINT (Ctrl-C) inside the block, the previous one restored after it. Only the main thread
+    can set one (a Dask worker runs jobs in a thread); elsewhere the block runs unchanged, as signals reach the main
+    thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _write_line(line: bytes, log_file, echo: bool) -> None:

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import yaml
 
-from rhvae.experiments.notebook_command import execute, papermill_command
+from rhvae.experiments.notebook_command import execute, papermill_command, sigint_handler
 from rhvae.experiments.registry import REGISTRY
 from rhvae.experiments.runs import GIVEN_ENV, cache_folder, clear_earlier_run
 from rhvae.files import atomic_write, atomic_write_text, writable_folder
@@ -152,14 +152,8 @@ def _workers_ignore_ctrl_c() -> Iterator[None]:
     terminal reaches every process of the group, and this client, which cancels the jobs and closes the cluster, is
     the one to handle it (each worker printed a 35-line KeyboardInterrupt traceback). The notebooks' papermill
     processes reset SIGINT to its default (``notebook_command._child_setup``) and stop on Ctrl-C themselves."""
-    if threading.current_thread() is not threading.main_thread():
+    with sigint_handler(signal.SIG_IGN):
         yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
@@ -170,14 +164,8 @@ def _ctrl_c_as_flag() -> Iterator[threading.Event]:
     ``KeyboardInterrupt`` itself, between two waits. Outside the main thread no handler can be set (nor is one
     needed: signals reach the main thread only)."""
     flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
+    with sigint_handler(lambda signum, frame: flag.set()):
         yield flag
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _connect(client_class, address: str):
