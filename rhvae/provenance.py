@@ -45,7 +45,10 @@ def pinned_threads(threads: int | None):
 
 
 def environment() -> dict:
-    """Versions and machine facts that can change a result."""
+    """Versions and machine facts that can change a result. The CPU is among them: torch and MKL pick their float32
+    kernels for the processor they run on (``cpu_capability``: ATen's vector instruction set), so the same code,
+    versions and seed can round differently on another machine, and a long training run then follows another path
+    (docs/reproducing.md)."""
     return {
         "rhvae": __version__,
         "git_commit": git_commit(),
@@ -53,10 +56,25 @@ def environment() -> dict:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "timestamp": _dt.datetime.now().isoformat(timespec="seconds"),
     }
+
+
+def cpu_model() -> str | None:
+    """The processor's model name (``model name`` in /proc/cpuinfo on Linux, ``platform.processor()`` elsewhere), or
+    None when neither names it."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def git_commit() -> str | None:

@@ -365,10 +365,11 @@ def build_report(folder: str | os.PathLike, link_prefix: str = "") -> str:
             f"| {r.get('status')} |"
         )
     env = all_results[0]["provenance"]["environment"]
+    cpu = f", CPU {env['cpu']} ({env.get('cpu_capability')})" if env.get("cpu") else ""  # recorded since 2026-12-04
     head += [
         "",
         f"Environment: rhvae {env.get('rhvae')}, torch {env.get('torch')}, Python {env.get('python')}, "
-        f"git {env.get('git_commit', 'unknown')}.",
+        f"git {env.get('git_commit', 'unknown')}{cpu}.",
         "",
     ]
     return "\n".join(head + [experiment_section(r, link_prefix) for r in all_results])

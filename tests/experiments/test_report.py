@@ -82,6 +82,18 @@ def test_report_has_claim_verdict_tables_regimes_figures_and_command(tmp_path):
     assert "![samples.png](../generation_5/samples.png)" in latest  # links from the copy's folder into the run
 
 
+def test_the_environment_line_names_the_cpu_where_the_run_recorded_it(tmp_path):
+    (tmp_path / "generation_5").mkdir()
+    recorded = results()
+    recorded["provenance"]["environment"].update(cpu="AMD EPYC", cpu_capability="AVX512")
+    (tmp_path / "generation_5" / "results.json").write_text(json.dumps(recorded))
+    line = next(x for x in report.build_report(tmp_path).splitlines() if x.startswith("Environment:"))
+    assert line.endswith("git unknown, CPU AMD EPYC (AVX512).")
+    (tmp_path / "generation_5" / "results.json").write_text(json.dumps(results()))  # a run from before it was recorded
+    line = next(x for x in report.build_report(tmp_path).splitlines() if x.startswith("Environment:"))
+    assert line.endswith("git unknown.") and "CPU" not in line
+
+
 def test_quick_runs_are_flagged_and_an_empty_folder_is_refused(tmp_path):
     (tmp_path / "generation_5").mkdir()
     (tmp_path / "generation_5" / "results.json").write_text(json.dumps(results(quick=True)))

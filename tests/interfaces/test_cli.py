@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from rhvae.persistence import load_model
 
@@ -175,6 +176,9 @@ def test_provenance_records_the_code_version():
     record = environment()
     assert record["git_commit"] is None or len(record["git_commit"]) >= 7
     assert record["torch_threads"] >= 1 and record["torch"]
+    # the CPU: the same code and seed can round differently on another processor (docs/reproducing.md)
+    assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert sys.platform != "linux" or (isinstance(record["cpu"], str) and record["cpu"])
 
 
 def test_report_refuses_a_folder_without_results(tmp_path):
