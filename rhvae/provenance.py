@@ -66,7 +66,7 @@ def environment() -> dict:
 
 def cpu_model() -> str | None:
     """The processor's model name (``model name`` in /proc/cpuinfo on Linux, ``platform.processor()`` elsewhere), or
-    None when neither names it."""
+    at least its architecture (``platform.machine()``, e.g. on ARM Linux, whose /proc/cpuinfo has no model name)."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
@@ -74,7 +74,7 @@ def cpu_model() -> str | None:
                     return line.split(":", 1)[1].strip() or None
     except OSError:
         pass
-    return platform.processor() or None
+    return platform.processor() or platform.machine() or None
 
 
 def git_commit() -> str | None:
