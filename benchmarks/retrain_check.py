@@ -20,34 +20,25 @@ The augmentation experiment's 120 models (stacks of 30) are left out unless name
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import tempfile
-from collections import defaultdict
+from pathlib import Path
 
 import torch
 
-import rhvae.training
-from rhvae.experiments.model_cache import data_of, train_experiment_models
-from rhvae.persistence import load_model, shipped_models
-from rhvae.provenance import environment
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train_floor import shipped_stack_members  # noqa: E402  (the stacks --train trains, from the shipped files)
+
+import rhvae.training  # noqa: E402
+from rhvae.experiments.model_cache import data_of, train_experiment_models  # noqa: E402
+from rhvae.persistence import shipped_models  # noqa: E402
+from rhvae.provenance import environment  # noqa: E402
+from rhvae.training import TrainingDiverged  # noqa: E402
 
 #: The fields of an epoch record compared bit for bit (the seconds and the flow diagnostics are not: the diagnostics
 #: come every 50 epochs and at the last, which is another epoch in a shorter run).
 COMPARED = ("train_loss", "test_loss", "max_latent_norm", "fixed_point_residual", "step_size")
-
-
-def shipped_groups(rows, experiments, models) -> dict[tuple, list]:
-    """(experiment, model, config) → the shipped members (seed, data, history, provenance) among ``rows``
-    (``shipped_models()``), as --train groups them."""
-    groups = defaultdict(list)
-    for row in rows:
-        if row.experiment not in experiments or (models and row.model not in models):
-            continue
-        _, history, provenance = load_model(row.path, with_history=True)
-        config = history.settings["model_config"]
-        key = (row.experiment, row.model, json.dumps(config, sort_keys=True))
-        groups[key].append((history.settings["seed"], data_of(provenance), history, provenance))
-    return groups
 
 
 def first_difference(mine, shipped) -> str | None:
@@ -84,36 +75,36 @@ def main() -> None:
     print(f"here: CPU {here['cpu']} ({here['cpu_capability']}), torch {here['torch']}, git {here['git_commit']}")
     print(f"Adam: {'torch default (per-tensor loop)' if args.default_adam else 'the package (fused)'}\n")
     identical = total = 0
-    for (experiment, model, _), members in sorted(shipped_groups(rows, experiments, args.model).items()):
-        members.sort(key=lambda m: m[0])
-        spec = members[0][3]["spec"]["training"]
+    chosen = [row for row in rows if row.experiment in experiments and (not args.model or row.model in args.model)]
+    for (experiment, model, _, _), members in sorted(shipped_stack_members(chosen).items()):
+        settings = members[0][1].settings
         with tempfile.TemporaryDirectory() as cache:
             results = train_experiment_models(
                 experiment,
                 model,
-                [(seed, data) for seed, data, _, _ in members],
+                [(history.settings["seed"], data_of(provenance)) for _, history, provenance in members],
                 epochs=args.epochs,
-                lr=spec["lr"],
-                batch_size=spec["batch_size"],
+                lr=settings["lr"],
+                batch_size=settings["batch_size"],
                 threads=1,
                 use_cache=False,
                 cache_dir=cache,
                 save=False,
                 progress=False,
-                **members[0][2].settings["model_config"],
+                **settings["model_config"],
             )
-        for (seed, _, shipped, provenance), result in zip(members, results, strict=True):
+        for (_, shipped, provenance), result in zip(members, results, strict=True):
             env = provenance["environment"]
             trained = f"trained at {env.get('git_commit')} on {env.get('timestamp', '?')[:10]}"
             trained += f", CPU {env['cpu']}" if env.get("cpu") else ", CPU not recorded"
-            if not hasattr(result, "history"):  # TrainingDiverged
+            if isinstance(result, TrainingDiverged):
                 line = f"diverged: {result}"
             else:
                 difference = first_difference(result.history, shipped)
                 line = difference or f"identical for {args.epochs} epochs"
                 identical += difference is None
             total += 1
-            print(f"{experiment:22} {model:6} seed {seed}  {line}  ({trained})", flush=True)
+            print(f"{experiment:22} {model:6} seed {shipped.settings['seed']}  {line}  ({trained})", flush=True)
     print(f"\n{identical} of {total} models retrain bit for bit over their first {args.epochs} epochs")
 
 

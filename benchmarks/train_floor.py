@@ -42,20 +42,32 @@ from rhvae.persistence import load_model, shipped_models  # noqa: E402
 from rhvae.training import TrainingSettings, _train_epoch, adam, evaluate_member_losses  # noqa: E402
 
 
-def shipped_stacks() -> dict[tuple, list]:
-    """The stacks ``--train`` trains, from the shipped files: key (experiment, model, n_train, config) → the members'
-    (model, data, seed, epochs, recorded seconds per epoch of that member), in stack order. Models shipped before
-    stacks existed were trained one by one; they are grouped as ``--train`` trains them now."""
+def shipped_stack_members(rows=None) -> dict[tuple, list]:
+    """The stacks ``--train`` trains, from the shipped files (``rows`` of ``shipped_models()``, default all): key
+    (experiment, model, n_train, config) → the members' (model, history, provenance), in stack order. Models shipped
+    before stacks existed were trained one by one; they are grouped as ``--train`` trains them now."""
     stacks = defaultdict(list)
-    for row in shipped_models():
+    for row in shipped_models() if rows is None else rows:
         model, history, provenance = load_model(row.path, with_history=True)
         settings = history.settings
         index = settings.get("trained_in_stack", {}).get("index", settings["seed"])
-        # a member of a stack records the group's epoch time / members; a model trained alone its own epoch time
-        recorded = statistics.median(e.seconds for e in history.epochs)
         key = (row.experiment, row.model, settings["n_train"], repr(sorted(settings["model_config"].items())))
-        stacks[key].append((index, model, data_of(provenance), settings["seed"], settings["epochs"], recorded))
+        stacks[key].append((index, model, history, provenance))
     return {key: [m[1:] for m in sorted(members, key=lambda m: m[0])] for key, members in stacks.items()}
+
+
+def shipped_stacks() -> dict[tuple, list]:
+    """``shipped_stack_members`` as this script times them: each member's (model, data, seed, epochs, recorded
+    seconds per epoch of that member)."""
+    stacks = {}
+    for key, members in shipped_stack_members().items():
+        stacks[key] = []
+        for model, history, provenance in members:
+            # a member of a stack records the group's epoch time / members; a model trained alone its own epoch time
+            recorded = statistics.median(e.seconds for e in history.epochs)
+            settings = history.settings
+            stacks[key].append((model, data_of(provenance), settings["seed"], settings["epochs"], recorded))
+    return stacks
 
 
 def stack_epoch(members):

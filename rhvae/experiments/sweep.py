@@ -137,23 +137,17 @@ def dask_client(address: str) -> Iterator:
     logging.getLogger("distributed.nanny").addFilter(quiet)
     try:
         # the workers, and the notebooks they run, keep this process's environment: by default the nanny sets
-        # MALLOC_TRIM_THRESHOLD_ and OMP_NUM_THREADS=1 in theirs (torch training measured 10-20 % slower)
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}), _workers_ignore_ctrl_c():
+        # MALLOC_TRIM_THRESHOLD_ and OMP_NUM_THREADS=1 in theirs (torch training measured 10-20 % slower). SIGINT is
+        # ignored while the cluster starts, so that its worker processes inherit it ignored: Ctrl-C in the terminal
+        # reaches every process of the group, and this client, which cancels the jobs and closes the cluster, is the
+        # one to handle it (each worker printed a 35-line KeyboardInterrupt traceback). The notebooks' papermill
+        # processes reset SIGINT to its default (``notebook_command._child_setup``) and stop on Ctrl-C themselves.
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}), sigint_handler(signal.SIG_IGN):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
         with cluster, Client(cluster) as client:
             yield client
     finally:
         logging.getLogger("distributed.nanny").removeFilter(quiet)
-
-
-@contextlib.contextmanager
-def _workers_ignore_ctrl_c() -> Iterator[None]:
-    """SIGINT ignored while the LocalCluster starts, so that its worker processes inherit it ignored: Ctrl-C in the
-    terminal reaches every process of the group, and this client, which cancels the jobs and closes the cluster, is
-    the one to handle it (each worker printed a 35-line KeyboardInterrupt traceback). The notebooks' papermill
-    processes reset SIGINT to its default (``notebook_command._child_setup``) and stop on Ctrl-C themselves."""
-    with sigint_handler(signal.SIG_IGN):
-        yield
 
 
 @contextlib.contextmanager
