@@ -234,11 +234,14 @@ def trained_pair(x, epochs: int = 20, seed: int = 0):
 
 # --------------------------------------------------------------------------------------------- the dense floor
 #: The matrix products torch dispatches (``aten``), with the operands that carry the product: (a, b) of a·b.
+#: The in-place forms accumulate into their first operand (the weight gradients summed over leapfrog steps).
 PRODUCTS = {
     torch.ops.aten.mm.default: (0, 1),
     torch.ops.aten.addmm.default: (1, 2),
+    torch.ops.aten.addmm_.default: (1, 2),
     torch.ops.aten.bmm.default: (0, 1),
     torch.ops.aten.baddbmm.default: (1, 2),
+    torch.ops.aten.baddbmm_.default: (1, 2),
 }
 #: A product counts in the floor from this many floating-point operations (2·m·k·n per matrix): the network layers
 #: (120 × 784 by 784 × 400 is 75 MFLOP), not the 2 × 2 metric algebra (≤ 0.01 MFLOP), whose cost is per call.
