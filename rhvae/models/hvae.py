@@ -96,7 +96,12 @@ class HVAE(VAE):
         return [((1.0 - inv_sqrt_b0) * (k / K) ** 2 + inv_sqrt_b0) ** -2 for k in range(K + 1)]
 
     # ------------------------------------------------------------------------------------ metric interface
-    def flow_metric(self, x: torch.Tensor, mu: torch.Tensor):
+    def metric_factor(self, x: torch.Tensor):
+        """What the flow needs of the metric network for this batch, computed once per forward and passed to
+        ``flow_metric``, ``step_size`` and ``authors_initial_momentum`` (HVAE: nothing, None)."""
+        return None
+
+    def flow_metric(self, x: torch.Tensor, mu: torch.Tensor, factor=None):
         """The metric the flow uses for this batch (HVAE: Euclidean)."""
         return EuclideanMetric(self.latent_dim)
 
@@ -115,7 +120,7 @@ class HVAE(VAE):
         """Whether the implicit leapfrog steps are differentiated through every fixed-point iteration."""
         return True
 
-    def step_size(self, x: torch.Tensor, mu: torch.Tensor, metric):
+    def step_size(self, x: torch.Tensor, mu: torch.Tensor, metric, factor=None):
         """The leapfrog step ε of the flow for this batch (HVAE: ``eps_lf``)."""
         return self.eps_lf
 
@@ -170,12 +175,13 @@ class HVAE(VAE):
         x = self.check_input(x)
         mu, log_var = self.encode(x)
         z0 = self.sample_posterior(mu, log_var, generator)
-        metric = self.flow_metric(x, mu)
-        eps = self.step_size(x, mu, metric)
+        factor = self.metric_factor(x)
+        metric = self.flow_metric(x, mu, factor)
+        eps = self.step_size(x, mu, metric, factor)
         at = metric.at(z0)
         d = self.latent_dim
         if self.objective == "authors" and not metric.constant:
-            rho0, log_rho0 = self.authors_initial_momentum(x, generator)
+            rho0, log_rho0 = self.authors_initial_momentum(x, generator, factor)
         else:
             rho0 = self.initial_momentum(at, x, metric, generator)
             # log N(ρ; 0, G/β) = −(d/2) log 2π + ½ log det G⁻¹ + (d/2) log β − (β/2) ρᵀ G⁻¹ ρ
@@ -220,5 +226,5 @@ class HVAE(VAE):
             return float(eps.detach().median())
         return self.grouped(eps.detach()).reshape(self.members, -1).median(1).values.tolist()
 
-    def authors_initial_momentum(self, x, generator=None):  # pragma: no cover - overridden by RHVAE
+    def authors_initial_momentum(self, x, generator=None, factor=None):  # pragma: no cover - overridden by RHVAE
         raise NotImplementedError

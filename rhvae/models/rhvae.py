@@ -128,9 +128,10 @@ class RHVAE(HVAE):
     def n_implicit_iterations(self) -> int:
         return self.n_fixed_point
 
-    def step_size(self, x: torch.Tensor, mu: torch.Tensor, metric):
+    def step_size(self, x: torch.Tensor, mu: torch.Tensor, metric, factor=None):
         """Per-image leapfrog step ε(x) = min(ε_lf, s_w T / (κ p(x)), s_ω / √(κ H(x))), shape (B, 1), with p(x) the
-        momentum scale (``momentum_scale``: 1/√(λβ₀) for the true ELBO's ρ₀).
+        momentum scale (``momentum_scale``: 1/√(λβ₀) for the true ELBO's ρ₀; ``factor`` is L(x) when the caller
+        has it, see ``metric_factor``).
 
         κ = maxᵢ λmax G⁻¹(cᵢ) is the largest inverse metric (at the centroids) and H(x) = λmax ∇²U(μ(x)) the
         decoder's curvature at the encoder mean. Two stability limits of the generalized leapfrog:
@@ -151,22 +152,30 @@ class RHVAE(HVAE):
         curvature = self.potential_curvature(mu)
         wall = WALL_SAFETY * self.temperature * math.sqrt(self.regularization * self.beta_zero) / kappa
         if self.objective == "authors":  # p(x) ≥ 1/√(λβ₀): the release's momentum can be larger
-            wall = wall / (self.momentum_scale(x) * math.sqrt(self.regularization * self.beta_zero))
+            wall = wall / (self.momentum_scale(x, factor) * math.sqrt(self.regularization * self.beta_zero))
         frequency = FREQUENCY_SAFETY / torch.sqrt(kappa * curvature)
         return torch.clamp(torch.minimum(wall, frequency), max=self.eps_lf)[:, None]
 
-    def momentum_scale(self, x: torch.Tensor) -> torch.Tensor | float:
+    def momentum_scale(self, x: torch.Tensor, factor: torch.Tensor | None = None) -> torch.Tensor | float:
         """The largest typical size of ρ₀ that the wall limit of ``step_size`` must allow, per image: 1/√(λβ₀) for
         ρ₀ ~ N(0, G(z₀)/β₀) (G ⪯ I/λ), and max(1/√λ, √λmax(L(x) L(x)ᵀ))/√β₀ for the release's ρ₀ = L(x)γ/√β₀,
         whose size is set by the metric network rather than by G (without it, a growing L(x) outruns the bound)."""
         flat = 1.0 / math.sqrt(self.regularization * self.beta_zero)
         if self.objective != "authors":
             return flat
-        L = self.lower_factor(x)
-        factor = torch.sqrt(sym2_max_eigenvalue(L @ L.transpose(-1, -2)) / self.beta_zero)
-        return torch.clamp(factor, min=flat)
+        L = self.lower_factor(x) if factor is None else factor
+        scale = torch.sqrt(sym2_max_eigenvalue(L @ L.transpose(-1, -2)) / self.beta_zero)
+        return torch.clamp(scale, min=flat)
 
     # ---------------------------------------------------------------------------------------- the metric
+    def metric_factor(self, x: torch.Tensor) -> torch.Tensor | None:
+        """L(x) where this forward needs it, else None: in training (the batch's metric, ``flow_metric``) and under
+        the release's objective (its ρ₀ and the step's momentum scale). One pass of the metric network serves all
+        three uses, and one backward through it gets their gradients."""
+        if self.training or self.objective == "authors":
+            return self.lower_factor(x)
+        return None
+
     def lower_factor(self, x: torch.Tensor) -> torch.Tensor:
         """L(x): lower triangular (B, d, d) with exp(diag head) on the diagonal and the lower head below."""
         h = F.relu(self.metric_hidden(self.grouped(x)))
@@ -252,19 +261,19 @@ class RHVAE(HVAE):
         """G(z) of the frozen metric for z (B, d) → (B, d, d)."""
         return self.metric().G(self.check_latent(z))
 
-    def flow_metric(self, x: torch.Tensor, mu: torch.Tensor):
+    def flow_metric(self, x: torch.Tensor, mu: torch.Tensor, factor: torch.Tensor | None = None):
         if self.training:
             # the centroids are μ(x): reuse the encoder output of the forward pass instead of encoding x again
-            M = self._metric_matrices_from_factor(self.lower_factor(x))
+            M = self._metric_matrices_from_factor(self.lower_factor(x) if factor is None else factor)
             return LearnedMetric(self.grouped(mu), self.grouped(M), self.temperature, self.regularization)
         return self.metric()
 
-    def authors_initial_momentum(self, x, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def authors_initial_momentum(self, x, generator=None, factor=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The release's ρ₀ = L(x) γ / √β₀, γ ~ N(0, I) (covariance L Lᵀ/β₀ instead of G(z₀)/β₀), and its log
         density log N(ρ₀; 0, L Lᵀ/β₀) = −(d/2) log 2π − Σⱼ log Lⱼⱼ + (d/2) log β₀ − ½ ‖γ‖²."""
         d = self.latent_dim
         gamma = self.standard_normal((len(x), d), x, generator)
-        L = self.lower_factor(x)  # one pass of the metric network for ρ₀ and its density
+        L = self.lower_factor(x) if factor is None else factor  # one pass of the metric network for ρ₀ and its density
         rho0 = apply(L, gamma) / math.sqrt(self.beta_zero)
         log_diag = torch.log(torch.diagonal(L, dim1=-2, dim2=-1))  # log Lⱼⱼ
         log_density = (

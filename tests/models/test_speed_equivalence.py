@@ -40,8 +40,8 @@ class ReferenceMetric:
 class ReferenceRHVAE(rhvae.RHVAE):
     """The same model with the slow reference metric, forces, curvature and leapfrog."""
 
-    def flow_metric(self, x, mu):
-        if self.training:
+    def flow_metric(self, x, mu, factor=None):
+        if self.training:  # L(x) from a pass of its own, not the forward's shared one (``metric_factor``)
             L = self.lower_factor(x)
             return ReferenceMetric(self.encode(x)[0], L @ L.transpose(-1, -2), self.temperature, self.regularization)
         return ReferenceMetric(self.centroids, self.M, self.temperature, self.regularization)
