@@ -7,3 +7,6 @@ python -m pip install --quiet --disable-pip-version-check "torch==2.14.1" "torch
 # The test extra includes voila and playwright for tests/interfaces/test_browser.py, which also needs Debian's chromium
 # (apt-get install chromium; .ci/run installs it): Playwright is given its path, it never downloads a browser.
 python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# The compiled d = 2 leapfrog kernels (rhvae.models.native), built once with this machine's C++ compiler; where they
+# cannot be built this prints so and the package uses its pure-PyTorch nodes (same values, slower).
+python -m rhvae kernels

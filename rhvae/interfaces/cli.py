@@ -22,7 +22,7 @@ from rhvae.experiments.report import write_report
 from rhvae.experiments.tables import evaluate_model
 from rhvae.files import atomic_write_set, atomic_write_text, text_writer, writable_folder
 from rhvae.interfaces.plotting import plot_image_grid, plot_reconstructions
-from rhvae.models import MODELS, OBJECTIVES, RHVAE, STEP_BOUNDS
+from rhvae.models import MODELS, OBJECTIVES, RHVAE, STEP_BOUNDS, native
 from rhvae.persistence import load_model, model_writer
 from rhvae.provenance import environment, set_threads
 from rhvae.training import TrainingDiverged, TrainingInterrupted, TrainingSettings, train
@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_parser(sub)
     _add_report_parser(sub)
     _add_data_parser(sub)
+    sub.add_parser(
+        "kernels",
+        help="build (or load) the compiled d = 2 leapfrog kernels and say whether they are used",
+        description="Build the compiled d = 2 leapfrog kernels with this machine's C++ compiler (once; later calls "
+        "load the cached build) and print whether the models use them or their pure-PyTorch nodes (docs/speed.md).",
+        allow_abbrev=False,
+    )
     return parser
 
 
@@ -290,6 +297,12 @@ def run_data(args) -> int:
     return 0
 
 
+def run_kernels(args) -> int:
+    used = native.kernels() is not None
+    print("rhvae: compiled d = 2 leapfrog kernels " + ("in use" if used else "not used: the pure-PyTorch nodes"))
+    return 0
+
+
 def model_config(args) -> dict:
     """The model keywords given on the command line that the chosen model takes (the others keep its defaults)."""
     accepted = MODELS[args.model].defaults()
@@ -427,7 +440,8 @@ def run_report(args) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = {"train": run_train, "eval": run_eval, "report": run_report, "data": run_data}[args.command]
+    commands = {"train": run_train, "eval": run_eval, "report": run_report, "data": run_data, "kernels": run_kernels}
+    command = commands[args.command]
     prefix = f"python -m rhvae {args.command}"
     out, created = getattr(args, "out", None), None
     try:

@@ -54,6 +54,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from rhvae.models import native
+
 
 class DecoderForce(torch.autograd.Function):
     """(∇_z U(z), π(z)) for the ReLU MLP decoder; see the module docstring for the maths.
@@ -124,17 +126,37 @@ class MetricEvaluation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, centroids, M, metric):
+        kernels = native.for_tensors(z, centroids)
+        ctx.native, ctx.metric = kernels, metric
+        if kernels is not None:  # the same quantities with one compiled loop over the centroids (rhvae.models.native)
+            z = z.contiguous()
+            cT, MT = metric.centroids_T(), metric.matrices_T()
+            G_inv, G, log_det, J, weights, M_sum = kernels.metric_forward(
+                z, cT, MT, 1.0 / metric.temperature**2, metric.regularization
+            )
+            ctx.save_for_backward(z, cT, MT, weights, G, M_sum)
+            weights = metric.group(weights)
+            ctx.mark_non_differentiable(weights)
+            return G_inv, G, log_det, J, weights
         weights, outside, M_sum, G_inv, G, log_det, J = metric.evaluate(z)
         ctx.mark_non_differentiable(weights)
         ctx.save_for_backward(z, centroids, M, weights, outside, M_sum, G)
-        ctx.metric = metric
         return G_inv, G, log_det, J, weights
 
     @staticmethod
     @once_differentiable
     def backward(ctx, G_inv_bar, G_bar, log_det_bar, J_bar, _weights_bar):
-        z, centroids, M, w, outside, M_sum, G = ctx.saved_tensors
         metric = ctx.metric
+        if ctx.native is not None:
+            metric_grads = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+            bars = (G_inv_bar.contiguous(), G_bar.contiguous(), log_det_bar.contiguous(), J_bar.contiguous())
+            z_bar, cT_bar, MT_bar = ctx.native.metric_backward(
+                *bars, *ctx.saved_tensors, metric.jacobian_scale, metric_grads
+            )
+            if not metric_grads:
+                return z_bar, None, None, None
+            return z_bar, cT_bar.mT, MT_bar.mT.reshape(metric.M.shape), None
+        z, centroids, M, w, outside, M_sum, G = ctx.saved_tensors
         B, d = z.shape
         s = metric.jacobian_scale
         G_T = G.transpose(1, 2)
@@ -169,6 +191,14 @@ class MomentumSolve(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rho, base, J, n):
+        kernels = native.for_tensors(rho, base, J)
+        ctx.native = kernels
+        if kernels is not None:  # the same iterations in one compiled loop per row (rhvae.models.native)
+            J = J.contiguous()
+            rho_new, residual, states = kernels.momentum_forward(rho.contiguous(), base.contiguous(), J, n)
+            ctx.mark_non_differentiable(residual)
+            ctx.save_for_backward(J, states)
+            return rho_new, residual
         B, d = rho.shape
         base_row = base[:, None, :]
         states, outers = [rho], []
@@ -183,6 +213,10 @@ class MomentumSolve(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, rho_bar, _residual_bar):
+        if ctx.native is not None:
+            J, states = ctx.saved_tensors
+            rho_bar, base_bar, J_bar = ctx.native.momentum_backward(rho_bar.contiguous(), J, states)
+            return rho_bar, base_bar, J_bar, None
         J, *saved = ctx.saved_tensors
         states, outers = saved[: len(saved) // 2], saved[len(saved) // 2 :]
         B, d = rho_bar.shape
@@ -206,6 +240,24 @@ class PositionSolve(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z_start, z_half, u, centroids, M, metric, n):
+        kernels = native.for_tensors(z_start, z_half, u, centroids) if n > 0 else None
+        ctx.native, ctx.metric, ctx.n = kernels, metric, n
+        if kernels is not None:  # the same iterations with one compiled loop over the centroids (rhvae.models.native)
+            u = u.contiguous()
+            cT, MT = metric.centroids_T(), metric.matrices_T()
+            z_new, residual, *saved = kernels.position_forward(
+                z_start.contiguous(),
+                z_half.contiguous(),
+                u,
+                cT,
+                MT,
+                1.0 / metric.temperature**2,
+                metric.regularization,
+                n,
+            )
+            ctx.mark_non_differentiable(residual)
+            ctx.save_for_backward(u, cT, MT, *saved)
+            return z_new, residual
         states, weights, outside, G_invs = [z_start], [], [], []
         for _ in range(n):
             w, clamped = metric.weights_and_clamped(states[-1])
@@ -216,13 +268,20 @@ class PositionSolve(torch.autograd.Function):
         residual = (states[-1] - states[-2]).abs().max() if n > 0 else z_start.new_zeros(())
         ctx.mark_non_differentiable(residual)
         ctx.save_for_backward(u, centroids, M, *states[:-1], *weights, *outside, *G_invs)
-        ctx.metric, ctx.n = metric, n
         return states[-1], residual
 
     @staticmethod
     @once_differentiable
     def backward(ctx, z_bar, _residual_bar):
         n, metric = ctx.n, ctx.metric
+        if ctx.native is not None:
+            metric_grads = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
+            z_bar, z_half_bar, u_bar, cT_bar, MT_bar = ctx.native.position_backward(
+                z_bar.contiguous(), *ctx.saved_tensors, metric.jacobian_scale, metric_grads
+            )
+            if not metric_grads:
+                return z_bar, z_half_bar, u_bar, None, None, None, None
+            return z_bar, z_half_bar, u_bar, cT_bar.mT, MT_bar.mT.reshape(metric.M.shape), None, None
         u, centroids, M, *saved = ctx.saved_tensors
         states, weights, outside, G_invs = (saved[i * n : (i + 1) * n] for i in range(4))
         B, d = z_bar.shape

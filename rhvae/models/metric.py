@@ -132,6 +132,7 @@ class LearnedMetric:
         # the (N, k) tables are stored transposed, (k, N) contiguous: MKL's (B, N) × (N, k) product is up to 2–3×
         # faster with that layout for large N
         self._M_flat_T = self._M_flat.mT.contiguous()
+        self._centroids_T = None  # (…, d, N), built on first use (``centroids_T``)
         self._table = None  # [vec(Mᵢ), (2/T²) vec(Mᵢ) ⊗ cᵢ]ᵀ, (d² + d³, N), built on first use
         self._sym2 = None  # the sampler's d = 2 table, built on first use
         self._max_eigenvalue = None  # κ, computed on first use
@@ -152,6 +153,16 @@ class LearnedMetric:
     def ungroup(self, grouped: torch.Tensor) -> torch.Tensor:
         """The inverse of ``group``: (members, B/members, …) back to rows (B, …)."""
         return grouped if self.groups is None else grouped.reshape(-1, *grouped.shape[2:])
+
+    def centroids_T(self) -> torch.Tensor:
+        """The centroids transposed, (d, N) (grouped: (members, d, N)), contiguous: the compiled kernels' layout."""
+        if self._centroids_T is None:
+            self._centroids_T = self.centroids.mT.contiguous()
+        return self._centroids_T
+
+    def matrices_T(self) -> torch.Tensor:
+        """vec(Mᵢ) transposed, (d², N) (grouped: (members, d², N)), contiguous."""
+        return self._M_flat_T
 
     def jacobian_table(self) -> torch.Tensor:
         """[vec(Mᵢ), (2/T²) vec(Mᵢ) ⊗ cᵢ]ᵀ, (d² + d³, N): the weights times it give Σᵢ wᵢ vec(Mᵢ) and the moment part

@@ -6,6 +6,9 @@ einsum over the centroids, every force ∇_z H is ``torch.autograd.grad`` of the
 ``torch.linalg.eigvalsh`` of the decoder's Hessian, and in training the centroids come from a second encoder
 pass, as the previous implementation did. The leapfrog step, the forward objective and the gradient of the
 objective with respect to every parameter must agree with the fast implementation.
+
+Every test here runs twice: with the compiled d = 2 kernels (``rhvae.models.native``, where they build) and with the
+pure-PyTorch nodes (``RHVAE_NATIVE=0``).
 """
 
 import math
@@ -14,8 +17,17 @@ import pytest
 import torch
 
 import rhvae
-from rhvae.models import bernoulli_log_likelihood, standard_normal_log_density
+from rhvae.models import bernoulli_log_likelihood, native, standard_normal_log_density
 from rhvae.models.metric import MetricAt, spd_inverse_logdet, sym2_max_eigenvalue
+
+
+@pytest.fixture(params=["compiled", "pytorch"], autouse=True)
+def node_implementation(request, monkeypatch):
+    """The nodes of the leapfrog as compiled kernels or as pure-PyTorch code."""
+    monkeypatch.setenv(native.ENVIRONMENT_SWITCH, "1" if request.param == "compiled" else "0")
+    if request.param == "compiled" and native.kernels() is None:
+        pytest.skip("the compiled kernels do not build here")
+    return request.param
 
 
 class ReferenceMetric:

@@ -1,0 +1,95 @@
+"""Compiled kernels for the implicit leapfrog steps at d = 2 (``leapfrog_d2.cpp``), with the pure-PyTorch nodes
+as the fallback.
+
+At d = 2 (the paper's latent dimension) every quantity of a fixed-point iteration is a 2 × 2 matrix or a pair per
+row, so the pure-PyTorch nodes of ``rhvae.models.autograd_nodes`` spend most of their time in the per-call cost of
+a few dozen tiny tensor operations per iteration. ``leapfrog_d2.cpp`` computes the same iterations and the same
+hand-written backwards in loops (docs/speed.md). It is compiled on first use with the machine's C++ compiler
+through ``torch.utils.cpp_extension`` (``install.sh`` does it once: ``python -m rhvae kernels``) and cached in
+torch's extension folder (``TORCH_EXTENSIONS_DIR``, by default under ``~/.cache``), under a name that changes with
+the source, the torch version and the processor. Where it cannot be built (no compiler, no ``ninja``) or where
+``RHVAE_NATIVE=0`` is set, the pure-PyTorch nodes are used: the same values to rounding
+(tests/models/test_native.py and tests/models/test_speed_equivalence.py check both).
+
+``python -m rhvae kernels`` builds the kernels and prints one line saying whether they are used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import warnings
+from pathlib import Path
+
+import torch
+
+from rhvae.provenance import cpu_model
+
+SOURCE = Path(__file__).with_name("leapfrog_d2.cpp")
+#: Set to 0 to use the pure-PyTorch nodes even where the kernels build.
+ENVIRONMENT_SWITCH = "RHVAE_NATIVE"
+DTYPES = (torch.float32, torch.float64)
+#: -march=native: the build is for this processor (its name is part of the build's name, see ``_build_name``).
+_FLAGS = ("-O3", "-march=native", "-fopenmp-simd")
+
+_kernels = None
+_tried = False
+
+
+def enabled() -> bool:
+    """False when the environment variable ``RHVAE_NATIVE`` is ``0``."""
+    return os.environ.get(ENVIRONMENT_SWITCH, "1") != "0"
+
+
+def _build_name() -> str:
+    """The extension's name: a hash of the source, the compiler flags, torch's version and the processor (its name and
+    ATen's instruction set), so that a changed source, another torch or another machine sharing the cache folder never
+    loads a stale build."""
+    processor = (platform.machine(), str(cpu_model()), torch.backends.cpu.get_cpu_capability())
+    key = "|".join((SOURCE.read_text(), " ".join(_FLAGS), torch.__version__, *processor)).encode()
+    return "rhvae_leapfrog_d2_" + hashlib.sha256(key).hexdigest()[:16]
+
+
+def kernels():
+    """The compiled module, built or loaded on the first call of the process; None where it is disabled or cannot
+    be built (a warning says why, once)."""
+    global _kernels, _tried
+    if not enabled():
+        return None
+    if not _tried:
+        _tried = True
+        try:
+            # torch.utils.cpp_extension logs a CUDA warning at import on CPU-only machines: not ours to show
+            logger = logging.getLogger("torch.utils.cpp_extension")
+            level = logger.level
+            logger.setLevel(logging.ERROR)
+            try:
+                from torch.utils import cpp_extension
+            finally:
+                logger.setLevel(level)
+            _kernels = cpp_extension.load(
+                name=_build_name(), sources=[str(SOURCE)], extra_cflags=list(_FLAGS), verbose=False
+            )
+        except Exception as error:  # no compiler, no ninja, a failed build: fall back, say so once
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            warnings.warn(
+                f"rhvae: the compiled d = 2 leapfrog kernels could not be built ({first_line[:200]}); using the "
+                "pure-PyTorch nodes (same values, slower). Set RHVAE_NATIVE=0 to silence this.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            _kernels = None
+    return _kernels
+
+
+def for_tensors(*tensors: torch.Tensor):
+    """The compiled module if it applies to these tensors (CPU, float32 or float64, latent dimension 2 in the last
+    axis of the first), else None."""
+    first = tensors[0]
+    if first.shape[-1] != 2 or first.device.type != "cpu" or first.dtype not in DTYPES:
+        return None
+    if any(t.dtype != first.dtype for t in tensors):
+        return None
+    return kernels()

@@ -1,0 +1,116 @@
+"""The compiled d = 2 kernels of the leapfrog (``rhvae.models.native``): they build where a compiler is present,
+compute what the pure-PyTorch nodes compute (float64 to 1e-12, float32 to rounding, one model and a stack of
+models, with and without the metric's own gradients), and a build that fails falls back with one warning.
+
+tests/models/test_speed_equivalence.py runs the reference and finite-difference checks on both paths."""
+
+import shutil
+
+import pytest
+import torch
+
+from rhvae.models import native
+from rhvae.models.autograd_nodes import MetricEvaluation, MomentumSolve, PositionSolve
+from rhvae.models.metric import LearnedMetric
+
+
+def compiler_present() -> bool:
+    return shutil.which("c++") is not None and shutil.which("ninja") is not None
+
+
+@pytest.fixture
+def compiled(monkeypatch):
+    monkeypatch.setenv(native.ENVIRONMENT_SWITCH, "1")
+    if native.kernels() is None:
+        pytest.skip("the compiled kernels do not build here")
+
+
+@pytest.mark.skipif(not compiler_present(), reason="no C++ compiler or ninja on this machine")
+def test_the_kernels_build_where_a_compiler_is_present(monkeypatch):
+    monkeypatch.setenv(native.ENVIRONMENT_SWITCH, "1")
+    assert native.kernels() is not None
+    x = torch.zeros(3, 2)
+    assert native.for_tensors(x) is native.kernels()
+    assert native.for_tensors(torch.zeros(3, 3)) is None  # another latent dimension: the pure-PyTorch nodes
+    assert native.for_tensors(torch.zeros(3, 2, dtype=torch.float16)) is None
+    assert native.for_tensors(x, x.double()) is None  # mixed dtypes
+    monkeypatch.setenv(native.ENVIRONMENT_SWITCH, "0")
+    assert native.for_tensors(x) is None
+
+
+def _problem(members: int | None, dtype, seed: int, rows: int = 7, centroids: int = 11):
+    """A metric (one model's or a stack's) and inputs of the three nodes, every one requiring a gradient."""
+    g = torch.Generator().manual_seed(seed)
+    lead = () if members is None else (members,)
+    rows_total = rows * (members or 1)
+
+    def leaf(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=g, dtype=torch.float64)).to(dtype).requires_grad_()
+
+    c = leaf(*lead, centroids, 2)
+    L = torch.randn(*lead, centroids, 2, 2, generator=g, dtype=torch.float64).tril()
+    M = (L @ L.mT).to(dtype).requires_grad_()
+    inputs = {
+        "z": leaf(rows_total, 2),
+        "z_half": leaf(rows_total, 2),
+        "u": leaf(rows_total, 2, scale=0.05),
+        "rho": leaf(rows_total, 2),
+        "base": leaf(rows_total, 2),
+        "J": leaf(rows_total, 4, 2, scale=0.05),
+    }
+    cotangents = {k: torch.randn(v.shape, generator=g, dtype=torch.float64).to(dtype) for k, v in inputs.items()}
+    return c, M, inputs, cotangents, g
+
+
+def _run(members, dtype, metric_grads: bool, seed: int = 0):
+    """Outputs and input gradients of the three nodes on one problem, with the current implementation."""
+    c, M, v, bars, g = _problem(members, dtype, seed)
+    if not metric_grads:
+        c, M = c.detach(), M.detach()
+    metric = LearnedMetric(c, M, temperature=0.8, regularization=0.1)
+    z_new, z_residual = PositionSolve.apply(v["z"], v["z_half"], v["u"], c, M, metric, 5)
+    rho_new, rho_residual = MomentumSolve.apply(v["rho"], v["base"], v["J"], 5)
+    G_inv, G, log_det, J, weights = MetricEvaluation.apply(v["z"], c, M, metric)
+    outputs = [z_new, z_residual, rho_new, rho_residual, G_inv, G, log_det, J, weights]
+    loss = (z_new * bars["z"]).sum() + (rho_new * bars["rho"]).sum()
+    for out in (G_inv, G, log_det, J):
+        loss = loss + (out * torch.randn(out.shape, generator=g, dtype=torch.float64).to(dtype)).sum()
+    leaves = list(v.values()) + ([c, M] if metric_grads else [])
+    return outputs, torch.autograd.grad(loss, leaves)
+
+
+@pytest.mark.parametrize("members", [None, 3])
+@pytest.mark.parametrize("metric_grads", [True, False])
+def test_compiled_and_pytorch_nodes_agree_in_float64(compiled, monkeypatch, members, metric_grads):
+    fast = _run(members, torch.float64, metric_grads)
+    monkeypatch.setenv(native.ENVIRONMENT_SWITCH, "0")
+    slow = _run(members, torch.float64, metric_grads)
+    for a, b in zip(fast[0] + list(fast[1]), slow[0] + list(slow[1]), strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert fast[0][0].abs().max() > 0.1 and fast[1][-1].abs().max() > 1e-3  # not a comparison of zeros
+
+
+def test_compiled_and_pytorch_nodes_agree_in_float32(compiled, monkeypatch):
+    fast = _run(3, torch.float32, True, seed=1)
+    monkeypatch.setenv(native.ENVIRONMENT_SWITCH, "0")
+    slow = _run(3, torch.float32, True, seed=1)
+    for a, b in zip(fast[0] + list(fast[1]), slow[0] + list(slow[1]), strict=True):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-5)
+
+
+def test_a_failed_build_falls_back_to_the_pytorch_nodes_with_one_warning(tmp_path, monkeypatch):
+    broken = tmp_path / "leapfrog_d2.cpp"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "build"))
+    monkeypatch.setenv(native.ENVIRONMENT_SWITCH, "1")
+    monkeypatch.setattr(native, "SOURCE", broken)
+    monkeypatch.setattr(native, "_kernels", None)
+    monkeypatch.setattr(native, "_tried", False)
+    with pytest.warns(RuntimeWarning, match="could not be built") as caught:
+        assert native.kernels() is None
+        assert native.kernels() is None  # tried once per process: no second build, no second warning
+    assert len(caught) == 1
+    outputs, grads = _run(None, torch.float64, True)  # the nodes still work, through PyTorch
+    assert torch.isfinite(outputs[0]).all() and all(torch.isfinite(g).all() for g in grads)
