@@ -41,6 +41,13 @@ Q(ρ)_l = Σ_jk ρ_j ρ_k J_(jk)l and J = scale · ∂vec(G⁻¹)/∂z (B, d², 
 
     bāse += ḡ,    J̄_(jk)l −= ρ_j ρ_k ḡ_l,    ρ̄_k = −(K + Kᵀ) ρ_k.
 
+**MomentumKick**: the explicit momentum updates of the leapfrog (the constant part of step 1, and step 3),
+out = base − h f with f = ∇U + ½ Σ_jk ρ_j ρ_k J_(jk) − ½ Σ_jk G_jk J_(jk) (the ρ term only where ρ is given), h the
+half step (one per row or one for all), J = ∂vec(G⁻¹)/∂z and G at the same z. With K_jk = Σ_l J_(jk)l ḡ_l:
+
+    bāse = ḡ,    h̄ = −ḡ · f,    ∇̄U = −h ḡ,    ρ̄ = −(h/2)(K + Kᵀ) ρ,    J̄_(jk)l = −(h/2)(ρ_j ρ_k − G_jk) ḡ_l,
+    Ḡ = (h/2) K.
+
 **PositionSolve**: the fixed-point iterations of leapfrog step 2, z_{k+1} = z_half + G⁻¹(z_k) u for k = 0 … n − 1,
 with G⁻¹(z) = Σᵢ wᵢ(z) Mᵢ + λI, wᵢ(z) = exp(min(eᵢ(z), 0)), eᵢ(z) = −‖z − cᵢ‖²/T². With Ū = ḡ uᵀ for the
 cotangent ḡ of z_{k+1}, w̄ᵢ = Σ_jk Ū_jk (Mᵢ)_jk and ēᵢ = w̄ᵢ wᵢ 1(eᵢ ≤ 0):
@@ -231,6 +238,49 @@ class MomentumSolve(torch.autograd.Function):
         base_bar = bars.sum(1)
         J_bar = torch.bmm(torch.cat(outers, 1).mT, bars).neg_()  # −Σ_k vec(ρ_k ρ_kᵀ) ρ̄_{k+1}ᵀ
         return rho_bar, base_bar, J_bar, None
+
+
+class MomentumKick(torch.autograd.Function):
+    """base − h [∇U + ½ (Q(ρ) − Σ_jk G_jk J_(jk))] with Q(ρ)_l = Σ_jk ρ_j ρ_k J_(jk)l (``rho`` None: no Q); see the
+    module docstring. Inputs: base, grad_U, rho (B, d), half (B, 1) or (1, 1), J (B, d², d), G (B, d, d)."""
+
+    @staticmethod
+    def forward(ctx, base, half, grad_U, rho, J, G):
+        with_rho = rho is not None
+        kernels = native.for_tensors(base, half, grad_U, J, G, *([rho] if with_rho else []))
+        rows = half.expand(len(base), 1)
+        ctx.native, ctx.with_rho, ctx.half_shape = kernels, with_rho, half.shape
+        if kernels is not None:  # one compiled loop over the rows (rhvae.models.native)
+            # without ρ the kernel never reads its ρ argument: grad_U stands in for it
+            inputs = [t.contiguous() for t in (rows, grad_U, rho if with_rho else grad_U, J, G)]
+            ctx.save_for_backward(*inputs)
+            return kernels.kick_forward(base.contiguous(), *inputs, with_rho)
+        B, d = base.shape
+        force = grad_U - 0.5 * torch.bmm(G.reshape(B, 1, d * d), J).view(B, d)
+        if with_rho:
+            force = force + 0.5 * torch.bmm((rho[:, :, None] * rho[:, None, :]).view(B, 1, d * d), J).view(B, d)
+        ctx.save_for_backward(rows, force, rho if with_rho else force, J, G)
+        return base - rows * force
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, out_bar):
+        if ctx.native is not None:
+            base_bar, half_bar, grad_U_bar, rho_bar, J_bar, G_bar = ctx.native.kick_backward(
+                out_bar.contiguous(), *ctx.saved_tensors, ctx.with_rho
+            )
+            return base_bar, half_bar.sum_to_size(ctx.half_shape), grad_U_bar, rho_bar, J_bar, G_bar
+        rows, force, rho, J, G = ctx.saved_tensors
+        B, d = out_bar.shape
+        half_bar = -(out_bar * force).sum(1, keepdim=True).sum_to_size(ctx.half_shape)
+        K = torch.bmm(J, out_bar[:, :, None]).view(B, d, d)  # K_jk = Σ_l J_(jk)l ḡ_l
+        half_half = 0.5 * rows[:, :, None]
+        coefficient = -G if not ctx.with_rho else rho[:, :, None] * rho[:, None, :] - G  # ρ_j ρ_k − G_jk
+        J_bar = (-half_half * coefficient).view(B, d * d, 1) * out_bar[:, None, :]
+        rho_bar = None
+        if ctx.with_rho:
+            rho_bar = torch.bmm(K + K.transpose(1, 2), rho[:, :, None]).view(B, d).mul_(-half_half.view(B, 1))
+        return out_bar, half_bar, -rows * out_bar, rho_bar, J_bar, half_half * K
 
 
 class PositionSolve(torch.autograd.Function):

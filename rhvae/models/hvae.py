@@ -155,7 +155,7 @@ class HVAE(VAE):
         # ε/2 as a (1, 1) or (B, 1) tensor, so that every update a ± (ε/2) b is one fused addcmul
         half = torch.as_tensor(half, dtype=z.dtype, device=z.device).reshape(-1, 1)
         # ρ½ = ρ − (ε/2)(∇U − ½ ∇ log det G⁻¹) − (ε/4) ∇(ρ½ᵀ G⁻¹ ρ½): the first two terms do not change
-        base = torch.addcmul(rho, half, grad_U.sub(metric.grad_log_det_G_inv(at_z), alpha=0.5), value=-1.0)
+        base = metric.kick(at_z, rho, half, grad_U)
         exact = self.exact_gradient()
         rho_half, residual_rho = metric.solve_momentum(at_z, rho, base, 0.5 * half, n_iter, exact)
         # z′ = [z + (ε/2) G⁻¹(z) ρ½] + G⁻¹(z′) (ε/2) ρ½, from the explicit Euler step z + ε G⁻¹(z) ρ½
@@ -166,8 +166,7 @@ class HVAE(VAE):
         # ρ′ = ρ½ − (ε/2)(∇U(z′) + ½ [∇(ρ½ᵀ G⁻¹ ρ½) − ∇ log det G⁻¹](z′))
         grad_U_new, logits_new = self.potential_grad(z_new, x)
         at_new = metric.at(z_new)
-        metric_force = metric.grad_quadratic(at_new, rho_half) - metric.grad_log_det_G_inv(at_new)
-        rho_new = torch.addcmul(rho_half, half, grad_U_new.add(metric_force, alpha=0.5), value=-1.0)
+        rho_new = metric.kick(at_new, rho_half, half, grad_U_new, rho_half)
         residual = torch.maximum(residual_rho, residual_z)
         return z_new, rho_new, grad_U_new, logits_new, at_new, residual
 

@@ -1,7 +1,7 @@
 // Compiled kernels of the implicit leapfrog steps for a latent dimension d = 2 (docs/design.md §2.2, docs/speed.md).
 //
 // They compute what the pure-PyTorch autograd nodes of rhvae/models/autograd_nodes.py compute (PositionSolve,
-// MomentumSolve, MetricEvaluation): the same iterations and the same hand-written backwards, with every 2 × 2 quantity held in
+// MomentumSolve, MetricEvaluation, MomentumKick): the same iterations and the same hand-written backwards, with every 2 × 2 quantity held in
 // registers and every sum over the centroids done in one loop, instead of a few dozen small tensor calls per
 // iteration. The maths, in the paper's notation, is in that module's docstring; the names here follow it.
 //
@@ -495,6 +495,89 @@ std::vector<at::Tensor> metric_backward(const at::Tensor& A_bar, const at::Tenso
   return {z_bar, cT_bar, MT_bar};
 }
 
+// ------------------------------------------------------------------------------------------------- MomentumKick
+// The explicit momentum updates of the leapfrog, out = base − h f with the force
+//   f_l = ∇U_l + ½ (Σ_jk ρ_j ρ_k J_(jk)l − Σ_jk G_jk J_(jk)l)      (the ρ term only when ``with_rho``),
+// per row, h (B,) the half step. G (B, 4) is vec(G), J (B, 4, 2) = ∂vec(G⁻¹)/∂z.
+template <typename T>
+inline void kick_force(const T* gU, const T* r, const T* Jb, const T* Gb, bool with_rho, T& f0, T& f1) {
+  f0 = gU[0] - T(0.5) * (Gb[0] * Jb[0] + Gb[1] * Jb[2] + Gb[2] * Jb[4] + Gb[3] * Jb[6]);
+  f1 = gU[1] - T(0.5) * (Gb[0] * Jb[1] + Gb[1] * Jb[3] + Gb[2] * Jb[5] + Gb[3] * Jb[7]);
+  if (with_rho) {
+    const T o00 = r[0] * r[0], o01 = r[0] * r[1], o11 = r[1] * r[1];
+    f0 += T(0.5) * (o00 * Jb[0] + o01 * (Jb[2] + Jb[4]) + o11 * Jb[6]);
+    f1 += T(0.5) * (o00 * Jb[1] + o01 * (Jb[3] + Jb[5]) + o11 * Jb[7]);
+  }
+}
+
+at::Tensor kick_forward(const at::Tensor& base, const at::Tensor& half, const at::Tensor& grad_U,
+                        const at::Tensor& rho, const at::Tensor& J, const at::Tensor& G, bool with_rho) {
+  at::Tensor out = at::empty_like(base);
+  const int64_t B = base.size(0);
+  AT_DISPATCH_FLOATING_TYPES(base.scalar_type(), "kick_forward", [&] {
+    using T = scalar_t;
+    const T *bs = base.data_ptr<T>(), *h = half.data_ptr<T>(), *gU = grad_U.data_ptr<T>();
+    const T* r = with_rho ? rho.data_ptr<T>() : nullptr;
+    const T *Jp = J.data_ptr<T>(), *Gp = G.data_ptr<T>();
+    T* o = out.data_ptr<T>();
+    for (int64_t b = 0; b < B; ++b) {
+      T f0, f1;
+      kick_force(gU + 2 * b, with_rho ? r + 2 * b : nullptr, Jp + 8 * b, Gp + 4 * b, with_rho, f0, f1);
+      o[2 * b] = bs[2 * b] - h[b] * f0;
+      o[2 * b + 1] = bs[2 * b + 1] - h[b] * f1;
+    }
+  });
+  return out;
+}
+
+// The backward for the cotangent ḡ of out, with K_jk = Σ_l J_(jk)l ḡ_l:
+//   bāse = ḡ,  h̄ = −ḡ · f,  ∇̄U = −h ḡ,  ρ̄ = −(h/2)(K + Kᵀ) ρ,  J̄_(jk)l = −(h/2)(ρ_j ρ_k − G_jk) ḡ_l,  Ḡ = (h/2) K.
+std::vector<at::Tensor> kick_backward(const at::Tensor& out_bar, const at::Tensor& half, const at::Tensor& grad_U,
+                                      const at::Tensor& rho, const at::Tensor& J, const at::Tensor& G,
+                                      bool with_rho) {
+  const int64_t B = out_bar.size(0);
+  at::Tensor half_bar = at::empty_like(half);
+  at::Tensor grad_U_bar = at::empty_like(out_bar);
+  at::Tensor rho_bar = with_rho ? at::empty_like(out_bar) : at::Tensor();
+  at::Tensor J_bar = at::empty_like(J);
+  at::Tensor G_bar = at::empty_like(G);
+  AT_DISPATCH_FLOATING_TYPES(out_bar.scalar_type(), "kick_backward", [&] {
+    using T = scalar_t;
+    const T *gb = out_bar.data_ptr<T>(), *h = half.data_ptr<T>(), *gU = grad_U.data_ptr<T>();
+    const T* r = with_rho ? rho.data_ptr<T>() : nullptr;
+    const T *Jp = J.data_ptr<T>(), *Gp = G.data_ptr<T>();
+    T *hb = half_bar.data_ptr<T>(), *gUb = grad_U_bar.data_ptr<T>(), *rb = with_rho ? rho_bar.data_ptr<T>() : nullptr;
+    T *Jb_out = J_bar.data_ptr<T>(), *Gb_out = G_bar.data_ptr<T>();
+    for (int64_t b = 0; b < B; ++b) {
+      const T* Jb = Jp + 8 * b;
+      const T* Gb = Gp + 4 * b;
+      const T g0 = gb[2 * b], g1 = gb[2 * b + 1], hh = h[b], h2 = T(0.5) * hh;
+      T f0, f1;
+      kick_force(gU + 2 * b, with_rho ? r + 2 * b : nullptr, Jb, Gb, with_rho, f0, f1);
+      hb[b] = -(g0 * f0 + g1 * f1);
+      gUb[2 * b] = -hh * g0;
+      gUb[2 * b + 1] = -hh * g1;
+      const T K00 = Jb[0] * g0 + Jb[1] * g1, K01 = Jb[2] * g0 + Jb[3] * g1;
+      const T K10 = Jb[4] * g0 + Jb[5] * g1, K11 = Jb[6] * g0 + Jb[7] * g1;
+      T* Gbar = Gb_out + 4 * b;
+      Gbar[0] = h2 * K00, Gbar[1] = h2 * K01, Gbar[2] = h2 * K10, Gbar[3] = h2 * K11;
+      T o00 = 0, o01 = 0, o11 = 0;
+      if (with_rho) {
+        const T p0 = r[2 * b], p1 = r[2 * b + 1];
+        o00 = p0 * p0, o01 = p0 * p1, o11 = p1 * p1;
+        rb[2 * b] = -h2 * (2 * K00 * p0 + (K01 + K10) * p1);
+        rb[2 * b + 1] = -h2 * ((K01 + K10) * p0 + 2 * K11 * p1);
+      }
+      const T c00 = -h2 * (o00 - Gb[0]), c01 = -h2 * (o01 - Gb[1]), c10 = -h2 * (o01 - Gb[2]),
+              c11 = -h2 * (o11 - Gb[3]);
+      T* Jbar = Jb_out + 8 * b;
+      Jbar[0] = c00 * g0, Jbar[1] = c00 * g1, Jbar[2] = c01 * g0, Jbar[3] = c01 * g1;
+      Jbar[4] = c10 * g0, Jbar[5] = c10 * g1, Jbar[6] = c11 * g0, Jbar[7] = c11 * g1;
+    }
+  });
+  return {out_bar, half_bar, grad_U_bar, rho_bar, J_bar, G_bar};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -504,4 +587,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("momentum_backward", &momentum_backward, "MomentumSolve backward, d = 2");
   m.def("metric_forward", &metric_forward, "MetricEvaluation forward, d = 2");
   m.def("metric_backward", &metric_backward, "MetricEvaluation backward, d = 2");
+  m.def("kick_forward", &kick_forward, "MomentumKick forward, d = 2");
+  m.def("kick_backward", &kick_backward, "MomentumKick backward, d = 2");
 }

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rhvae.models.autograd_nodes import MetricEvaluation, MomentumSolve, PositionSolve, matmul_add
+from rhvae.models.autograd_nodes import MetricEvaluation, MomentumKick, MomentumSolve, PositionSolve, matmul_add
 from rhvae.validation import check
 
 
@@ -253,6 +253,12 @@ class LearnedMetric:
         row = rho[:, None, :]
         inner = torch.bmm(row, self.jacobian(at).reshape(B, d, d * d)).reshape(B, d, d)  # Σ_j ρ_j J_(jk)l: [k, l]
         return torch.bmm(row, inner).squeeze(1)
+
+    def kick(self, at: MetricAt, base, half, grad_U, rho=None) -> torch.Tensor:
+        """base − (ε/2) [∇U + ½ ∇_z ρᵀG⁻¹(z)ρ − ½ ∇_z log det G⁻¹(z)] at ``at.z`` with ρ held fixed (without the ρ
+        term when ``rho`` is None), ``half`` = ε/2 a (1, 1) or (B, 1) tensor: the explicit momentum updates of the
+        leapfrog (the part of step 1 that does not depend on ρ½, and step 3) as one autograd node."""
+        return MomentumKick.apply(base, half, grad_U, rho, self.jacobian(at), at.G)
 
     def solve_momentum(
         self, at: MetricAt, rho, base, scale, n_iter: int, exact_gradient: bool = True

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rhvae.models import native
-from rhvae.models.autograd_nodes import MetricEvaluation, MomentumSolve, PositionSolve
+from rhvae.models.autograd_nodes import MetricEvaluation, MomentumKick, MomentumSolve, PositionSolve
 from rhvae.models.metric import LearnedMetric
 
 
@@ -57,6 +57,8 @@ def _problem(members: int | None, dtype, seed: int, rows: int = 7, centroids: in
         "rho": leaf(rows_total, 2),
         "base": leaf(rows_total, 2),
         "J": leaf(rows_total, 4, 2, scale=0.05),
+        "grad_U": leaf(rows_total, 2),
+        "half": leaf(rows_total, 1, scale=0.05),
     }
     cotangents = {k: torch.randn(v.shape, generator=g, dtype=torch.float64).to(dtype) for k, v in inputs.items()}
     return c, M, inputs, cotangents, g
@@ -71,8 +73,11 @@ def _run(members, dtype, metric_grads: bool, seed: int = 0):
     z_new, z_residual = PositionSolve.apply(v["z"], v["z_half"], v["u"], c, M, metric, 5)
     rho_new, rho_residual = MomentumSolve.apply(v["rho"], v["base"], v["J"], 5)
     G_inv, G, log_det, J, weights = MetricEvaluation.apply(v["z"], c, M, metric)
-    outputs = [z_new, z_residual, rho_new, rho_residual, G_inv, G, log_det, J, weights]
+    kicked = MomentumKick.apply(v["base"], v["half"], v["grad_U"], v["rho"], J, G)
+    kicked_alone = MomentumKick.apply(v["base"], v["half"][:1], v["grad_U"], None, J, G)  # no ρ term, one step
+    outputs = [z_new, z_residual, rho_new, rho_residual, G_inv, G, log_det, J, weights, kicked, kicked_alone]
     loss = (z_new * bars["z"]).sum() + (rho_new * bars["rho"]).sum()
+    loss = loss + (kicked * bars["grad_U"]).sum() + (kicked_alone * bars["base"]).sum()
     for out in (G_inv, G, log_det, J):
         loss = loss + (out * torch.randn(out.shape, generator=g, dtype=torch.float64).to(dtype)).sum()
     leaves = list(v.values()) + ([c, M] if metric_grads else [])

@@ -223,9 +223,10 @@ def test_decoder_force_node_gradcheck():
 
 
 def test_fixed_point_and_metric_nodes_gradcheck():
-    """MomentumSolve and PositionSolve (the implicit leapfrog iterations) and MetricEvaluation (the metric at z)
-    against finite differences, through the centroids and matrices of the metric too."""
-    from rhvae.models.autograd_nodes import MetricEvaluation, MomentumSolve, PositionSolve
+    """MomentumSolve and PositionSolve (the implicit leapfrog iterations), MomentumKick (the explicit momentum
+    updates) and MetricEvaluation (the metric at z) against finite differences, through the centroids and matrices
+    of the metric too."""
+    from rhvae.models.autograd_nodes import MetricEvaluation, MomentumKick, MomentumSolve, PositionSolve
     from rhvae.models.metric import LearnedMetric
 
     g = torch.Generator().manual_seed(1)
@@ -236,6 +237,10 @@ def test_fixed_point_and_metric_nodes_gradcheck():
     rho, base, J = rand(4, 2), rand(4, 2), rand(4, 4, 2, scale=0.3)
     for n in (0, 3):
         _gradcheck(lambda *a, n=n: MomentumSolve.apply(*a, n)[0], rho, base, J)
+    grad_U, G = rand(4, 2), rand(4, 2, 2)
+    for half in (rand(4, 1, scale=0.1), rand(1, 1, scale=0.1)):  # a step per row, or one for all
+        _gradcheck(lambda *a: MomentumKick.apply(*a), base, half, grad_U, rho, J, G)
+        _gradcheck(lambda b, h, g, j, m: MomentumKick.apply(b, h, g, None, j, m), base, half, grad_U, J, G)
 
     L = torch.randn(6, 2, 2, dtype=torch.float64, generator=g).tril()
     M = (L @ L.transpose(1, 2)).requires_grad_()
