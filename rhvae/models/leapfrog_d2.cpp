@@ -21,6 +21,19 @@ struct Groups {
   int64_t G, Bg, N;  // groups, rows per group, centroids per group
 };
 
+// One group's centroids and matrices (or their gradients), each entry a row of N: the coordinates c0, c1 of cᵢ and
+// the entries m00, m01, m10, m11 of Mᵢ, from the transposed layouts cT (G, 2, N) and MT (G, 4, N). All null when the
+// layouts are (gradients that are not needed).
+template <typename P>
+struct Table {
+  P c0 = nullptr, c1 = nullptr, m00 = nullptr, m01 = nullptr, m10 = nullptr, m11 = nullptr;
+  Table(P cT, P MT, int64_t g, int64_t N) {
+    if (cT == nullptr) return;
+    c0 = cT + g * 2 * N, c1 = c0 + N;
+    m00 = MT + g * 4 * N, m01 = m00 + N, m10 = m01 + N, m11 = m10 + N;
+  }
+};
+
 Groups groups_of(const at::Tensor& rows, const at::Tensor& cT) {
   const int64_t G = cT.dim() == 3 ? cT.size(0) : 1;
   const int64_t N = cT.size(-1);
@@ -71,10 +84,8 @@ void position_forward_impl(const at::Tensor& z_start, const at::Tensor& z_half, 
     exponents(z, c, s, inv_t2, w);
     w_k.exp_();
     for (int64_t g = 0; g < s.G; ++g) {
-      const T* m00 = m + g * 4 * s.N;
-      const T* m01 = m00 + s.N;
-      const T* m10 = m01 + s.N;
-      const T* m11 = m10 + s.N;
+      const Table<const T*> t(c, m, g, s.N);
+      const T *m00 = t.m00, *m01 = t.m01, *m10 = t.m10, *m11 = t.m11;
       for (int64_t b = g * s.Bg; b < (g + 1) * s.Bg; ++b) {
         const T* wb = w + b * s.N;
         T a00 = 0, a01 = 0, a10 = 0, a11 = 0;
@@ -140,18 +151,10 @@ void position_backward_impl(const at::Tensor& z_bar_out, const at::Tensor& u, co
     const T* z = st + k * 2 * B;
     const T* w = wt + k * B * s.N;
     for (int64_t g = 0; g < s.G; ++g) {
-      const T* c0 = c + g * 2 * s.N;
-      const T* c1 = c0 + s.N;
-      const T* m00 = m + g * 4 * s.N;
-      const T* m01 = m00 + s.N;
-      const T* m10 = m01 + s.N;
-      const T* m11 = m10 + s.N;
-      T* cb0 = metric_grads ? cb + g * 2 * s.N : nullptr;
-      T* cb1 = metric_grads ? cb0 + s.N : nullptr;
-      T* mb00 = metric_grads ? mb + g * 4 * s.N : nullptr;
-      T* mb01 = metric_grads ? mb00 + s.N : nullptr;
-      T* mb10 = metric_grads ? mb01 + s.N : nullptr;
-      T* mb11 = metric_grads ? mb10 + s.N : nullptr;
+      const Table<const T*> t(c, m, g, s.N);
+      const Table<T*> bar(cb, mb, g, s.N);
+      const T *c0 = t.c0, *c1 = t.c1, *m00 = t.m00, *m01 = t.m01, *m10 = t.m10, *m11 = t.m11;
+      T *cb0 = bar.c0, *cb1 = bar.c1, *mb00 = bar.m00, *mb01 = bar.m01, *mb10 = bar.m10, *mb11 = bar.m11;
       for (int64_t b = g * s.Bg; b < (g + 1) * s.Bg; ++b) {
         const T g0 = gbar[2 * b], g1 = gbar[2 * b + 1];
         const T u0 = uu[2 * b], u1 = uu[2 * b + 1];
@@ -339,12 +342,8 @@ void metric_forward_impl(const at::Tensor& z_t, const at::Tensor& cT, const at::
   T* jj = J.data_ptr<T>();
   T* ss = S.data_ptr<T>();
   for (int64_t g = 0; g < s.G; ++g) {
-    const T* c0 = c + g * 2 * s.N;
-    const T* c1 = c0 + s.N;
-    const T* m00 = m + g * 4 * s.N;
-    const T* m01 = m00 + s.N;
-    const T* m10 = m01 + s.N;
-    const T* m11 = m10 + s.N;
+    const Table<const T*> t(c, m, g, s.N);
+    const T *c0 = t.c0, *c1 = t.c1, *m00 = t.m00, *m01 = t.m01, *m10 = t.m10, *m11 = t.m11;
     for (int64_t b = g * s.Bg; b < (g + 1) * s.Bg; ++b) {
       const T* wb = w + b * s.N;
       // S_q = Σᵢ wᵢ (Mᵢ)_q and P_ql = Σᵢ wᵢ (Mᵢ)_q cᵢ_l
@@ -417,18 +416,10 @@ void metric_backward_impl(const at::Tensor& A_bar_t, const at::Tensor& G_bar_t, 
   T* cb = metric_grads ? cT_bar.data_ptr<T>() : nullptr;
   T* mb = metric_grads ? MT_bar.data_ptr<T>() : nullptr;
   for (int64_t g = 0; g < s.G; ++g) {
-    const T* c0 = c + g * 2 * s.N;
-    const T* c1 = c0 + s.N;
-    const T* m00 = m + g * 4 * s.N;
-    const T* m01 = m00 + s.N;
-    const T* m10 = m01 + s.N;
-    const T* m11 = m10 + s.N;
-    T* cb0 = metric_grads ? cb + g * 2 * s.N : nullptr;
-    T* cb1 = metric_grads ? cb0 + s.N : nullptr;
-    T* mb00 = metric_grads ? mb + g * 4 * s.N : nullptr;
-    T* mb01 = metric_grads ? mb00 + s.N : nullptr;
-    T* mb10 = metric_grads ? mb01 + s.N : nullptr;
-    T* mb11 = metric_grads ? mb10 + s.N : nullptr;
+    const Table<const T*> t(c, m, g, s.N);
+    const Table<T*> bar(cb, mb, g, s.N);
+    const T *c0 = t.c0, *c1 = t.c1, *m00 = t.m00, *m01 = t.m01, *m10 = t.m10, *m11 = t.m11;
+    T *cb0 = bar.c0, *cb1 = bar.c1, *mb00 = bar.m00, *mb01 = bar.m01, *mb10 = bar.m10, *mb11 = bar.m11;
     for (int64_t b = g * s.Bg; b < (g + 1) * s.Bg; ++b) {
       const T* Gb = Gp + 4 * b;
       const T* Gr = Gbar + 4 * b;
