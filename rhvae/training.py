@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from rhvae.evaluation.diagnostics import flow_diagnostics
-from rhvae.models import HVAE, RHVAE, VAE, check_model
+from rhvae.models import HVAE, RHVAE, VAE, check_model, native
 from rhvae.models.eval_mode import EvalMode
 from rhvae.provenance import pinned_threads
 from rhvae.validation import check
@@ -324,6 +324,7 @@ def _recorded_settings(model: VAE, settings: TrainingSettings, threads: int, n: 
         "lr": settings.lr,
         "batch_size": settings.batch_size,
         "threads": threads,
+        "leapfrog_kernels": native.implementation(),
         "n_train": n,
         "n_test": 0 if x_test is None else len(x_test) // (model.members or 1),
         "max_latent_norm": settings.max_latent_norm,

@@ -40,7 +40,7 @@ from rhvae.experiments.quality import GENERATION_METRICS_NOTE, generation_score
 from rhvae.experiments.registry import PAPER_SETTINGS
 from rhvae.experiments.registry import experiment as experiment_entry
 from rhvae.files import atomic_write, atomic_write_text, writable_folder
-from rhvae.models import HVAE, RHVAE, VAE
+from rhvae.models import HVAE, RHVAE, VAE, native
 from rhvae.paths import CACHE_DIR, FIGURES_DIR, ROOT, SHIPPED_DIR
 from rhvae.provenance import environment, set_threads
 from rhvae.sampling.hmc import generate
@@ -447,6 +447,7 @@ class Run:
                     "data_seed": params.get("data_seed"),
                     "subsets": self.subsets,
                     "threads": self.threads,
+                    "leapfrog_kernels": native.implementation(),
                     "environment": environment(),
                     "cache_dir": self.cache_dir,
                     "started": self.started.isoformat(timespec="seconds"),

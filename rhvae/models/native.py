@@ -84,6 +84,12 @@ def kernels():
     return _kernels
 
 
+def implementation() -> str:
+    """What the leapfrog nodes of this process run at d = 2 (recorded with every training history and notebook run,
+    since the two round differently in the last bits): ``"compiled"`` or ``"pytorch"``."""
+    return "compiled" if kernels() is not None else "pytorch"
+
+
 def for_tensors(*tensors: torch.Tensor):
     """The compiled module if it applies to these tensors (CPU, float32 or float64, latent dimension 2 in the last
     axis of the first), else None."""

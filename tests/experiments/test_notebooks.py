@@ -20,6 +20,7 @@ from conftest import INJECTED_FAULT
 
 from rhvae.experiments import runs
 from rhvae.experiments.registry import PAPER_SETTINGS, PARAMETERS, REGISTRY
+from rhvae.models import native
 from rhvae.paths import ROOT
 
 NOTEBOOKS = list(REGISTRY)
@@ -79,6 +80,7 @@ def check_results(folder: Path, name: str, interactive: bool = False) -> dict:
     provenance = results["provenance"]
     assert provenance["subsets"] and all(s["train_indices"] for s in provenance["subsets"].values())
     assert provenance["threads"] == 1 and provenance["environment"]["torch"]
+    assert provenance["leapfrog_kernels"] == native.implementation()  # compiled kernels or PyTorch: they round apart
     assert all(m["status"] == "ok" for m in results["models"].values())
     for m in results["models"].values():  # every flow model records what its flow and metric do
         if m["model"] in ("hvae", "rhvae"):
