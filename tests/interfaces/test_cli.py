@@ -1,6 +1,7 @@
 """``python -m rhvae train`` end to end on a real subset, in a subprocess, like a user would run it."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -228,3 +229,16 @@ def test_data_prints_what_each_pool_can_serve_and_names_the_download_when_a_sour
         proc = run_cli("data", "--source", "torchvision")
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
         assert "--source torchvision --download" in proc.stderr
+
+
+def test_kernels_says_in_one_line_which_leapfrog_nodes_the_models_use():
+    from rhvae.models import native
+
+    compiled = "rhvae: compiled d = 2 leapfrog kernels in use"
+    pytorch = "rhvae: compiled d = 2 leapfrog kernels not used: the pure-PyTorch nodes"
+    proc = run_cli("kernels")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [compiled if native.implementation() == "compiled" else pytorch]
+    switched_off = {**os.environ, native.ENVIRONMENT_SWITCH: "0"}
+    proc = subprocess.run([sys.executable, "-m", "rhvae", "kernels"], capture_output=True, text=True, env=switched_off)
+    assert proc.returncode == 0 and proc.stdout.splitlines() == [pytorch], proc.stdout
