@@ -15,8 +15,10 @@ their recorded provenance (subset, config, epochs, stack), on one thread as run_
 
 Each stack's time is per epoch × its epochs, summed per notebook. The notebooks then run on ``--workers`` workers,
 longest first (run_all's order), which gives the training part of ``--train``: its prediction from the measured
-epoch and its floor. The flow diagnostics every 50 epochs and everything the notebooks do after training (the
-log-likelihoods, samplers, classifiers) are not included, so the whole run takes longer than the prediction.
+epoch and its floor. ``--compare-pytorch`` also times each epoch with the pure-PyTorch leapfrog nodes
+(``RHVAE_NATIVE=0``), alternating with the compiled d = 2 kernels in the same process, and prints their ratio. The
+flow diagnostics every 50 epochs and everything the notebooks do after training (the log-likelihoods, samplers,
+classifiers) are not included, so the whole run takes longer than the prediction.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import alternate, dense_floor  # noqa: E402  (the sibling benchmark's floor)
 
 from rhvae.experiments.model_cache import data_of  # noqa: E402
-from rhvae.models import RHVAE  # noqa: E402
+from rhvae.models import RHVAE, native  # noqa: E402
 from rhvae.persistence import load_model, shipped_models  # noqa: E402
 from rhvae.training import TrainingSettings, _train_epoch, adam, evaluate_member_losses  # noqa: E402
 
@@ -92,6 +94,19 @@ def stack_epoch(members):
     return epoch
 
 
+def with_nodes(implementation: str, fn):
+    """``fn`` run with the compiled d = 2 kernels (``"compiled"``) or the pure-PyTorch nodes (``"pytorch"``)."""
+
+    def run():
+        os.environ[native.ENVIRONMENT_SWITCH] = "1" if implementation == "compiled" else "0"
+        try:
+            fn()
+        finally:
+            os.environ.pop(native.ENVIRONMENT_SWITCH)
+
+    return run
+
+
 def schedule(seconds: dict[str, float], workers: int) -> float:
     """The end time of ``seconds`` (one per notebook) run on ``workers`` workers, longest first."""
     ends = [0.0] * workers
@@ -104,28 +119,51 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per stack (median)")
     parser.add_argument("--workers", type=int, default=2, help="notebooks run at once (run_all --jobs)")
+    parser.add_argument(
+        "--compare-pytorch", action="store_true", help="also time each epoch with the pure-PyTorch leapfrog nodes"
+    )
     args = parser.parse_args()
+    if args.compare_pytorch and native.kernels() is None:
+        parser.error(
+            "--compare-pytorch needs the compiled kernels (python -m rhvae kernels says why they are not used)"
+        )
     torch.set_num_threads(1)  # run_all gives each of its notebooks one thread (--jobs 2 on 2 cores)
     print(f"load average before: {os.getloadavg()[0]:.2f}; torch {torch.__version__}, 1 thread")
     header = f"{'experiment':<21} {'model':<5} {'members':>7} {'rows':>5} {'epochs':>6}"
     header += f" {'epoch ms':>9} {'floor ms':>9} {'ratio':>6} {'recorded ms':>11} {'epoch min':>9} {'floor min':>9}"
-    print(f"{header} {'GFLOP/s':>7}")
+    print(
+        f"{header} {'GFLOP/s':>7}" + (f" {'pytorch ms':>10} {'pytorch / compiled':>18}" if args.compare_pytorch else "")
+    )
     totals = {"epoch": defaultdict(float), "floor": defaultdict(float), "recorded": defaultdict(float)}
+    if args.compare_pytorch:
+        totals["pytorch"] = defaultdict(float)
     start = time.perf_counter()
     for (experiment, model, n_train, _), members in shipped_stacks().items():
         fn = stack_epoch(members)
-        epoch = alternate({"epoch": fn}, args.repeats)["epoch"]
+        variants = {"epoch": fn}
+        if args.compare_pytorch:
+            variants = {"epoch": with_nodes("compiled", fn), "pytorch": with_nodes("pytorch", fn)}
+        times = alternate(variants, args.repeats)
+        epoch = times["epoch"]
         measured = dense_floor(fn, args.repeats)
         floor = measured["floor"]
         epochs, recorded = members[0][3], sum(m[4] for m in members)  # the stack's epoch as the members recorded it
-        for name, value in (("epoch", epoch), ("floor", floor), ("recorded", recorded)):
-            totals[name][experiment] += value * epochs
-        print(
+        for name, value in (
+            ("epoch", epoch),
+            ("floor", floor),
+            ("recorded", recorded),
+            ("pytorch", times.get("pytorch")),
+        ):
+            if value is not None:
+                totals[name][experiment] += value * epochs
+        line = (
             f"{experiment:<21} {model:<5} {len(members):>7} {n_train:>5} {epochs:>6} {epoch * 1e3:>9.1f} "
             f"{floor * 1e3:>9.1f} {epoch / floor:>5.2f}x {recorded * 1e3:>11.1f} {epoch * epochs / 60:>9.1f} "
-            f"{floor * epochs / 60:>9.1f} {measured['gflop'] / floor:>7.0f}",
-            flush=True,
+            f"{floor * epochs / 60:>9.1f} {measured['gflop'] / floor:>7.0f}"
         )
+        if args.compare_pytorch:
+            line += f" {times['pytorch'] * 1e3:>10.1f} {times['pytorch'] / epoch:>17.2f}x"
+        print(line, flush=True)
     print("\ntraining per notebook, minutes (one thread): epoch-predicted / dense floor / recorded")
     for experiment in totals["epoch"]:
         print(
@@ -138,6 +176,10 @@ def main() -> None:
         f"the measured epochs, {run['floor']:.1f} min at the dense floor, {run['recorded']:.1f} min as recorded "
         f"(epoch / floor {run['epoch'] / run['floor']:.2f}x)"
     )
+    if args.compare_pytorch:
+        print(
+            f"  with the pure-PyTorch leapfrog nodes: {run['pytorch']:.1f} min ({run['pytorch'] / run['epoch']:.2f}x)"
+        )
     print(f"measured in {time.perf_counter() - start:.0f} s; load average after: {os.getloadavg()[0]:.2f}")
 
 
