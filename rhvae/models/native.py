@@ -7,8 +7,9 @@ a few dozen tiny tensor operations per iteration. ``leapfrog_d2.cpp`` computes t
 hand-written backwards in loops (docs/speed.md). It is compiled on first use with the machine's C++ compiler
 through ``torch.utils.cpp_extension`` (``install.sh`` does it once: ``python -m rhvae kernels``) and cached in
 torch's extension folder (``TORCH_EXTENSIONS_DIR``, by default under ``~/.cache``), under a name that changes with
-the source, the torch version and the processor. Where it cannot be built (no compiler, no ``ninja``) or where
-``RHVAE_NATIVE=0`` is set, the pure-PyTorch nodes are used: the same values to rounding
+the source, the torch version and the processor. Where it cannot be built (no compiler, no ``ninja``: one warning,
+and the failure is remembered so that later processes do not build again) or where ``RHVAE_NATIVE=0`` is set, the
+pure-PyTorch nodes are used: the same values to rounding
 (tests/models/test_native.py and tests/models/test_speed_equivalence.py check both).
 
 ``python -m rhvae kernels`` builds the kernels and prints one line saying whether they are used.
@@ -16,15 +17,18 @@ the source, the torch version and the processor. Where it cannot be built (no co
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import platform
+import shutil
 import warnings
 from pathlib import Path
 
 import torch
 
+from rhvae.files import atomic_write_text
 from rhvae.provenance import cpu_model
 
 SOURCE = Path(__file__).with_name("leapfrog_d2.cpp")
@@ -52,36 +56,68 @@ def _build_name() -> str:
     return "rhvae_leapfrog_d2_" + hashlib.sha256(key).hexdigest()[:16]
 
 
-def kernels():
+def kernels(retry: bool = False):
     """The compiled module, built or loaded on the first call of the process; None where it is disabled or cannot
-    be built (a warning says why, once)."""
+    be built. A failed build says why in one warning, once per process, and is remembered beside the builds
+    (``<name>.failed`` in torch's extension folder) so that later processes fall back at once instead of building
+    again; ``retry=True`` (``python -m rhvae kernels``) forgets it and builds."""
     global _kernels, _tried
     if not enabled():
         return None
-    if not _tried:
-        _tried = True
+    if retry:
+        _tried = False
+    if _tried:
+        return _kernels
+    _tried = True
+    with _quiet_torch_logger():  # torch logs CUDA and compiler notes at import and build: not ours to show
+        from torch.utils import cpp_extension
+
+        name = _build_name()
+        root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+        failed = Path(root) / f"{name}.failed"
+        if failed.exists() and not retry:
+            _fall_back(failed.read_text().strip() + f"; remembered in {failed}")
+            return None
         try:
-            # torch.utils.cpp_extension logs a CUDA warning at import on CPU-only machines: not ours to show
-            logger = logging.getLogger("torch.utils.cpp_extension")
-            level = logger.level
-            logger.setLevel(logging.ERROR)
-            try:
-                from torch.utils import cpp_extension
-            finally:
-                logger.setLevel(level)
-            _kernels = cpp_extension.load(
-                name=_build_name(), sources=[str(SOURCE)], extra_cflags=list(_FLAGS), verbose=False
-            )
+            _kernels = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=list(_FLAGS), verbose=False)
+            failed.unlink(missing_ok=True)
         except Exception as error:  # no compiler, no ninja, a failed build: fall back, say so once
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            warnings.warn(
-                f"rhvae: the compiled d = 2 leapfrog kernels could not be built ({first_line[:200]}); using the "
-                "pure-PyTorch nodes (same values, slower). Set RHVAE_NATIVE=0 to silence this.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            _kernels = None
+            reason = _build_failure(error)
+            with contextlib.suppress(OSError):  # a read-only cache only costs the next process another try
+                atomic_write_text(failed, reason + "\n")
+            _fall_back(reason)
     return _kernels
+
+
+@contextlib.contextmanager
+def _quiet_torch_logger():
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _build_failure(error: Exception) -> str:
+    """Why the build failed, in a few words: the compiler or ninja missing, else the error's first line."""
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        return f"no C++ compiler: {compiler!r} is not on the PATH"
+    if shutil.which("ninja") is None:
+        return "no ninja (pip install ninja)"
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return f"the build failed: {first_line[:160]}"
+
+
+def _fall_back(reason: str) -> None:
+    warnings.warn(
+        f"rhvae: compiled d = 2 leapfrog kernels not built ({reason}); the models use their pure-PyTorch nodes (the "
+        "same values, slower). python -m rhvae kernels retries; RHVAE_NATIVE=0 silences this.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def implementation() -> str:

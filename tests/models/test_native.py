@@ -105,7 +105,9 @@ def test_compiled_and_pytorch_nodes_agree_in_float32(compiled, monkeypatch):
         torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-5)
 
 
-def test_a_failed_build_falls_back_to_the_pytorch_nodes_with_one_warning(tmp_path, monkeypatch):
+def test_a_failed_build_falls_back_with_one_warning_and_is_not_retried_by_the_next_process(tmp_path, monkeypatch):
+    from torch.utils import cpp_extension
+
     broken = tmp_path / "leapfrog_d2.cpp"
     broken.write_text("this is not C++\n")
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "build"))
@@ -113,9 +115,20 @@ def test_a_failed_build_falls_back_to_the_pytorch_nodes_with_one_warning(tmp_pat
     monkeypatch.setattr(native, "SOURCE", broken)
     monkeypatch.setattr(native, "_kernels", None)
     monkeypatch.setattr(native, "_tried", False)
-    with pytest.warns(RuntimeWarning, match="could not be built") as caught:
+    with pytest.warns(RuntimeWarning, match="kernels not built") as caught:
         assert native.kernels() is None
         assert native.kernels() is None  # tried once per process: no second build, no second warning
     assert len(caught) == 1
     outputs, grads = _run(None, torch.float64, True)  # the nodes still work, through PyTorch
     assert torch.isfinite(outputs[0]).all() and all(torch.isfinite(g).all() for g in grads)
+    assert len(list((tmp_path / "build").glob("*.failed"))) == 1
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a remembered failure must not be built again")
+
+    monkeypatch.setattr(native, "_tried", False)  # as a new process
+    monkeypatch.setattr(cpp_extension, "load", no_build)
+    with pytest.warns(RuntimeWarning, match="remembered in"):
+        assert native.kernels() is None
+    with pytest.warns(RuntimeWarning, match="the build failed: a remembered failure"):  # retry=True builds again
+        assert native.kernels(retry=True) is None
