@@ -1,9 +1,10 @@
 // Compiled kernels of the implicit leapfrog steps for a latent dimension d = 2 (docs/design.md §2.2, docs/speed.md).
 //
 // They compute what the pure-PyTorch autograd nodes of rhvae/models/autograd_nodes.py compute (PositionSolve,
-// MomentumSolve, MetricEvaluation, MomentumKick): the same iterations and the same hand-written backwards, with every 2 × 2 quantity held in
-// registers and every sum over the centroids done in one loop, instead of a few dozen small tensor calls per
-// iteration. The maths, in the paper's notation, is in that module's docstring; the names here follow it.
+// MomentumSolve, MetricEvaluation, MomentumKick): the same iterations and the same hand-written backwards, with
+// every 2 × 2 quantity held in registers and every sum over the centroids done in one loop, instead of a few dozen
+// small tensor calls per iteration. The maths, in the paper's notation, is in that module's docstring; the names
+// here follow it.
 //
 // Layouts (all contiguous, one floating dtype): rows z, u, ρ (B, 2), grouped in G consecutive blocks of B/G rows
 // for a stack of G models (G = 1 for one model); centroids transposed, cT (G, 2, N); the matrices Mᵢ transposed,
