@@ -98,11 +98,15 @@ def with_nodes(implementation: str, fn):
     """``fn`` run with the compiled d = 2 kernels (``"compiled"``) or the pure-PyTorch nodes (``"pytorch"``)."""
 
     def run():
+        before = os.environ.get(native.ENVIRONMENT_SWITCH)
         os.environ[native.ENVIRONMENT_SWITCH] = "1" if implementation == "compiled" else "0"
         try:
             fn()
-        finally:
-            os.environ.pop(native.ENVIRONMENT_SWITCH)
+        finally:  # the caller's setting back
+            if before is None:
+                os.environ.pop(native.ENVIRONMENT_SWITCH)
+            else:
+                os.environ[native.ENVIRONMENT_SWITCH] = before
 
     return run
 

@@ -23,7 +23,7 @@ double backward). The metric at a point (``at``) and the fixed-point iterations 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -74,8 +74,6 @@ class MetricAt:
     #: ∂vec(G⁻¹)/∂z = Σᵢ vec(Mᵢ) (∂wᵢ/∂z)ᵀ, (B, d², d): every metric force at z is a contraction of it (see
     #: ``LearnedMetric.at``); None for the Euclidean metric.
     jacobian: torch.Tensor | None = None
-    #: ∇_z log det G⁻¹(z), computed once and reused by the leapfrog steps that meet at z.
-    grad_log_det: torch.Tensor | None = field(default=None, repr=False)
 
 
 def sym2_max_eigenvalue(A: torch.Tensor) -> torch.Tensor:
@@ -241,11 +239,10 @@ class LearnedMetric:
         return at.jacobian
 
     def grad_log_det_G_inv(self, at: MetricAt) -> torch.Tensor:
-        """∇_z log det G⁻¹(z) = Σᵢ tr(G Mᵢ) ∂wᵢ/∂z = Σ_jk G_jk J_jk, shape (B, d) (computed once per ``MetricAt``)."""
-        if at.grad_log_det is None:
-            # tr(G Mᵢ) = Σ_jk G_jk (Mᵢ)_jk (Mᵢ symmetric)
-            at.grad_log_det = torch.bmm(at.G.reshape(at.G.shape[0], 1, -1), self.jacobian(at)).squeeze(1)
-        return at.grad_log_det
+        """∇_z log det G⁻¹(z) = Σᵢ tr(G Mᵢ) ∂wᵢ/∂z = Σ_jk G_jk J_jk, shape (B, d) (the leapfrog's momentum updates
+        contract G with J themselves, in ``kick``)."""
+        # tr(G Mᵢ) = Σ_jk G_jk (Mᵢ)_jk (Mᵢ symmetric)
+        return torch.bmm(at.G.reshape(at.G.shape[0], 1, -1), self.jacobian(at)).squeeze(1)
 
     def grad_quadratic(self, at: MetricAt, rho: torch.Tensor) -> torch.Tensor:
         """∇_z ρᵀ G⁻¹(z) ρ = Σᵢ (ρᵀ Mᵢ ρ) ∂wᵢ/∂z = Σ_jk ρ_j ρ_k J_jk with ρ (B, d) held fixed, shape (B, d)."""
