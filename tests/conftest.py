@@ -10,18 +10,24 @@ def metric_data():
     return rhvae.experiment_data("metric")
 
 
-@pytest.fixture
-def small_rhvae():
+def make_small_rhvae(latent_dim: int = 2):
     """A float64 RHVAE with a frozen metric built from 12 real digits: small enough for exact checks."""
     data = rhvae.experiment_data("metric", n_per_class=5)
     torch.manual_seed(0)
-    model = rhvae.RHVAE(hidden_dim=32, n_fixed_point=60, eps_lf=0.05, temperature=1.0).double()
+    model = rhvae.RHVAE(latent_dim=latent_dim, hidden_dim=32, n_fixed_point=60, eps_lf=0.05, temperature=1.0)
+    model = model.double()
     x = data.train.x.double()
     model.freeze_metric(x)
     # spread the frozen centroids so that the metric varies on the scale of the temperature
     model.centroids = model.centroids * 20.0
     model.eval()
     return model, x
+
+
+@pytest.fixture
+def small_rhvae():
+    """``make_small_rhvae`` at the paper's latent dimension 2."""
+    return make_small_rhvae()
 
 
 @pytest.fixture

@@ -210,8 +210,8 @@ class MomentumSolve(torch.autograd.Function):
         base_row = base[:, None, :]
         states, outers = [rho], []
         for _ in range(n + 1):
-            outers.append((states[-1][:, :, None] * states[-1][:, None, :]).view(B, 1, d * d))  # vec(ρ_k ρ_kᵀ)
-            states.append(torch.baddbmm(base_row, outers[-1], J, alpha=-1.0).view(B, d))
+            outers.append((states[-1][:, :, None] * states[-1][:, None, :]).reshape(B, 1, d * d))  # vec(ρ_k ρ_kᵀ)
+            states.append(torch.baddbmm(base_row, outers[-1], J, alpha=-1.0).reshape(B, d))
         residual = (states[-1] - states[-2]).abs().max() if n > 0 else rho.new_zeros(())
         ctx.mark_non_differentiable(residual)
         ctx.save_for_backward(J, *states[:-1], *outers)
@@ -228,12 +228,12 @@ class MomentumSolve(torch.autograd.Function):
         states, outers = saved[: len(saved) // 2], saved[len(saved) // 2 :]
         B, d = rho_bar.shape
         # −(J_(jk)l + J_(kj)l): its product with ρ̄ is −(K + Kᵀ) in one call
-        J_sym_neg = J.view(B, d, d, d).transpose(1, 2).reshape(B, d * d, d).add(J).neg_()
+        J_sym_neg = J.reshape(B, d, d, d).transpose(1, 2).reshape(B, d * d, d).add(J).neg_()
         rho_bars = []  # ρ̄_{k+1}, k = n … 0
         for rho in reversed(states):
             rho_bars.append(rho_bar)
-            K_sym_neg = torch.bmm(J_sym_neg, rho_bar[:, :, None]).view(B, d, d)
-            rho_bar = torch.bmm(K_sym_neg, rho[:, :, None]).view(B, d)
+            K_sym_neg = torch.bmm(J_sym_neg, rho_bar[:, :, None]).reshape(B, d, d)
+            rho_bar = torch.bmm(K_sym_neg, rho[:, :, None]).reshape(B, d)
         bars = torch.stack(rho_bars[::-1], 1)  # (B, n + 1, d), in iteration order like the outers
         base_bar = bars.sum(1)
         J_bar = torch.bmm(torch.cat(outers, 1).mT, bars).neg_()  # −Σ_k vec(ρ_k ρ_kᵀ) ρ̄_{k+1}ᵀ
@@ -256,9 +256,9 @@ class MomentumKick(torch.autograd.Function):
             ctx.save_for_backward(*inputs)
             return kernels.kick_forward(base.contiguous(), *inputs, with_rho)
         B, d = base.shape
-        force = grad_U - 0.5 * torch.bmm(G.reshape(B, 1, d * d), J).view(B, d)
+        force = grad_U - 0.5 * torch.bmm(G.reshape(B, 1, d * d), J).reshape(B, d)
         if with_rho:
-            force = force + 0.5 * torch.bmm((rho[:, :, None] * rho[:, None, :]).view(B, 1, d * d), J).view(B, d)
+            force = force + 0.5 * torch.bmm((rho[:, :, None] * rho[:, None, :]).reshape(B, 1, d * d), J).reshape(B, d)
         ctx.save_for_backward(rows, force, rho if with_rho else force, J, G)
         return base - rows * force
 
@@ -273,13 +273,13 @@ class MomentumKick(torch.autograd.Function):
         rows, force, rho, J, G = ctx.saved_tensors
         B, d = out_bar.shape
         half_bar = -(out_bar * force).sum(1, keepdim=True).sum_to_size(ctx.half_shape)
-        K = torch.bmm(J, out_bar[:, :, None]).view(B, d, d)  # K_jk = Σ_l J_(jk)l ḡ_l
+        K = torch.bmm(J, out_bar[:, :, None]).reshape(B, d, d)  # K_jk = Σ_l J_(jk)l ḡ_l
         half_half = 0.5 * rows[:, :, None]
         coefficient = -G if not ctx.with_rho else rho[:, :, None] * rho[:, None, :] - G  # ρ_j ρ_k − G_jk
-        J_bar = (-half_half * coefficient).view(B, d * d, 1) * out_bar[:, None, :]
+        J_bar = (-half_half * coefficient).reshape(B, d * d, 1) * out_bar[:, None, :]
         rho_bar = None
         if ctx.with_rho:
-            rho_bar = torch.bmm(K + K.transpose(1, 2), rho[:, :, None]).view(B, d).mul_(-half_half.view(B, 1))
+            rho_bar = torch.bmm(K + K.transpose(1, 2), rho[:, :, None]).reshape(B, d).mul_(-half_half.reshape(B, 1))
         return out_bar, half_bar, -rows * out_bar, rho_bar, J_bar, half_half * K
 
 

@@ -35,7 +35,9 @@ def spd_inverse_logdet(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse and log-determinant of a batch of SPD matrices ``A`` (B, d, d).
 
     For d = 2 (the paper's latent dimension) the closed form ``[[a, b], [b, c]]⁻¹ = [[c, −b], [−b, a]] / det``
-    avoids the per-call overhead of LAPACK on tiny matrices; other d use a Cholesky factorisation.
+    avoids the per-call overhead of LAPACK on tiny matrices; other d use a Cholesky factorisation. Both read the
+    symmetric part (A + Aᵀ)/2, so that the result and its gradient are those of the symmetric part whatever d (a
+    Cholesky factorisation alone would read the lower triangle only).
     """
     if A.shape[-1] == 2:
         a, b, c = A[..., 0, 0], 0.5 * (A[..., 0, 1] + A[..., 1, 0]), A[..., 1, 1]
@@ -43,7 +45,7 @@ def spd_inverse_logdet(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         minus_b = -b
         inv = torch.stack((c, minus_b, minus_b, a), -1).reshape(A.shape) / det[..., None, None]
         return inv, torch.log(det)
-    chol = cholesky(A)
+    chol = cholesky(0.5 * (A + A.mT))
     inv = torch.cholesky_inverse(chol)
     return inv, 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import rhvae
+from tests.conftest import make_small_rhvae
 
 
 def _step(model, x, z, rho):
@@ -18,13 +19,21 @@ def _step(model, x, z, rho):
 def _start(model, x, seed=0):
     g = torch.Generator().manual_seed(seed)
     # start next to the (spread) centroids, where the metric varies most
-    z = model.centroids[: len(x)] + torch.randn(len(x), 2, dtype=torch.float64, generator=g)
-    rho = torch.randn(len(x), 2, dtype=torch.float64, generator=g)
+    d = model.latent_dim
+    z = model.centroids[: len(x)] + torch.randn(len(x), d, dtype=torch.float64, generator=g)
+    rho = torch.randn(len(x), d, dtype=torch.float64, generator=g)
     return z, rho
 
 
-def test_one_step_is_time_reversible(small_rhvae):
-    model, x = small_rhvae
+@pytest.fixture(params=[2, 3, 8])
+def rhvae_any_dim(request):
+    """``make_small_rhvae`` at the paper's latent dimension 2 (compiled kernels where they build) and at 3 and 8
+    (the PyTorch nodes)."""
+    return make_small_rhvae(request.param)
+
+
+def test_one_step_is_time_reversible(rhvae_any_dim):
+    model, x = rhvae_any_dim
     z, rho = _start(model, x)
     z1, rho1 = _step(model, x, z, rho)
     assert (z1 - z).abs().max() > 1e-3  # the step really moves
@@ -43,17 +52,18 @@ def test_reversibility_fails_without_the_implicit_solve(small_rhvae):
     assert (z2 - z).abs().max() > 1e-7
 
 
-def test_one_step_preserves_volume(small_rhvae):
-    model, x = small_rhvae
+def test_one_step_preserves_volume(rhvae_any_dim):
+    model, x = rhvae_any_dim
     z, rho = _start(model, x[:1])
+    d = model.latent_dim
 
     def flow(state):
-        z_new, rho_new = _step(model, x[:1], state[None, :2], state[None, 2:])
+        z_new, rho_new = _step(model, x[:1], state[None, :d], state[None, d:])
         return torch.cat([z_new[0], rho_new[0]])
 
     jac = torch.autograd.functional.jacobian(flow, torch.cat([z[0], rho[0]]))
     assert abs(float(torch.linalg.det(jac)) - 1.0) < 1e-8
-    assert (jac - torch.eye(4, dtype=torch.float64)).abs().max() > 1e-3  # not trivially the identity
+    assert (jac - torch.eye(2 * d, dtype=torch.float64)).abs().max() > 1e-3  # not trivially the identity
 
 
 def test_tempering_schedule_ends_at_one_and_matches_the_formula():

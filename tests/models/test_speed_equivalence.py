@@ -8,7 +8,8 @@ pass, as the previous implementation did. The leapfrog step, the forward objecti
 objective with respect to every parameter must agree with the fast implementation.
 
 Every test here runs twice: with the compiled d = 2 kernels (``rhvae.models.native``, where they build) and with the
-pure-PyTorch nodes (``RHVAE_NATIVE=0``).
+pure-PyTorch nodes (``RHVAE_NATIVE=0``); the model-level ones also at latent dimensions 3 and 8, where only the
+PyTorch nodes exist (the compiled kernels are d = 2 only, so at d ≠ 2 both runs take the PyTorch path).
 """
 
 import math
@@ -94,11 +95,15 @@ class ReferenceRHVAE(rhvae.RHVAE):
         return z_new, rho_new, None, self.decode_logits(z_new), metric.at(z_new), z.new_zeros(())
 
 
-def _pair(step_bound, eps_lf=0.05):
+#: The latent dimensions every model-level equivalence runs at: the paper's 2 (compiled kernels) and two others.
+DIMS = [2, 3, 8]
+
+
+def _pair(step_bound, eps_lf=0.05, d=2):
     data = rhvae.experiment_data("metric", n_per_class=4)
     x = data.train.x.double()
     torch.manual_seed(0)
-    config = dict(hidden_dim=24, n_lf=3, eps_lf=eps_lf, n_fixed_point=4, step_bound=step_bound)
+    config = dict(latent_dim=d, hidden_dim=24, n_lf=3, eps_lf=eps_lf, n_fixed_point=4, step_bound=step_bound)
     fast = rhvae.RHVAE(**config).double()
     with torch.no_grad():  # a metric that varies on the scale of T, with some strength
         fast.metric_diag.bias.add_(0.5)
@@ -110,10 +115,11 @@ def _pair(step_bound, eps_lf=0.05):
     return fast, ref, x
 
 
+@pytest.mark.parametrize("d", DIMS)
 @pytest.mark.parametrize("step_bound", ["none", "stability"])
 @pytest.mark.parametrize("training", [True, False])
-def test_forward_objective_and_parameter_gradients_equal_the_autograd_reference(step_bound, training):
-    fast, ref, x = _pair(step_bound, eps_lf=0.05 if step_bound == "none" else 1.0)
+def test_forward_objective_and_parameter_gradients_equal_the_autograd_reference(step_bound, training, d):
+    fast, ref, x = _pair(step_bound, eps_lf=0.05 if step_bound == "none" else 1.0, d=d)
     results = []
     for model in (fast, ref):
         model.train(training)
@@ -136,8 +142,9 @@ def test_forward_objective_and_parameter_gradients_equal_the_autograd_reference(
             assert gb[name].abs().max() > 0, name  # the check is not vacuous
 
 
-def test_leapfrog_step_equals_the_autograd_reference():
-    fast, ref, x = _pair("none")
+@pytest.mark.parametrize("d", DIMS)
+def test_leapfrog_step_equals_the_autograd_reference(d):
+    fast, ref, x = _pair("none", d=d)
     fast.eval()
     metric = fast.metric()
     g = torch.Generator().manual_seed(1)
@@ -156,12 +163,13 @@ def test_leapfrog_step_equals_the_autograd_reference():
     torch.testing.assert_close(at1.log_det_G_inv, at2.log_det_G_inv, rtol=1e-12, atol=1e-12)
 
 
-def test_metric_jacobian_gives_the_term_by_term_forces():
-    fast, _, _ = _pair("none")
+@pytest.mark.parametrize("d", DIMS)
+def test_metric_jacobian_gives_the_term_by_term_forces(d):
+    fast, _, _ = _pair("none", d=d)
     metric = fast.metric()
     g = torch.Generator().manual_seed(2)
-    z = fast.centroids[:5] + torch.randn(5, 2, dtype=torch.float64, generator=g)
-    rho = torch.randn(5, 2, dtype=torch.float64, generator=g)
+    z = fast.centroids[:5] + torch.randn(5, d, dtype=torch.float64, generator=g)
+    rho = torch.randn(5, d, dtype=torch.float64, generator=g)
     at = metric.at(z)
     w = torch.exp(-((z[:, None] - metric.centroids[None]) ** 2).sum(-1) / metric.temperature**2)
     dw = -2 * w[:, :, None] * (z[:, None] - metric.centroids[None]) / metric.temperature**2  # (B, N, d)
@@ -175,7 +183,7 @@ def test_metric_jacobian_gives_the_term_by_term_forces():
     torch.testing.assert_close(metric.grad_quadratic(bare, rho), metric.grad_quadratic(at, rho))
 
 
-@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("d", [2, 3, 8])
 def test_closed_form_eigenvalue_inverse_and_logdet_equal_linalg(d):
     g = torch.Generator().manual_seed(d)
     A = torch.randn(50, d, d, dtype=torch.float64, generator=g)
@@ -193,8 +201,9 @@ def test_closed_form_eigenvalue_inverse_and_logdet_equal_linalg(d):
     torch.testing.assert_close(logdet, torch.logdet(A), rtol=1e-12, atol=1e-12)
 
 
-def test_max_eigenvalue_equals_eigvalsh_over_the_centroids():
-    fast, _, _ = _pair("none")
+@pytest.mark.parametrize("d", DIMS)
+def test_max_eigenvalue_equals_eigvalsh_over_the_centroids(d):
+    fast, _, _ = _pair("none", d=d)
     metric = fast.metric()
     expected = torch.linalg.eigvalsh(metric.G_inv(metric.centroids))[:, -1].max()
     assert float(metric.max_eigenvalue()) == pytest.approx(float(expected), rel=1e-12)
@@ -206,7 +215,8 @@ def _gradcheck(fn, *inputs):
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-6)
 
 
-def test_decoder_force_node_gradcheck():
+@pytest.mark.parametrize("d", DIMS)
+def test_decoder_force_node_gradcheck(d):
     """DecoderForce's hand-written backward against finite differences, with either output used alone too."""
     from rhvae.models.autograd_nodes import DecoderForce
 
@@ -215,17 +225,19 @@ def test_decoder_force_node_gradcheck():
     def rand(*shape):
         return torch.randn(*shape, dtype=torch.float64, generator=g).requires_grad_()
 
-    z, W1, b1, W2, b2 = rand(5, 2), rand(6, 2), rand(6), rand(7, 6), rand(7)
+    z, W1, b1, W2, b2 = rand(5, d), rand(6, d), rand(6), rand(7, 6), rand(7)
     x = torch.rand(5, 7, dtype=torch.float64, generator=g)
     _gradcheck(lambda *p: DecoderForce.apply(p[0], x, *p[1:]), z, W1, b1, W2, b2)
     _gradcheck(lambda *p: DecoderForce.apply(p[0], x, *p[1:])[0], z, W1, b1, W2, b2)
     _gradcheck(lambda *p: DecoderForce.apply(p[0], x, *p[1:])[1], z, W1, b1, W2, b2)
 
 
-def test_fixed_point_and_metric_nodes_gradcheck():
+@pytest.mark.parametrize("d", DIMS)
+def test_fixed_point_and_metric_nodes_gradcheck(d):
     """MomentumSolve and PositionSolve (the implicit leapfrog iterations), MomentumKick (the explicit momentum
     updates) and MetricEvaluation (the metric at z) against finite differences, through the centroids and matrices
-    of the metric too."""
+    of the metric too. G is also given transposed (column-major, as LAPACK's inverse returns it at d > 2): the
+    backward must not assume contiguous inputs."""
     from rhvae.models.autograd_nodes import MetricEvaluation, MomentumKick, MomentumSolve, PositionSolve
     from rhvae.models.metric import LearnedMetric
 
@@ -234,17 +246,19 @@ def test_fixed_point_and_metric_nodes_gradcheck():
     def rand(*shape, scale=1.0):
         return (scale * torch.randn(*shape, dtype=torch.float64, generator=g)).requires_grad_()
 
-    rho, base, J = rand(4, 2), rand(4, 2), rand(4, 4, 2, scale=0.3)
+    rho, base, J = rand(4, d), rand(4, d), rand(4, d * d, d, scale=0.3 / d)
     for n in (0, 3):
         _gradcheck(lambda *a, n=n: MomentumSolve.apply(*a, n)[0], rho, base, J)
-    grad_U, G = rand(4, 2), rand(4, 2, 2)
-    for half in (rand(4, 1, scale=0.1), rand(1, 1, scale=0.1)):  # a step per row, or one for all
-        _gradcheck(lambda *a: MomentumKick.apply(*a), base, half, grad_U, rho, J, G)
-        _gradcheck(lambda b, h, g, j, m: MomentumKick.apply(b, h, g, None, j, m), base, half, grad_U, J, G)
+    grad_U = rand(4, d)
+    G_column_major = rand(4, d, d).detach().mT.requires_grad_()
+    for G in (rand(4, d, d), G_column_major):
+        for half in (rand(4, 1, scale=0.1), rand(1, 1, scale=0.1)):  # a step per row, or one for all
+            _gradcheck(lambda *a: MomentumKick.apply(*a), base, half, grad_U, rho, J, G)
+            _gradcheck(lambda b, h, g, j, m: MomentumKick.apply(b, h, g, None, j, m), base, half, grad_U, J, G)
 
-    L = torch.randn(6, 2, 2, dtype=torch.float64, generator=g).tril()
-    M = (L @ L.transpose(1, 2)).requires_grad_()
-    centroids, z_start, z_half, u = rand(6, 2), rand(4, 2), rand(4, 2), rand(4, 2, scale=0.1)
+    L = torch.randn(6, d, d, dtype=torch.float64, generator=g).tril()
+    M = (L @ L.transpose(1, 2) / d).requires_grad_()
+    centroids, z_start, z_half, u = rand(6, d), rand(4, d), rand(4, d), rand(4, d, scale=0.1)
 
     def position(z_start, z_half, u, centroids, M, n=3):
         metric = LearnedMetric(centroids, M, temperature=1.3, regularization=0.1)
