@@ -47,11 +47,12 @@ import torch
 
 from rhvae.models import RHVAE, VAE
 from rhvae.models.metric import LearnedMetric
+from rhvae.sampling.geometric import geometric_hmc
 from rhvae.sampling.grid_target import DEFAULT_TOLERANCE as GRID_TOLERANCE
 from rhvae.sampling.grid_target import MIN_CENTROIDS as GRID_MIN_CENTROIDS
 from rhvae.sampling.grid_target import GridTarget, interpolate_if_possible
 from rhvae.sampling.truncation import DEFAULT_TOLERANCE, TruncatedMetric, truncate_if_large
-from rhvae.validation import RANGES, check, check_bool, check_float, check_int
+from rhvae.validation import RANGES, ParameterError, check, check_bool, check_float, check_int
 
 DEFAULT_EPS_PER_TEMPERATURE = 0.05
 """Default leapfrog step ε = 0.05 · T: the target varies on the length scale T of the metric's kernel."""
@@ -328,11 +329,53 @@ class Generated:
     info: dict
 
 
-def generate(model: VAE, n_samples: int, mcmc_steps: int, seed: int = 0, temperature: float | None = None) -> Generated:
-    """Samples of a trained model as the paper makes them: the RHVAE by Riemannian HMC on its (frozen, possibly
-    re-evaluated at ``temperature``) metric with ``mcmc_steps`` steps, the VAE and HVAE from the prior."""
+GEOMETRIC_TARGET = (
+    "HMC on pi(z) ∝ sqrt(det G(z)), G(z) = sum_i Sigma_i^-1 omega_i(z) + lambda exp(-tau |z|^2) I of the encoder on "
+    "x_train (Chadebec & Allassonniere 2022, Eq. 7), decoded (decoder mean)"
+)
+#: The values of ``generate``'s ``sampler`` option.
+SAMPLERS = ("paper", "prior", "geometric")
+
+
+def generate(
+    model: VAE,
+    n_samples: int,
+    mcmc_steps: int,
+    seed: int = 0,
+    temperature: float | None = None,
+    *,
+    sampler: str = "paper",
+    x_train=None,
+) -> Generated:
+    """Samples of a trained model.
+
+    ``sampler="paper"`` (the default): as the paper makes them, the RHVAE by Riemannian HMC on its (frozen,
+    possibly re-evaluated at ``temperature``) metric with ``mcmc_steps`` steps, the VAE and HVAE from the prior.
+    ``sampler="prior"``: z ~ N(0, I) for any model, the RHVAE included (``mcmc_steps`` unused).
+    ``sampler="geometric"``: the geometry-aware sampler of Chadebec & Allassonnière 2022
+    (``rhvae.sampling.geometric.geometric_hmc`` with its defaults and ``mcmc_steps``) on the model's encoder and
+    its training images ``x_train``, for any model. ``temperature`` applies to ``"paper"`` only, ``x_train`` to
+    ``"geometric"`` only. ``info`` records the sampler and its settings.
+    """
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+        raise ParameterError(f"sampler must be one of {', '.join(map(repr, SAMPLERS))}, got {sampler!r}")
+    if sampler != "paper" and temperature is not None:
+        raise ParameterError(f"temperature applies to sampler='paper' (an RHVAE's metric) only, not {sampler!r}")
+    if sampler == "geometric" and x_train is None:
+        raise ParameterError("x_train (the model's training images, (N, D) in [0, 1]) is needed by sampler='geometric'")
+    if sampler != "geometric" and x_train is not None:
+        raise ParameterError(f"x_train is used by sampler='geometric' only, not {sampler!r}")
     start = time.perf_counter()
-    if isinstance(model, RHVAE):
+    if sampler == "geometric":
+        samples = geometric_hmc(model, x_train, n_samples=n_samples, mcmc_steps=mcmc_steps, seed=seed)
+        images, z = samples.images, samples.z
+        info = {
+            "sampler": "geometric_hmc",
+            "target": GEOMETRIC_TARGET,
+            "acceptance_rate": samples.acceptance_rate,
+            **samples.params,
+        }
+    elif sampler == "paper" and isinstance(model, RHVAE):
         samples = riemannian_hmc(model.metric(temperature), n_samples=n_samples, mcmc_steps=mcmc_steps, seed=seed)
         with torch.no_grad():
             images = model.decode(samples.z.to(model.dec_hidden.weight.dtype))
