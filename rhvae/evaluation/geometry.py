@@ -18,7 +18,9 @@ For the metric G⁻¹(z) = Σᵢ Mᵢ exp(−‖z − cᵢ‖²/T²) + λ I of a
   straight line, with L-BFGS (default) or Adam, in float64. The reported lengths of the geodesic and of the
   straight line use the same quadrature (``path_length`` with the same ``refine``).
 
-Everything is torch and works for any latent dimension d, except ``latent_grid`` (d = 2, the paper's case).
+Everything is torch and works for any latent dimension d, except ``latent_grid`` and ``ellipse_parameters``
+(d = 2, the paper's case), which refuse any other d in one line naming what works at every d instead
+(``require_2d_latent``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,16 @@ from dataclasses import dataclass
 import torch
 
 from rhvae.models.metric import LearnedMetric, quadratic_form
-from rhvae.validation import check
+from rhvae.validation import ParameterError, check
+
+
+def require_2d_latent(latent_dim: int, what: str, owner: str, alternative: str) -> None:
+    """Refuse a latent space that is not 2-D: a one-line ``ParameterError`` (a ``ValueError``) that says what needs
+    it (``what``), whose latent_dim it is (``owner``, e.g. "the model's") and what to use instead, e.g. "latent_grid
+    spans a 2-D latent space: the codes' latent_dim must be 2, got 3 (use latent_bounds ...)". Nothing happens for
+    latent_dim 2."""
+    if latent_dim != 2:
+        raise ParameterError(f"{what}: {owner} latent_dim must be 2, got {latent_dim} (use {alternative})")
 
 
 # ------------------------------------------------------------------------------------------------ grids
@@ -79,8 +90,14 @@ def latent_grid(
     """An ``n`` × ``n`` grid covering the 2-D ``centroids`` (N, 2) with ``margin`` × span on every side
     (see ``latent_bounds``), or covering ``bounds`` (2, 2) = [[x_min, y_min], [x_max, y_max]] if given."""
     centroids = torch.as_tensor(centroids).detach()
-    if centroids.ndim != 2 or centroids.shape[1] != 2:
+    if centroids.ndim != 2:
         raise ValueError(f"latent_grid needs 2-D codes (N, 2), got shape {tuple(centroids.shape)}")
+    require_2d_latent(
+        centroids.shape[1],
+        "latent_grid spans a 2-D latent space",
+        "the codes'",
+        "latent_bounds for a box, and metric_magnitude or metric_orientation at given points, at any latent_dim",
+    )
     n = check("grid_n", n, "n")
     box = latent_bounds(centroids, margin, min_span) if bounds is None else torch.as_tensor(bounds)
     box = box.to(centroids.dtype if centroids.is_floating_point() else torch.float32)
@@ -90,8 +107,13 @@ def latent_grid(
     return LatentGrid(xs, ys, torch.stack((xx.reshape(-1), yy.reshape(-1)), -1))
 
 
-def _points(grid) -> torch.Tensor:
-    return grid.points if isinstance(grid, LatentGrid) else torch.as_tensor(grid)
+def _points(grid, metric) -> torch.Tensor:
+    """The points (B, d) of ``grid`` (a ``LatentGrid`` or points), checked to have the metric's dimension d."""
+    points = grid.points if isinstance(grid, LatentGrid) else torch.as_tensor(grid)
+    dim = getattr(metric, "dim", None)
+    if points.ndim != 2 or (dim is not None and points.shape[1] != dim):
+        raise ValueError(f"points must be (B, {dim}) like the metric's latent_dim, got shape {tuple(points.shape)}")
+    return points
 
 
 # ------------------------------------------------------------------------------------ magnitude, orientation
@@ -102,7 +124,7 @@ def metric_magnitude(metric: LearnedMetric, grid, chunk: int = 16384) -> torch.T
     ``grid`` is a ``LatentGrid`` (→ an (n_y, n_x) image) or points (B, d) (→ (B,)). Evaluated in batched
     chunks of ``chunk`` points (no Python loop over points).
     """
-    z = _points(grid).to(metric.centroids.dtype)
+    z = _points(grid, metric).to(metric.centroids.dtype)
     values = torch.cat([metric.log_sqrt_det_G_inv(part) for part in torch.split(z, chunk)])
     return grid.reshape(values) if isinstance(grid, LatentGrid) else values
 
@@ -114,16 +136,21 @@ def metric_orientation(metric: LearnedMetric, points) -> tuple[torch.Tensor, tor
     Returns ``eigenvalues`` (B, d) in ascending order (all ≥ λ > 0) and ``eigenvectors`` (B, d, d) whose
     columns are the matching unit eigenvectors. The ellipse of the metric at z has semi-axes ∝ √eⱼ along vⱼ.
     """
-    z = _points(points).to(metric.centroids.dtype)
+    z = _points(points, metric).to(metric.centroids.dtype)
     G_inv = metric.G_inv(z)
     return torch.linalg.eigh(0.5 * (G_inv + G_inv.transpose(-1, -2)))
 
 
 def ellipse_parameters(eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, scale: float = 1.0):
     """Matplotlib ``Ellipse`` parameters for d = 2: full ``width`` along the major axis, full ``height``
-    along the minor axis (2 · scale · √e) and ``angle`` of the major axis in degrees, each (B,)."""
-    if eigenvalues.shape[-1] != 2:
-        raise ValueError("ellipses need a 2-D latent space")
+    along the minor axis (2 · scale · √e) and ``angle`` of the major axis in degrees, each (B,). Any other
+    latent dimension is refused in one line (``require_2d_latent``)."""
+    require_2d_latent(
+        eigenvalues.shape[-1],
+        "ellipse_parameters draws 2-D ellipses",
+        "the metric's",
+        "the eigenvalues and eigenvectors of metric_orientation, which work at any latent_dim",
+    )
     width = 2.0 * scale * eigenvalues[:, 1].sqrt()
     height = 2.0 * scale * eigenvalues[:, 0].sqrt()
     major = eigenvectors[:, :, 1]
@@ -308,5 +335,6 @@ __all__ = [
     "metric_orientation",
     "path_energy",
     "path_length",
+    "require_2d_latent",
     "straight_line",
 ]

@@ -27,6 +27,7 @@ from rhvae.evaluation.geometry import (
     latent_grid,
     metric_magnitude,
     metric_orientation,
+    require_2d_latent,
 )
 from rhvae.models.metric import LearnedMetric
 
@@ -53,6 +54,19 @@ def _numpy(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+#: What to use instead of a latent-space picture at d ≠ 2: the values these pictures draw, at any latent_dim.
+_METRIC_VALUES = (
+    "rhvae.evaluation.geometry.metric_magnitude and metric_orientation at given points, which work at any latent_dim"
+)
+
+
+def require_2d_picture(function: str, latent_dim: int, owner: str, alternative: str = _METRIC_VALUES) -> None:
+    """Refuse, in one line, a picture of a latent space that is not 2-D (the pictures are drawn on the plane
+    (z₁, z₂)): "plot_metric_magnitude draws a 2-D latent space: the metric's latent_dim must be 2, got 3 (use
+    ...)"."""
+    require_2d_latent(latent_dim, f"{function} draws a 2-D latent space", owner, alternative)
 
 
 def _new_figure(figsize) -> Figure:
@@ -127,7 +141,8 @@ def plot_metric_magnitude(
     title: str | None = None,
 ) -> Figure:
     """Heat map of log √det G⁻¹(z) over a grid around ``codes`` (default: the metric's centroids), with the
-    training ``codes`` (N, 2) coloured by class ``labels`` (N,) and a colour bar."""
+    training ``codes`` (N, 2) coloured by class ``labels`` (N,) and a colour bar. 2-D latent spaces only."""
+    require_2d_picture("plot_metric_magnitude", metric.dim, "the metric's")
     title = title or f"metric magnitude (T = {metric.temperature:g})"
     fig, _, _ = _metric_panel(
         metric, codes, labels, ax, grid_n, margin, grid, cmap, norm, colorbar, legend, 10.0, title
@@ -176,8 +191,10 @@ def plot_metric_orientation(
 
     ``points`` is ``"centroids"`` (the metric's cᵢ), ``"grid"`` (an ``ellipse_grid_n`` × ``ellipse_grid_n``
     grid of the plotted box) or an (n, 2) array. ``scale`` defaults to ``ellipse_scale`` (largest semi-axis
-    = 4 % of the plot width, or 45 % of the grid spacing); pass the same scale to compare panels.
+    = 4 % of the plot width, or 45 % of the grid spacing); pass the same scale to compare panels. 2-D latent
+    spaces only.
     """
+    require_2d_picture("plot_metric_orientation", metric.dim, "the metric's")
     title = title or f"metric orientation (T = {metric.temperature:g})"
     fig, ax, grid = _metric_panel(
         metric, codes, labels, ax, grid_n, margin, grid, cmap, norm, colorbar, legend, 4.0, title
@@ -207,11 +224,14 @@ def plot_metric_panels(
 ) -> Figure:
     """One column per temperature (e.g. 0.6, 0.8, 1.0): the magnitude heat map (top row) and the ellipses
     of G⁻¹ (bottom row), on the same latent box, with one colour scale and one ellipse scale for all panels
-    (so that the panels compare). The figure has 2 × n_T panels and one colour bar per row."""
+    (so that the panels compare). The figure has 2 × n_T panels and one colour bar per row. 2-D latent spaces
+    only."""
     if not metrics_by_temperature:
         raise ValueError("metrics_by_temperature must hold at least one metric")
     temperatures = sorted(metrics_by_temperature)
     metrics = [metrics_by_temperature[t] for t in temperatures]
+    for metric in metrics:
+        require_2d_picture("plot_metric_panels", metric.dim, "the metric's")
     codes = torch.as_tensor(codes).detach()
     grid = latent_grid(codes.to(metrics[0].centroids.dtype), n=grid_n, margin=margin)
     values = [metric_magnitude(m, grid) for m in metrics]
@@ -321,8 +341,15 @@ def plot_geodesic(
     below, the decoded images along each (``decoded_geodesic`` / ``decoded_line``: (n, 784), e.g.
     ``model.decode(result.path.float())``), ``n_images`` equally spaced ones per row.
 
-    Axes: the latent map, its colour bar, and one row per given decoded sequence.
+    Axes: the latent map, its colour bar, and one row per given decoded sequence. 2-D latent spaces only (at
+    another d, ``plot_interpolations`` draws the decoded frames and the lengths are the result's).
     """
+    require_2d_picture(
+        "plot_geodesic",
+        metric.dim,
+        "the metric's",
+        "plot_interpolations for the decoded frames; the GeodesicResult holds the lengths at any latent_dim",
+    )
     strips = [
         (f"geodesic (L = {geodesic_result.length:.3g})", decoded_geodesic),
         (f"straight line (L = {geodesic_result.line_length:.3g})", decoded_line),
@@ -369,6 +396,7 @@ __all__ = [
     "plot_partitions",
     "plot_reconstructions",
     "plot_samples",
+    "require_2d_picture",
 ]
 
 
@@ -392,7 +420,9 @@ def plot_metric_models(models: Mapping[str, RHVAE], labels=None, grid_n: int = 8
     """One column per trained RHVAE (e.g. one per training temperature), each in its own latent space: the
     magnitude of its frozen metric with its training codes (top) and the ellipses of G⁻¹ at the codes
     (bottom). Unlike ``plotting.plot_metric_panels`` (one latent space, several T), every model has its own
-    codes, so every column has its own box and colour scale."""
+    codes, so every column has its own box and colour scale. 2-D latent spaces only."""
+    for model in models.values():
+        require_2d_picture("plot_metric_models", model.latent_dim, "the model's")
     n = len(models)
     fig = _new_figure((panel_size * n + 1.5, 2 * panel_size * 0.9))
     axes = fig.subplots(2, n, squeeze=False)
@@ -408,7 +438,14 @@ def plot_metric_models(models: Mapping[str, RHVAE], labels=None, grid_n: int = 8
 
 def plot_latent_samples(model: RHVAE, labels, generated: Generated, grid_n: int = 80, title: str | None = None):
     """The latent space of a trained RHVAE: the magnitude of its metric, its training codes coloured by class
-    and the generated codes (red crosses)."""
+    and the generated codes (red crosses). 2-D latent spaces only."""
+    require_2d_picture(
+        "plot_latent_samples",
+        model.latent_dim,
+        "the model's",
+        "plot_image_grid(generated.images) for the samples, or project the codes to 2-D and draw them with "
+        "plot_partitions",
+    )
     codes = torch.cat([model.centroids, generated.z.to(model.centroids.dtype)])
     grid = latent_grid(codes, n=grid_n)
     fig = plot_metric_magnitude(model.metric(), model.centroids, labels, grid=grid, title=title)
@@ -454,9 +491,19 @@ def plot_interpolations(strips: Mapping[str, object], title: str | None = None, 
 
 def plot_partitions(codes, panels: Mapping[str, object], panel_size: float = 3.6) -> Figure:
     """The latent ``codes`` (n, 2) once per panel (``panels``: title → n labels), coloured by those labels: the
-    classes beside the clusters that k-medoids found (``rhvae.experiments.clustering``)."""
+    classes beside the clusters that k-medoids found (``rhvae.experiments.clustering``). 2-D codes only: project
+    codes of another latent dimension to 2-D first."""
     if not panels:
         raise ValueError("panels must hold at least one labelling")
+    shape = _numpy(codes).shape
+    if len(shape) != 2:
+        raise ValueError(f"codes must be (n, 2), got shape {shape}")
+    require_2d_picture(
+        "plot_partitions",
+        shape[1],
+        "the codes'",
+        "codes projected to 2-D first, e.g. their first two principal components",
+    )
     fig = _new_figure((panel_size * len(panels) + 0.4, panel_size + 0.4))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, labels) in zip(axes, panels.items(), strict=True):

@@ -45,6 +45,7 @@ from rhvae.interfaces.plotting import (
     plot_interpolations,
     plot_metric_magnitude,
     plot_metric_orientation,
+    require_2d_picture,
 )
 from rhvae.models import RHVAE
 from rhvae.sampling.hmc import generate
@@ -109,12 +110,14 @@ class _Explorer:
 
 class MetricExplorer(_Explorer):
     """The metric temperature T (a number box); redraws magnitude and orientation of ``model``'s frozen metric
-    re-evaluated at T."""
+    re-evaluated at T. A model of another latent dimension than 2 is refused in one line when the explorer is built
+    (its pictures are of the plane); the other explorers work at any latent dimension."""
 
     def __init__(self, model: RHVAE, codes=None, labels=None, temperature: float | None = None, grid_n: int = 60):
         super().__init__()
         if not isinstance(model, RHVAE):
             raise TypeError(f"MetricExplorer needs a trained RHVAE, got {type(model).__name__}")
+        require_2d_picture("MetricExplorer", model.latent_dim, "the model's")
         self.model, self.codes, self.labels, self.grid_n = model, codes, labels, grid_n
         t0 = float(model.temperature if temperature is None else temperature)
         self.temperature = widgets.FloatText(value=t0, step=0.05, description="T")
