@@ -37,7 +37,7 @@ import time
 import torch
 
 from rhvae.models.metric import LearnedMetric
-from rhvae.validation import check, check_float
+from rhvae.validation import ParameterError, check, check_float
 
 MIN_CENTROIDS = 1_000
 """The sampler uses the grid target for metrics of more centroids than this (2-D): the 100 × 90 sampler took about
@@ -58,6 +58,17 @@ _HERMITE = torch.tensor(
 )
 
 
+def require_2d_metric(metric: LearnedMetric, what: str) -> None:
+    """Refuse a metric whose latent space is not 2-D in one line (a ``ParameterError``): the separable products
+    and the bicubic patches are written for two axes. The sampler never gets here at another d
+    (``interpolate_if_possible`` returns None and it uses the metric or its truncation)."""
+    if metric.dim != 2:
+        raise ParameterError(
+            f"{what}: the metric's latent_dim must be 2, got {metric.dim} (use the "
+            "metric itself or rhvae.sampling.truncation.TruncatedMetric, which work at any latent_dim)"
+        )
+
+
 def _axis_factors(nodes: torch.Tensor, centres: torch.Tensor, temperature: float, derivative: bool) -> torch.Tensor:
     """a(x) = exp(−(x − c)²/T²) at ``nodes`` (n,) for ``centres`` (K,), and with ``derivative`` also ∂ₓa stacked
     below it: (n, K) or (2n, K)."""
@@ -72,7 +83,8 @@ def separable_sums(metric: LearnedMetric, xs: torch.Tensor, ys: torch.Tensor, de
     """Σᵢ (p, q, r)ᵢ aᵢ⁽ᵏ⁾(x_a) bᵢ⁽ˡ⁾(y_b) on the tensor grid xs × ys: shape (3, K, n_x, L, n_y) with K = L = 2
     derivative orders if ``derivatives`` (index 1: ∂ₓ along x, ∂ᵧ along y), else 1. The λ I term is not included.
     In float64, one product per chunk of ``CHUNK`` centroids (float32 products would be 1.5x faster but leave a
-    rounding floor near 10⁻⁵ nats in log det G⁻¹ for strongly anisotropic metrics)."""
+    rounding floor near 10⁻⁵ nats in log det G⁻¹ for strongly anisotropic metrics). 2-D metrics only."""
+    require_2d_metric(metric, "separable_sums factors the kernel along the two axes of a 2-D latent space")
     c = metric.centroids.detach().double()
     M = metric.M.detach().double()
     m = torch.stack((M[:, 0, 0], 0.5 * (M[:, 0, 1] + M[:, 1, 0]), M[:, 1, 1]), 1)  # (N, 3)
@@ -101,7 +113,8 @@ def _log_det_and_derivatives(sums: torch.Tensor, regularization: float) -> tuple
 
 
 def exact_log_det(metric: LearnedMetric, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-    """log det G⁻¹ on the tensor grid xs × ys, (n_x, n_y), in float64 (the reference of the check)."""
+    """log det G⁻¹ on the tensor grid xs × ys, (n_x, n_y), in float64 (the reference of the check); 2-D only."""
+    require_2d_metric(metric, "exact_log_det evaluates a 2-D tensor grid")
     (p,), (q,), (r,) = (s[:, :, 0] for s in separable_sums(metric, xs, ys, derivatives=False))
     lam = metric.regularization
     return torch.log((p + lam) * (r + lam) - q * q)
@@ -115,8 +128,11 @@ class GridTarget:
     constant = False
 
     def __init__(self, metric: LearnedMetric, low, high, spacing: float):
-        if not isinstance(metric, LearnedMetric) or metric.dim != 2:
-            raise ValueError("the grid target needs a LearnedMetric of a 2-D latent space")
+        if not isinstance(metric, LearnedMetric):
+            raise ValueError(
+                f"the grid target needs a LearnedMetric of a 2-D latent space, got {type(metric).__name__}"
+            )
+        require_2d_metric(metric, "GridTarget interpolates a 2-D latent space")
         start = time.perf_counter()
         self.centroids, self.M = metric.centroids.detach(), metric.M.detach()
         self.temperature, self.regularization, self.dim = metric.temperature, metric.regularization, 2
