@@ -42,7 +42,8 @@ with arithmetic normalisation NMI = I(A; B) / ((H(A) + H(B))/2), and the purity 
 partition, lower when the result depends on the seeding.
 
 **Table** (``clustering_table``): the codes μ(x) of every model's encoder; Euclidean k-medoids for every model,
-and geodesic k-medoids under the learned metric for the RHVAE.
+and geodesic k-medoids under the learned metric for the RHVAE (2-D latent spaces: the grid graph is a plane; an
+RHVAE of another latent dimension gets its Euclidean k-medoids only, and the table says so).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from rhvae.evaluation.geometry import latent_bounds
+from rhvae.evaluation.geometry import latent_bounds, require_2d_latent
 from rhvae.experiments.tables import check_models_over_subsets, compare_over_seeds, over_seeds
 from rhvae.models import check_models
 from rhvae.models.metric import LearnedMetric, quadratic_form
@@ -84,12 +85,22 @@ def _double_metric(metric):
     return metric
 
 
-def _codes(codes, name: str = "codes") -> np.ndarray:
+#: What to use instead of the grid graph at d ≠ 2.
+GEODESIC_ALTERNATIVE = (
+    "euclidean_distance_matrix, or rhvae.evaluation.geometry.geodesic for the geodesic between two codes, at any "
+    "latent_dim"
+)
+
+
+def _codes(codes, name: str = "codes", function: str = "geodesic_distance_matrix") -> np.ndarray:
+    """Finite 2-D codes (N, 2), 1 <= N <= ``MAX_CODES``, as float64; codes of another latent dimension are refused
+    in one line naming ``function`` (the grid graph is a plane) and the alternative."""
     codes = np.asarray(as_array_tensor(codes, name).double())
-    if codes.ndim != 2 or not 1 <= codes.shape[0] <= MAX_CODES or codes.shape[1] != 2:
+    if codes.ndim != 2 or not 1 <= codes.shape[0] <= MAX_CODES:
         raise ValueError(
             f"{name} must be an (N, 2) array of 2-D latent codes with 1 <= N <= {MAX_CODES:,}, got shape {codes.shape}"
         )
+    require_2d_latent(codes.shape[1], f"{function} builds a 2-D grid graph", f"the {name}'", GEODESIC_ALTERNATIVE)
     if not np.isfinite(codes).all():
         raise ValueError(f"{name} must be finite")
     return codes
@@ -156,7 +167,10 @@ def square_grid(codes: np.ndarray, grid_n: int, margin: float) -> tuple[np.ndarr
     """The grid nodes (n_y · n_x, 2) (row-major in (y, x)), the shape (n_y, n_x) and the spacing h of a grid of
     *square* cells over the codes' box widened by ``margin`` × span (``latent_bounds``): ``grid_n`` nodes along the
     longer side, as many cells of the same size h as cover the shorter one (centred on it). Square cells keep the
-    grid's directions at 0°, 45°, atan(1/2), … and so its metrication error at the stated bound."""
+    grid's directions at 0°, 45°, atan(1/2), … and so its metrication error at the stated bound. 2-D codes only."""
+    if np.ndim(codes) != 2:
+        raise ValueError(f"codes must be an (N, 2) array of 2-D latent codes, got shape {np.shape(codes)}")
+    require_2d_latent(np.shape(codes)[1], "square_grid builds a 2-D grid", "the codes'", GEODESIC_ALTERNATIVE)
     box = latent_bounds(torch.from_numpy(codes), margin=margin).numpy().astype(np.float64)
     span = box[1] - box[0]
     h = float(span.max()) / (grid_n - 1)
@@ -202,14 +216,19 @@ def geodesic_distance_matrix(
     are weighted by their midpoint-rule Riemannian length √(Δzᵀ G(m) Δz) (see the module docstring for the method
     and its error: up to +8.2 % for ``radius=1``). Dijkstra from every code: ``scipy.sparse.csgraph.dijkstra`` if
     scipy is installed and ``use_scipy``, else a binary-heap Dijkstra. The result is symmetric with a zero diagonal.
+    Codes or a metric of another latent dimension than 2 are refused in one line (``GEODESIC_ALTERNATIVE``).
     """
     codes = _codes(codes)
     grid_n = check_int("grid_n", grid_n, 2, 2048)
     margin = check_float("margin", margin, 0.0, 10.0, low_inclusive=True)
     offsets = grid_offsets(radius)
     metric = _double_metric(metric)
-    if getattr(metric, "dim", 2) != 2:
-        raise ValueError(f"the metric must be 2-D like the codes, got dimension {metric.dim}")
+    require_2d_latent(
+        getattr(metric, "dim", 2),
+        "geodesic_distance_matrix builds a 2-D grid graph",
+        "the metric's",
+        GEODESIC_ALTERNATIVE,
+    )
     n_codes = len(codes)
 
     nodes, shape, h = square_grid(codes, grid_n, margin)
@@ -492,6 +511,9 @@ def clustering_table(
     Returns ``{"protocol": {...}, "results": {method: scores}}`` with the keys of ``scores`` (ari, nmi, purity,
     restart_ari_mean, reliability, share_of_restarts_at_best, cost, n_restarts) and the kept ``partition`` (one
     cluster label per row of ``x``).
+
+    The geodesic distances are a 2-D grid graph: an RHVAE of another latent dimension gets its Euclidean k-medoids
+    only, and ``protocol["geodesic_skipped"]`` (present only then) says which models and why.
     """
     check_models(models)
     x = next(iter(models.values())).check_input(as_array_tensor(x, "x"), "x")  # (n, D) pixels in [0, 1]
@@ -499,32 +521,34 @@ def clustering_table(
     if x.ndim != 2 or len(x) != len(y):
         raise ValueError(f"x must be (n, D) with one label per row of y, got {tuple(x.shape)} and {y.shape}")
     k = len(np.unique(y)) if k is None else check_int("k", k, 1, len(y))
-    results = {}
+    results, skipped = {}, {}
     for name, model in models.items():
         codes = _encode(model, x)
         runs = {"euclidean": euclidean_distance_matrix(codes)}
-        if isinstance(model, RHVAE):
+        if isinstance(model, RHVAE) and model.latent_dim != 2:
+            skipped[name] = f"latent_dim {model.latent_dim}: the geodesic distances are a 2-D grid graph"
+        elif isinstance(model, RHVAE):
             runs["geodesic"] = geodesic_distance_matrix(
                 model.metric(), codes, grid_n=grid_n, margin=margin, radius=radius
             )
         for method, distance in runs.items():
             result = k_medoids(distance, k, seed=seed, n_init=n_init)
             results[f"{name}/{method}"] = {**scores(result, y), "partition": result.labels.tolist()}
-    return {
-        "protocol": {
-            "name": "k-medoids of latent codes (own protocol, rhvae.experiments.clustering)",
-            "n": len(y),
-            "k": k,
-            "classes": [int(c) if np.issubdtype(type(c), np.integer) else str(c) for c in np.unique(y)],
-            "seed": seed,
-            "n_init": n_init,
-            "grid_n": grid_n,
-            "margin": margin,
-            "radius": radius,
-            "models": {name: type(model).__name__ for name, model in models.items()},
-        },
-        "results": results,
+    protocol = {
+        "name": "k-medoids of latent codes (own protocol, rhvae.experiments.clustering)",
+        "n": len(y),
+        "k": k,
+        "classes": [int(c) if np.issubdtype(type(c), np.integer) else str(c) for c in np.unique(y)],
+        "seed": seed,
+        "n_init": n_init,
+        "grid_n": grid_n,
+        "margin": margin,
+        "radius": radius,
+        "models": {name: type(model).__name__ for name, model in models.items()},
     }
+    if skipped:  # only then, so that the tables of 2-D models stay as they were
+        protocol["geodesic_skipped"] = skipped
+    return {"protocol": protocol, "results": results}
 
 
 # ------------------------------------------------------------------------------------------------ claims
