@@ -7,8 +7,9 @@ The paper (Chadebec et al., arXiv 2010.11518) argues that the learned metric
 gives *meaningful interpolations*: geodesics that follow the data instead of crossing empty latent regions. It
 shows pictures, not numbers. This module is **our own protocol** (not the paper's) to put numbers on that claim.
 
-**Lengths.** A path is a polyline z₀ … z_{m−1} in the latent space R^d (d = 2 here). Its Riemannian length under G
-is approximated with the midpoint rule on every segment, Δz_k = z_{k+1} − z_k, m_k = (z_k + z_{k+1})/2:
+**Lengths.** A path is a polyline z₀ … z_{m−1} in the latent space R^d (any d: the geodesics are optimised paths,
+not a grid). Its Riemannian length under G is approximated with the midpoint rule on every segment,
+Δz_k = z_{k+1} − z_k, m_k = (z_k + z_{k+1})/2:
 
     L_G(z) ≈ Σ_k √(Δz_kᵀ G(m_k) Δz_k),        L_E(z) = Σ_k ‖Δz_k‖ (metric ``None``: G = I).
 

@@ -409,13 +409,15 @@ def run_eval(args) -> int:
     )
     ll, rec, quality = results["log_likelihood"], results["reconstruction"], results["generation"]["quality"]
     is_text = f"importance sampling (S={ll['ll_samples']}) {ll['log_likelihood_is']:.2f}"
-    if ll["log_likelihood"] is None:
-        ll_text = f"log p(x) by {is_text} (no exact value for latent_dim {model.latent_dim})"
-    else:
+    if "exact_converged" in ll:  # the exact 2-D quadrature
         ll_text = (
             f"log p(x) {ll['log_likelihood']:.2f} (exact; {ll['exact_converged']}/{len(data.test)} images "
             f"converged), {is_text}, bias {ll['is_bias']:.2f}"
         )
+    elif ll["log_likelihood"] is not None:  # latent_dim ≠ 2: another estimate than the quadrature, if the table has one
+        ll_text = f"log p(x) {ll['log_likelihood']:.2f} (not exact at latent_dim {model.latent_dim}), {is_text}"
+    else:
+        ll_text = f"log p(x) by {is_text} (no exact value for latent_dim {model.latent_dim})"
     print(
         f"{model.model_type} on {data.experiment} test ({len(data.test)} images): {ll_text}, "
         f"ELBO {results['elbo']['mean']:.2f}, BCE {rec['bce']:.2f}, MSE {rec['mse']:.4f}; "
