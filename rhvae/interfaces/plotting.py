@@ -5,6 +5,10 @@ they work headless (Agg backend, papermill) and in notebooks alike. Functions th
 return that axes' figure. New figures are made with ``pyplot.figure``, so a notebook's inline backend shows
 them at the end of the cell (do not also evaluate the figure as the cell's last expression, or it shows
 twice); a script that makes many figures should ``fig.savefig(...)`` then ``plt.close(fig)``.
+
+The pictures of the latent plane (the metric's magnitude and ellipses, a geodesic over the map, latent samples,
+partitions of codes) need a 2-D latent space and refuse any other in one line before drawing anything
+(``require_2d_picture``); the pictures of images (grids, reconstructions, interpolation strips) work at any d.
 """
 
 from __future__ import annotations
