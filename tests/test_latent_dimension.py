@@ -412,14 +412,18 @@ def test_model_writer_at_d3(d3, tmp_path):
     assert rhvae.load_model(tmp_path / "written.pt").latent_dim == D
 
 
-def test_shipped_models_are_2d():
-    """Every shipped model is the paper's d = 2 model; no shipped model has latent_dim 3 (load_shipped then says
-    what is shipped)."""
+def test_shipped_models_at_d3():
+    """A shipped model loads with the latent dimension its index row records (2 for the paper's models, which is
+    all an index without a latent_dim field holds); none is shipped at latent_dim 3, and asking for one is refused
+    with an error that names latent_dim."""
     rows = rhvae.shipped_models()
     assert len(rows) > 0
-    first = rhvae.load_shipped(rows[0].experiment, rows[0].model, rows[0].seed, path=rows[0].path)
-    assert first.latent_dim == 2
-    with pytest.raises(TypeError, match="unknown field"):
+    row = rows[0]
+    recorded = getattr(row, "latent_dim", 2)
+    fields = {"latent_dim": recorded} if hasattr(row, "latent_dim") else {}
+    assert rhvae.load_shipped(row.experiment, row.model, row.seed, path=row.path, **fields).latent_dim == recorded
+    assert all(getattr(r, "latent_dim", 2) != D for r in rows)
+    with pytest.raises((TypeError, ValueError), match="latent_dim"):
         rhvae.load_shipped("reconstruction", "rhvae", latent_dim=D)
 
 
@@ -589,6 +593,30 @@ def test_explorers_at_d3(d3):
     assert 0 <= augmentation.accuracies[2] <= 1
 
 
+# ------------------------------------------------------------------------------------------------ other d
+@pytest.mark.parametrize("latent_dim", [5, 16])
+def test_end_to_end_at_other_latent_dims(d3, latent_dim, tmp_path):
+    """The d = 3 chain once more at d = 5 and d = 16 (the ends of what the models must handle beside 2): an RHVAE
+    trains, samples in its box, is diagnosed, saved and loaded with identical outputs, and evaluated."""
+    x, x_test = d3.data.train.x, d3.data.test.x
+    torch.manual_seed(0)
+    model = rhvae.RHVAE(latent_dim=latent_dim, hidden_dim=8)
+    history = rhvae.train(model, x, x_test, epochs=2, progress=False)
+    assert all(math.isfinite(e.train_loss) for e in history.epochs)
+    assert model.M.shape == (len(x), latent_dim, latent_dim) and spd(model.metric().G_inv(model.centroids))
+    samples = rhvae.riemannian_hmc(model, n_samples=4, mcmc_steps=2, seed=0)
+    assert bool(((samples.z >= samples.box_low) & (samples.z <= samples.box_high)).all())
+    assert samples.images.shape == (4, 784) and in_unit_interval(samples.images)
+    found = diagnostics.flow_diagnostics(model, x_test, n_draws=2)
+    assert math.isfinite(found.displacement) and math.isfinite(found.contrast)
+    loaded = rhvae.load_model(rhvae.save_model(model, tmp_path / "model.pt"))
+    z = torch.randn(3, latent_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(loaded.decode(z), model.decode(z))
+    ll = rhvae.log_likelihood(loaded, x_test, n_samples=10)
+    assert bool(torch.isfinite(ll).all()) and bool((ll < 0).all())
+
+
 # ------------------------------------------------------------------------------------------------ command line
 def test_cli_train_and_eval_at_d3(tmp_path, capsys):
     """python -m rhvae train --latent-dim 3 writes a d = 3 model; eval of it writes eval.json with the
@@ -627,8 +655,8 @@ COVERAGE: dict[str, dict[str, str]] = {
         "ModelFileError": "test_save_load_round_trip_at_d3",
         "save_model": "test_save_load_round_trip_at_d3",
         "load_model": "test_save_load_round_trip_at_d3",
-        "shipped_models": "test_shipped_models_are_2d",
-        "load_shipped": "test_shipped_models_are_2d",
+        "shipped_models": "test_shipped_models_at_d3",
+        "load_shipped": "test_shipped_models_at_d3",
         "sample_prior": "test_sample_prior_at_d3",
         "generate": "test_generate_at_d3",
         "riemannian_hmc": "test_riemannian_hmc_at_d3",
@@ -705,11 +733,11 @@ COVERAGE: dict[str, dict[str, str]] = {
         "state_digest": "test_save_load_round_trip_at_d3",
         "ModelFileError": "test_save_load_round_trip_at_d3",
         "model_writer": "test_model_writer_at_d3",
-        "shipped_models": "test_shipped_models_are_2d",
-        "load_shipped": "test_shipped_models_are_2d",
-        "shipped_path": "test_shipped_models_are_2d",
-        "ShippedModel": "test_shipped_models_are_2d",
-        "ShippedModels": "test_shipped_models_are_2d",
+        "shipped_models": "test_shipped_models_at_d3",
+        "load_shipped": "test_shipped_models_at_d3",
+        "shipped_path": "test_shipped_models_at_d3",
+        "ShippedModel": "test_shipped_models_at_d3",
+        "ShippedModels": "test_shipped_models_at_d3",
         "cache_key": f"{NO_LATENT}: a settings dict",
         "json_field": f"{NO_LATENT}: a file's JSON field",
         "sha256": f"{NO_LATENT}: a file's checksum",
