@@ -6,6 +6,7 @@ maths), ``rhvae.sampling`` and ``rhvae.evaluation``, then ``rhvae.training`` and
 ``provenance``, ``validation`` and ``version`` are used by all. This module gathers what a user needs most.
 """
 
+from rhvae.evaluation.ais import ais_log_likelihood, bdmc
 from rhvae.evaluation.likelihood import elbo, exact_log_likelihood, log_likelihood, reconstruction_error
 from rhvae.experiments.data import EXPERIMENTS, DataError, ExperimentData, experiment_data, load_mnist
 from rhvae.models import HVAE, MODELS, RHVAE, VAE, ConfigError
@@ -25,6 +26,8 @@ __all__ = [
     "ExperimentData",
     "ModelFileError",
     "__version__",
+    "ais_log_likelihood",
+    "bdmc",
     "elbo",
     "exact_log_likelihood",
     "experiment_data",
