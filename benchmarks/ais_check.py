@@ -104,6 +104,9 @@ def bdmc_gaps(args) -> None:
     x_train = rhvae.experiment_data("reconstruction").train.x
     for d in args.dims:
         for kind in args.models:
+            torch.manual_seed(
+                args.seed
+            )  # the initial weights (the script's own global RNG; the library never seeds it)
             model = rhvae.MODELS[kind](latent_dim=d)
             start = time.perf_counter()
             rhvae.train(model, x_train, seed=0, epochs=args.epochs, progress=False)
