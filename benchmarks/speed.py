@@ -1,6 +1,6 @@
 """Speed of rhvae against pythae 0.1.2, in the same process, on real MNIST digits.
 
-Usage: python benchmarks/speed.py [--threads 2] [--repeats 5] [--quick] [--no-memory]
+Usage: python benchmarks/speed.py [--threads 2] [--repeats 5] [--quick] [--no-memory] [--latent-dim 2]
 
 The training section also prints each epoch beside its **dense-product floor**: the matrix products of at least
 1 MFLOP that the epoch itself dispatches (recorded by a ``TorchDispatchMode`` during one epoch, forward and backward),
@@ -13,6 +13,14 @@ of that architecture and starts from a copy of our weights), the same data, the 
 same thread count. Timings alternate ours / pythae and report the median of ``--repeats`` runs. Peak memory is
 the resident-set peak (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of a fresh subprocess per workload, minus
 that process's peak after imports and data loading (so it is the workload's own peak increase).
+
+``--latent-dim D`` (2 to 16, default 2) runs every section at latent dimension D with the same networks on both
+sides: 784–400–D encoder and decoder, and the metric network 784–400 → D diagonal + D(D − 1)/2 lower entries (in
+``torch.tril_indices`` order, as ours and pythae's own metric network fill L). Ours then runs the pure-PyTorch
+autograd nodes (the compiled kernels are d = 2 only). At d > 2 the sampler is timed at 120 centroids only: our
+6,400-centroid figure at d = 2 is the grid target, which is 2-D only, and pythae's sampler at 6,400 centroids holds
+(100, 6,400, d, d) tensors in its graph (several GB at d = 16). The dense floor's threshold is unchanged, so at
+d > 2 the metric's own contractions of at least 1 MFLOP count in it too.
 
 Without pythae (``pip install -e .[bench]`` or ``pip install pythae==0.1.2``) only our side is timed.
 """
@@ -65,37 +73,45 @@ GRADIENTS = (
 N_LF, EPS_LF, BETA_ZERO, TEMPERATURE, REGULARIZATION = 10, 0.01, 0.3, 1.0, 0.1
 PYTHAE_FIXED_POINT = 3  # pythae's leapfrog runs 3 fixed-point iterations (steps=3)
 STACKED = 3  # models trained side by side in the stacked workload (the three seeds of an experiment)
+MIN_LATENT_DIM, MAX_LATENT_DIM = 2, 16  # --latent-dim: both sides' networks at this d (2: the paper's)
 
 
 # ------------------------------------------------------------------------------------------------ pythae networks
 if HAVE_PYTHAE:
 
     class Encoder(BaseEncoder):
-        def __init__(self):
+        def __init__(self, latent_dim: int = 2):
             super().__init__()
-            self.hidden, self.mu, self.log_var = nn.Linear(784, 400), nn.Linear(400, 2), nn.Linear(400, 2)
+            self.hidden = nn.Linear(784, 400)
+            self.mu, self.log_var = nn.Linear(400, latent_dim), nn.Linear(400, latent_dim)
 
         def forward(self, x):
             h = torch.relu(self.hidden(x.reshape(len(x), -1)))
             return ModelOutput(embedding=self.mu(h), log_covariance=self.log_var(h))
 
     class Decoder(BaseDecoder):
-        def __init__(self):
+        def __init__(self, latent_dim: int = 2):
             super().__init__()
-            self.hidden, self.out = nn.Linear(2, 400), nn.Linear(400, 784)
+            self.hidden, self.out = nn.Linear(latent_dim, 400), nn.Linear(400, 784)
 
         def forward(self, z):
             return ModelOutput(reconstruction=torch.sigmoid(self.out(torch.relu(self.hidden(z)))))
 
     class Metric(BaseMetric):
-        def __init__(self):
+        def __init__(self, latent_dim: int = 2):
             super().__init__()
-            self.hidden, self.diag, self.lower = nn.Linear(784, 400), nn.Linear(400, 2), nn.Linear(400, 1)
+            self.latent_dim, self.hidden = latent_dim, nn.Linear(784, 400)
+            self.diag, self.lower = nn.Linear(400, latent_dim), nn.Linear(400, latent_dim * (latent_dim - 1) // 2)
 
         def forward(self, x):
             h = torch.relu(self.hidden(x.reshape(len(x), -1)))
-            L = torch.zeros(len(x), 2, 2)
-            L[:, 1, 0] = self.lower(h)[:, 0]
+            d = self.latent_dim
+            L = torch.zeros(len(x), d, d)
+            if d == 2:  # the one lower entry, as this benchmark has always filled it
+                L[:, 1, 0] = self.lower(h)[:, 0]
+            else:  # the entries below the diagonal in torch.tril_indices order, as ours (and pythae's Metric_MLP)
+                rows, cols = torch.tril_indices(d, d, offset=-1)
+                L[:, rows, cols] = self.lower(h)
             return ModelOutput(L=L + torch.diag_embed(torch.exp(self.diag(h))))
 
 
@@ -109,7 +125,7 @@ def pythae_twin(ours: rhvae.RHVAE, eps_lf: float = EPS_LF):
     """pythae's RHVAE with our architecture, hyper-parameters and weights (β₀: pythae's RHVAE takes √β₀)."""
     config = RHVAEConfig(
         input_dim=(784,),
-        latent_dim=2,
+        latent_dim=ours.latent_dim,
         reconstruction_loss="bce",
         n_lf=ours.n_lf,
         eps_lf=eps_lf,
@@ -117,7 +133,8 @@ def pythae_twin(ours: rhvae.RHVAE, eps_lf: float = EPS_LF):
         temperature=ours.temperature,
         regularization=ours.regularization,
     )
-    model = PythaeRHVAE(config, encoder=Encoder(), decoder=Decoder(), metric=Metric())
+    d = ours.latent_dim
+    model = PythaeRHVAE(config, encoder=Encoder(d), decoder=Decoder(d), metric=Metric(d))
     _copy(model.encoder.hidden, ours.enc_hidden)
     _copy(model.encoder.mu, ours.enc_mu)
     _copy(model.encoder.log_var, ours.enc_log_var)
@@ -215,11 +232,11 @@ def big_metric(model: rhvae.RHVAE, n: int, seed: int = 0):
     return c, M
 
 
-def trained_pair(x, epochs: int = 20, seed: int = 0):
+def trained_pair(x, epochs: int = 20, seed: int = 0, latent_dim: int = 2):
     """Our RHVAE trained a few epochs (plain step, eps 0.01, 3 fixed-point iterations) and pythae's twin with
     the same weights and frozen metric."""
     torch.manual_seed(seed)
-    ours = make_ours(n_fixed_point=PYTHAE_FIXED_POINT, step_bound="none")
+    ours = make_ours(n_fixed_point=PYTHAE_FIXED_POINT, step_bound="none", latent_dim=latent_dim)
     opt = adam(ours.parameters(), 1e-3)
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
@@ -331,16 +348,18 @@ def header(title: str) -> None:
     print(f"  {'workload':<58} {'ours ms':>10} {'pythae ms':>10} {'pythae/ours':>8}")
 
 
-def bench_training(x, repeats):
+def bench_training(x, repeats, latent_dim: int = 2):
+    at_d = "" if latent_dim == 2 else f", latent dim {latent_dim}: 784-400-{latent_dim} networks"
     header(
-        f"RHVAE training epoch ({len(x)} real digits, n_lf {N_LF}, eps_lf {EPS_LF}, beta0 {BETA_ZERO}, T 1, lambda 0.1)"
+        f"RHVAE training epoch ({len(x)} real digits, n_lf {N_LF}, eps_lf {EPS_LF}, beta0 {BETA_ZERO}, T 1, lambda 0.1"
+        f"{at_d})"
     )
     floors, times = {}, {}
     for batch in (64, len(x)):
         name = "full batch" if batch == len(x) else f"batch {batch}"
         torch.manual_seed(0)
-        fixed = make_ours(n_fixed_point=PYTHAE_FIXED_POINT, step_bound="none")
-        default = make_ours()  # n_fixed_point 5, step_bound "stability" (eps_lf is then the largest step)
+        fixed = make_ours(n_fixed_point=PYTHAE_FIXED_POINT, step_bound="none", latent_dim=latent_dim)
+        default = make_ours(latent_dim=latent_dim)  # n_fixed_point 5, step_bound "stability" (eps_lf: largest step)
         default.load_state_dict(fixed.state_dict())
         models = {"fixed": fixed, "default": default}
         if HAVE_PYTHAE:
@@ -352,12 +371,12 @@ def bench_training(x, repeats):
             epoch = pythae_epoch if key == "pythae" else our_epoch
             fns[key] = lambda m=model, o=opt, g=gen, e=epoch, b=batch: e(m, o, x, b, g)
         if batch == len(x):  # the seeds of an experiment side by side, as one stack (rhvae.training.train_group)
-            seeds = [make_ours() for _ in range(STACKED - 1)]
+            seeds = [make_ours(latent_dim=latent_dim) for _ in range(STACKED - 1)]
             stack = rhvae.RHVAE.stack([default, *seeds])
             opt = adam(stack.parameters(), 1e-3)
             fns["stack"] = lambda m=stack, o=opt: stacked_epoch(m, o, x.repeat(STACKED, 1))
             # a tenth of the rows: what an epoch costs whatever the batch (per-call overhead, weight-sized work)
-            small = make_ours()
+            small = make_ours(latent_dim=latent_dim)
             small.load_state_dict(fixed.state_dict())
             opt = adam(small.parameters(), 1e-3)
             x_small = x[: len(x) // 10]
@@ -421,14 +440,18 @@ def bench_log_likelihood(ours, theirs, x_test, repeats):
     print(row("ours default (stability bound, 5 its)", t["default"], t.get("pythae")))
 
 
-def bench_models(x, repeats):
-    print(f"\nour models, one training epoch on {len(x)} real digits (n_lf 10, eps_lf 0.01; RHVAE 3 its, plain step)")
+def bench_models(x, repeats, latent_dim: int = 2):
+    at_d = "" if latent_dim == 2 else f", latent dim {latent_dim}"
+    print(
+        f"\nour models, one training epoch on {len(x)} real digits (n_lf 10, eps_lf 0.01; RHVAE 3 its, plain step"
+        f"{at_d})"
+    )
     for batch in (64, len(x)):
         torch.manual_seed(0)
         models = {
-            "VAE": rhvae.VAE(),
-            "HVAE": rhvae.HVAE(n_lf=N_LF, eps_lf=EPS_LF, beta_zero=BETA_ZERO),
-            "RHVAE": make_ours(n_fixed_point=PYTHAE_FIXED_POINT, step_bound="none"),
+            "VAE": rhvae.VAE(latent_dim=latent_dim),
+            "HVAE": rhvae.HVAE(latent_dim=latent_dim, n_lf=N_LF, eps_lf=EPS_LF, beta_zero=BETA_ZERO),
+            "RHVAE": make_ours(n_fixed_point=PYTHAE_FIXED_POINT, step_bound="none", latent_dim=latent_dim),
         }
         fns = {}
         for key, model in models.items():
@@ -469,17 +492,17 @@ def _reset_peak() -> bool:
         return False
 
 
-def memory_worker(name: str, threads: int) -> None:
+def memory_worker(name: str, threads: int, latent_dim: int = 2) -> None:
     torch.set_num_threads(threads)
     data = rhvae.experiment_data("metric")
     x, x_test = data.train.x, data.test.x[:30]
     side, _, what = name.partition("_")
     if what == "epoch_full":  # from initialisation, as in the timings (pythae diverges from some trained states)
         torch.manual_seed(0)
-        ours = make_ours(n_fixed_point=PYTHAE_FIXED_POINT, step_bound="none")
+        ours = make_ours(n_fixed_point=PYTHAE_FIXED_POINT, step_bound="none", latent_dim=latent_dim)
         theirs = pythae_twin(ours) if side == "pythae" else None
     else:
-        ours, theirs = trained_pair(x, epochs=2)
+        ours, theirs = trained_pair(x, epochs=2, latent_dim=latent_dim)
     gc.collect()
     exact = _reset_peak()
     base = _status_kb("VmRSS") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -506,7 +529,7 @@ def memory_worker(name: str, threads: int) -> None:
     print(json.dumps({"base_kb": base, "peak_kb": peak, "method": "VmHWM" if exact else "ru_maxrss"}))
 
 
-def bench_memory(threads: int, sampler_sizes) -> None:
+def bench_memory(threads: int, sampler_sizes, latent_dim: int = 2) -> None:
     print("\nPeak memory of each workload in a fresh subprocess: after imports, data and models are set up the")
     print("process's resident-set peak is reset (/proc/self/clear_refs 5); reported: the new peak (VmHWM) minus")
     print("the resident set at the reset, i.e. the workload's own peak allocation (falls back to ru_maxrss)")
@@ -517,6 +540,7 @@ def bench_memory(threads: int, sampler_sizes) -> None:
         if "sampler" in name and int(name.rsplit("_", 1)[1]) not in sampler_sizes:
             continue
         cmd = [sys.executable, __file__, "--memory-worker", name, "--threads", str(threads)]
+        cmd += ["--latent-dim", str(latent_dim)] if latent_dim != 2 else []
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             print(f"  {name:<28} failed: {out.stderr.strip().splitlines()[-1:]}")
@@ -533,15 +557,32 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per workload (median reported)")
     parser.add_argument("--quick", action="store_true", help="2 repeats, no 6,400-centroid sampler, no memory")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument(
+        "--latent-dim",
+        type=int,
+        default=2,
+        metavar="D",
+        help=f"latent dimension of both sides' networks, {MIN_LATENT_DIM} to {MAX_LATENT_DIM} (default 2)",
+    )
     parser.add_argument("--memory-worker", default=None, choices=MEMORY_WORKLOADS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    d = args.latent_dim
+    if not MIN_LATENT_DIM <= d <= MAX_LATENT_DIM:
+        parser.exit(2, f"speed.py: --latent-dim must be from {MIN_LATENT_DIM} to {MAX_LATENT_DIM}, got {d}\n")
     if args.memory_worker:
-        memory_worker(args.memory_worker, args.threads)
+        memory_worker(args.memory_worker, args.threads, d)
         return
     torch.set_num_threads(args.threads)
     repeats = 2 if args.quick else args.repeats
-    sizes = (120,) if args.quick else (120, 6400)
+    sizes = (120,) if args.quick or d != 2 else (120, 6400)
     print(f"torch {torch.__version__}, torch.get_num_threads() = {torch.get_num_threads()}, repeats {repeats} (median)")
+    if d != 2:
+        print(
+            f"latent dimension {d} on both sides (784-400-{d} encoder and decoder, metric 784-400 -> {d} diagonal + "
+            f"{d * (d - 1) // 2} lower entries); ours on the pure-PyTorch nodes (the compiled kernels are d = 2 only); "
+            "the 6,400-centroid sampler is skipped (ours: the grid target, 2-D only; pythae: (100, 6,400, d, d) "
+            "tensors in its graph)"
+        )
     print(f"load average before: {os.getloadavg()[0]:.2f} (other processes on the machine slow both sides)")
     if HAVE_PYTHAE:
         from importlib.metadata import version
@@ -552,14 +593,14 @@ def main() -> None:
     print(GRADIENTS)
     data = rhvae.experiment_data("metric")  # 120 train / 30 test real digits (classes 1, 2, 3)
     x, x_test = data.train.x, data.test.x[:30]
-    bench_training(x, repeats)
-    ours, theirs = trained_pair(x)
+    bench_training(x, repeats, d)
+    ours, theirs = trained_pair(x, latent_dim=d)
     bench_sampler(ours, theirs, repeats, sizes)
     bench_log_likelihood(ours, theirs, x_test, repeats)
-    bench_models(x, repeats)
+    bench_models(x, repeats, d)
     print(f"\nload average after timings: {os.getloadavg()[0]:.2f}")
     if not (args.quick or args.no_memory):
-        bench_memory(args.threads, sizes)
+        bench_memory(args.threads, sizes, d)
 
 
 if __name__ == "__main__":
