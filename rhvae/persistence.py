@@ -220,12 +220,14 @@ class ShippedModel:
     n_per_class: int
     objective: str | None
     path: Path
+    latent_dim: int = 2  # the latent_dimension experiment ships models of d > 2 beside the experiments' own
 
     def __str__(self) -> str:
         t = "" if self.temperature is None else f" T={self.temperature:g}"
+        where = self.path.relative_to(SHIPPED_DIR.parent.parent)
         return (
-            f"{self.experiment:<21} {self.model:<5} seed {self.seed}{t:<7} classes {','.join(map(str, self.classes))}"
-            f" x{self.n_per_class}  {self.path.relative_to(SHIPPED_DIR.parent.parent)}"
+            f"{self.experiment:<21} {self.model:<5} seed {self.seed}{t:<7} d={self.latent_dim:<3} classes "
+            f"{','.join(map(str, self.classes))} x{self.n_per_class}  {where}"
         )
 
 
@@ -242,7 +244,8 @@ def shipped_models() -> ShippedModels:
     seed order. ``load_shipped`` loads one by these fields."""
     rows = []
     for name in sorted(shipped_checksums()):
-        if "/classifiers/" in name:  # the augmentation experiment's classifiers are not generative models
+        # the augmentation experiment's classifiers are not generative models, and stored evaluations are not models
+        if "/classifiers/" in name or not name.endswith(".pt"):
             continue
         path = SHIPPED_DIR / name
         provenance = json_field(read_model_file(path), "provenance", path, default="{}")
@@ -258,22 +261,29 @@ def shipped_models() -> ShippedModels:
                 n_per_class=subset.get("n_per_class"),
                 objective=config.get("objective"),
                 path=path,
+                latent_dim=config.get("latent_dim", 2),
             )
         )
     return ShippedModels(
-        sorted(rows, key=lambda r: (r.experiment, r.model, r.seed, r.temperature or 0, r.n_per_class, r.classes))
+        sorted(
+            rows,
+            key=lambda r: (r.experiment, r.model, r.latent_dim, r.seed, r.temperature or 0, r.n_per_class, r.classes),
+        )
     )
 
 
-def shipped_path(experiment: str, model: str, seed: int = 0, **fields) -> Path:
-    """The file of the shipped model of ``experiment`` (e.g. "reconstruction"), ``model`` ("vae", "hvae", "rhvae")
-    and ``seed``. Where several match (the metric experiment's three temperatures, the augmentation experiment's
-    classes and sizes) name the field too: ``temperature=0.6``, ``classes=(3,)``, ``n_per_class=20``.
-    ``ValueError`` listing the choices when none or several match."""
-    wanted = {"experiment": experiment, "model": str(model).lower(), "seed": seed, **fields}
+def shipped_path(experiment: str, model: str, seed: int = 0, latent_dim: int = 2, **fields) -> Path:
+    """The file of the shipped model of ``experiment`` (e.g. "reconstruction"), ``model`` ("vae", "hvae", "rhvae"),
+    ``seed`` and ``latent_dim`` (the paper's 2 by default; the latent_dimension experiment ships reconstruction and
+    generation_5 models at 4, 8 and 16). Where several match (the metric experiment's three temperatures, the
+    augmentation experiment's classes and sizes) name the field too: ``temperature=0.6``, ``classes=(3,)``,
+    ``n_per_class=20``. ``ValueError`` listing the choices when none or several match."""
+    wanted = {"experiment": experiment, "model": str(model).lower(), "seed": seed, "latent_dim": latent_dim, **fields}
     unknown = set(fields) - set(ShippedModel.__dataclass_fields__) - {"path"}
     if unknown:
-        raise TypeError(f"unknown field(s) {sorted(unknown)}; the fields are temperature, classes, n_per_class")
+        raise TypeError(
+            f"unknown field(s) {sorted(unknown)}; the fields are latent_dim, temperature, classes, n_per_class"
+        )
     if "classes" in wanted:
         wanted["classes"] = tuple(wanted["classes"])
     rows = shipped_models()
@@ -286,7 +296,7 @@ def shipped_path(experiment: str, model: str, seed: int = 0, **fields) -> Path:
     return matches[0].path
 
 
-def load_shipped(experiment: str, model: str, seed: int = 0, **fields) -> VAE:
-    """The shipped model at ``shipped_path(experiment, model, seed, **fields)``, checksum-verified and loaded with
-    ``weights_only=True`` (eval mode)."""
-    return load_model(shipped_path(experiment, model, seed, **fields), expected_type=str(model))
+def load_shipped(experiment: str, model: str, seed: int = 0, latent_dim: int = 2, **fields) -> VAE:
+    """The shipped model at ``shipped_path(experiment, model, seed, latent_dim, **fields)``, checksum-verified and
+    loaded with ``weights_only=True`` (eval mode)."""
+    return load_model(shipped_path(experiment, model, seed, latent_dim, **fields), expected_type=str(model))

@@ -126,8 +126,48 @@ def models_not_shipped(folder: Path) -> list[str]:
     return models + [r["file"] for r in classifier_records(folder) if r.get("source") != "shipped"]
 
 
+def ship_evaluation(folder: Path) -> list[Path]:
+    """The stored evaluation a run's results.json used (``evaluation_file``: the latent_dimension experiment's, by
+    ``rhvae.experiments.latent_dimension``), copied into ``data/models/latent_dimension/``; none for the others."""
+    results = json.loads((folder / "results.json").read_text())
+    source = results["results"].get("evaluation_file")
+    if not source:
+        return []
+    source = Path(source)
+    json.loads(source.read_text())  # a readable evaluation, or stop here
+    target = SHIPPED_DIR / source.parent.name / source.name
+    if source.resolve() != target.resolve():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    print(f"shipped the evaluation of {folder.name}: {target.relative_to(ROOT)}")
+    return [target]
+
+
+def used_by_other_reports(names: list[str]) -> set[Path]:
+    """The shipped files that the committed reports (results/) of the experiments not in ``names`` use: an
+    experiment publishing alone must not remove them (the latent_dimension experiment's models of d > 2 lie in the
+    folders of the experiments whose subsets they are trained on)."""
+    used = set()
+    for name in REGISTRY:
+        path = RESULTS_DIR / name / "results.json"
+        if name in names or not path.is_file():
+            continue
+        results = json.loads(path.read_text())
+        for info in results["models"].values():
+            if info.get("cache_file"):
+                used.add(SHIPPED_DIR / Path(info["cache_file"]).parent.name / Path(info["cache_file"]).name)
+        if results["results"].get("evaluation_file"):
+            used.add(SHIPPED_DIR / name / Path(results["results"]["evaluation_file"]).name)
+    return used
+
+
+def shipped_files() -> list[Path]:
+    """Every file of ``data/models`` that SHA256SUMS lists: the models, the classifiers and stored evaluations."""
+    return sorted(p for p in SHIPPED_DIR.rglob("*") if p.is_file() and p.name != "SHA256SUMS")
+
+
 def write_checksums() -> Path:
-    files = sorted(p for p in SHIPPED_DIR.rglob("*.pt"))
+    files = shipped_files()
     lines = [f"{sha256(p)}  {p.relative_to(SHIPPED_DIR).as_posix()}" for p in files]
     return atomic_write_text(SHIPPED_DIR / "SHA256SUMS", "\n".join(lines) + "\n")
 
@@ -163,19 +203,21 @@ def main() -> None:
         results = json.loads((run / n / "results.json").read_text())
         if results.get("quick") or results.get("status") != "ok":
             raise SystemExit(f"{run / n}: quick-mode run or a diverged model: not publishable")
-    # an analysis (interpolation, clustering) ships nothing: it must have judged the shipped models of the experiments
-    # it analyses (checked below with the half-precision experiments), which those experiments publish
-    shipped = [p for n in names if not REGISTRY[n].analyses for p in ship_models(run / n, REGISTRY[n].half_precision)]
+    # an analysis (interpolation, clustering) ships nothing new: it must have judged the shipped models of the
+    # experiments it analyses (checked below), which those experiments publish; latent_dimension ships its models of
+    # d > 2 into the folders of the subsets they are trained on (its d = 2 models are those experiments' files)
+    shipped = [p for n in names for p in ship_models(run / n, REGISTRY[n].half_precision)]
     shipped += [p for n in names for p in ship_classifiers(run / n)]
-    stale = sorted({p for n in names for p in (SHIPPED_DIR / n).rglob("*.pt")} - set(shipped))
-    if only is None:
-        stale = sorted(set(SHIPPED_DIR.rglob("*.pt")) - set(shipped))
+    shipped += [p for n in names for p in ship_evaluation(run / n)]
+    folders = {f for n in names for f in (n, *REGISTRY[n].analyses)} if only is not None else None
+    candidates = [p for p in shipped_files() if folders is None or p.relative_to(SHIPPED_DIR).parts[0] in folders]
+    stale = sorted(set(candidates) - set(shipped) - (used_by_other_reports(names) if only is not None else set()))
     for path in stale:
         path.unlink()
         print(f"removed stale {path.relative_to(ROOT)}")
     print(f"wrote {write_checksums()} ({len(set(shipped))} files published)")
     for path in shipped:  # every shipped model loads, through its new checksum (weights_only=True)
-        if CLASSIFIERS not in path.as_posix():
+        if CLASSIFIERS not in path.as_posix() and path.suffix == ".pt":
             load_model(path)
     from_copies = {n: models_not_shipped(run / n) for n in names if REGISTRY[n].half_precision or REGISTRY[n].analyses}
     from_copies = {n: labels for n, labels in from_copies.items() if labels}

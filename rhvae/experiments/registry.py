@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from rhvae.evaluation.ais import AIS_STEPS
 from rhvae.experiments.parameters import Param, ranged
 from rhvae.models import OBJECTIVES
 
@@ -206,6 +207,42 @@ _EXPERIMENTS = (
         half_precision=(),
         minutes={"default": 0.3, "train": 0.3},
         analyses=("reconstruction", "generation_7_classes"),
+    ),
+    Experiment(
+        "latent_dimension",
+        "Beyond latent dimension 2: VAE, HVAE and RHVAE at d = 2, 4 and 16 (our protocol)",
+        None,
+        # the paper's d = 2, the authors' 2022 d = 16 and one between: what --train can afford on 2 cores (its 54
+        # models of d > 2 take most of an hour); any set in 2 … 16 is a parameter away
+        {
+            "latent_dims": (2, 4, 16),
+            "mcmc_steps": 90,
+            "n_samples": 100,
+            "bdmc_images": 10,
+            "ais_steps": AIS_STEPS,
+            "ll_samples": 100,
+        },
+        {
+            **_ANALYSIS,
+            "latent_dims": Param("ints", 2, 16),
+            **_SAMPLING,
+            "bdmc_images": Param("int", 2, 1000),
+            "ais_steps": Param("int", 2, 100_000),
+            "ll_samples": ranged("ll_samples"),
+        },
+        quick={
+            "epochs": QUICK["epochs"],
+            "mcmc_steps": 5,
+            "n_samples": 16,
+            "bdmc_images": 4,
+            "ais_steps": 10,
+            "ll_samples": 10,
+            "latent_dims": (2, 3),
+        },
+        half_precision=("vae", "hvae", "rhvae"),
+        minutes={"default": 0.2, "train": 60.0},
+        # its d = 2 models are those of these experiments; its other models are trained on their subsets
+        analyses=("reconstruction", "generation_5"),
     ),
 )
 

@@ -54,6 +54,11 @@ HEADERS = {
     "purity": "purity ↑",
     "reliability": "agreement across restarts ↑",
     "seed_agreement": "agreement across seeds ↑",
+    "log_px": "log p(x), exact (d = 2) or AIS ↑",
+    "bdmc_gap": "BDMC gap (nats) ↓",
+    "displacement": "flow displacement (σ)",
+    "flow_gain": "flow gain (nats)",
+    "contrast": "metric contrast",
 }
 
 TABLE_TITLES = {
@@ -64,6 +69,9 @@ TABLE_TITLES = {
     "added_images_over_seeds": "The real and added images of every arm, scored (images per class)",
     "interpolation_over_seeds": "Paths between pairs of test digits (subset · pairs · model and path)",
     "clustering_over_seeds": "k-medoids of the latent codes against the labels (subset · model / distance)",
+    "latent_likelihood_over_seeds": "Test log p(x) (exact at d = 2, AIS above), reconstruction (subset · d · model)",
+    "latent_samples_over_seeds": "Samples by sampler (subset · d · model and sampler)",
+    "latent_mechanism_over_seeds": "What the flow and the metric do (subset · d · model)",
 }
 
 

@@ -514,3 +514,38 @@ def plot_partitions(codes, panels: Mapping[str, object], panel_size: float = 3.6
         _scatter_codes(ax, codes, labels, size=8.0, legend=False)
         ax.set(title=title, xlabel="$z_1$", ylabel="$z_2$")
     return fig
+
+
+def plot_over_dimensions(summary: Mapping[str, Mapping], subsets) -> Figure:
+    """The latent_dimension experiment's rankings over d (``rhvae.experiments.latent_dimension.tables``): per subset
+    (rows), the test log p(x) of each model (exact at d = 2, AIS above) and the classifier FID of each model and
+    sampler, mean ± std over seeds against the latent dimension."""
+    subsets = list(subsets)
+    fig = _new_figure((11.0, 3.6 * len(subsets)))
+    axes = fig.subplots(len(subsets), 2, squeeze=False)
+    panels = (
+        ("likelihood", "log_px", "test log p(x) (nats): exact at d = 2, AIS above"),
+        ("samples", "fid_classifier", "classifier FID of the samples ↓"),
+    )
+    for row, subset in enumerate(subsets):
+        for col, (part, key, title) in enumerate(panels):
+            ax = axes[row][col]
+            series: dict[str, list[tuple[int, float, float]]] = {}
+            for label, numbers in summary[part].items():
+                owner, dim, name = (s.strip() for s in label.split("·"))
+                if owner != subset or key not in numbers:
+                    continue
+                stat = numbers[key]
+                series.setdefault(name, []).append((int(dim.removeprefix("d=")), stat["mean"], stat["std"] or 0.0))
+            for name, points in sorted(series.items()):
+                points.sort()
+                dims, means, stds = (np.array(v, dtype=float) for v in zip(*points, strict=True))
+                ax.errorbar(dims, means, yerr=stds, marker="o", capsize=3, label=name)
+            ax.set_xscale("log", base=2)
+            dims_shown = sorted({d for points in series.values() for d, _, _ in points})
+            ax.set_xticks(dims_shown, [str(d) for d in dims_shown])
+            ax.set_xlabel("latent dimension d")
+            ax.set_title(f"{subset}: {title}", fontsize=9)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

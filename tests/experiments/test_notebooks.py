@@ -40,6 +40,7 @@ def expected_figures(name: str, params: dict) -> set[str]:
         "augmentation": {f"images_per_class_n{n}.png" for n in params.get("sizes", [])},
         "interpolation": {f"paths_{s}_{r}.png" for s in REGISTRY[name].analyses for r in ("same_class", "cross_class")},
         "clustering": {f"clusters_{s}.png" for s in REGISTRY[name].analyses},
+        "latent_dimension": {"over_dimensions.png"},
     }[name]
 
 
@@ -126,10 +127,13 @@ def test_parameters_cell_matches_the_checks(name):
         "n_points",
         "n_init",
         "radius",
+        "bdmc_images",
+        "ais_steps",
+        "ll_samples",
     ):
         if key in paper:
             assert int(declared[key]["default"]) == paper[key]
-    for key in ("temperatures", "sizes"):
+    for key in ("temperatures", "sizes", "latent_dims"):
         if key in paper:
             assert json.loads(declared[key]["default"]) == list(paper[key])
 
