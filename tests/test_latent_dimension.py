@@ -304,10 +304,18 @@ def test_log_likelihood_table_at_d3(d3):
 
 
 def test_ais_at_d3(d3):
-    """AIS (another engineer's module, rhvae.evaluation.ais) at d = 3: finite per-image values below 0."""
-    ais = pytest.importorskip("rhvae.evaluation.ais")
-    result = ais.ais_log_likelihood(d3.vae, d3.data.test.x[:2], n_steps=10, n_chains=2, n_leapfrog=2)
-    assert bool(torch.isfinite(result.log_px).all()) and bool((result.log_px < 0).all())
+    """AIS (rhvae.evaluation.ais) at d = 3, for every model kind: finite per-image values below 0, one per image."""
+    for model in (d3.vae, d3.hvae, d3.rhvae):
+        result = rhvae.ais_log_likelihood(model, d3.data.test.x[:2], n_steps=10, n_chains=2, n_leapfrog=2)
+        assert result.log_px.shape == (2,)
+        assert bool(torch.isfinite(result.log_px).all()) and bool((result.log_px < 0).all())
+
+
+def test_bdmc_at_d3(d3):
+    """BDMC at d = 3: simulated images of the model's own latent dimension, a finite gap per image."""
+    result = rhvae.bdmc(d3.rhvae, 3, n_steps=10, n_chains=2, n_leapfrog=2, seed=1)
+    assert result.z.shape == (3, 3) and result.x.shape == (3, 784)
+    assert bool(torch.isfinite(result.gap).all()) and result.summary()["n_images"] == 3
 
 
 def test_flow_diagnostics_at_d3(d3):
@@ -664,6 +672,8 @@ COVERAGE: dict[str, dict[str, str]] = {
         "elbo": "test_log_weights_and_elbo_at_d3",
         "reconstruction_error": "test_reconstruction_error_at_d3",
         "exact_log_likelihood": "test_exact_log_likelihood_refuses_d3",
+        "ais_log_likelihood": "test_ais_at_d3",
+        "bdmc": "test_bdmc_at_d3",
         "experiment_data": "test_models_train_at_d3",
         "ExperimentData": "test_models_train_at_d3",
         "DataError": f"{NO_LATENT}: a bad subset of digits",
