@@ -7,10 +7,11 @@
 #
 # Options:
 #   --only NAME[,NAME]   run only these notebooks (metric, reconstruction, generation_5, generation_7_classes,
-#                        augmentation, interpolation, clustering: the experiments of rhvae/experiments/registry.py).
-#                        interpolation and clustering judge the models of reconstruction and generation_7_classes:
-#                        they run after the other notebooks, and with --train they judge the models this run
-#                        trained (alone, they retrain those models themselves)
+#                        augmentation, interpolation, clustering, latent_dimension: the experiments of
+#                        rhvae/experiments/registry.py). interpolation and clustering judge the models of
+#                        reconstruction and generation_7_classes, and latent_dimension uses those of reconstruction
+#                        and generation_5 at d = 2: they run after the other notebooks, and with --train they use the
+#                        models this run trained (alone, they retrain those models themselves)
 #   --quick              the registry's quick settings (epochs, mcmc_steps, n_samples, …), except those given with -p
 #   --out DIR            output folder (default: figures/run_all_MM_DD_YYYY_hh_mm_ss under the repository root)
 #   -p NAME VALUE        set a notebook parameter (repeatable). The name must be a parameter of at least one

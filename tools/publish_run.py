@@ -127,20 +127,20 @@ def models_not_shipped(folder: Path) -> list[str]:
 
 
 def ship_evaluation(folder: Path) -> list[Path]:
-    """The stored evaluation a run's results.json used (``evaluation_file``: the latent_dimension experiment's, by
-    ``rhvae.experiments.latent_dimension``), copied into ``data/models/latent_dimension/``; none for the others."""
+    """The stored evaluations a run's results.json used (``evaluation_files``: the latent_dimension experiment's,
+    one per subset and d, by ``rhvae.experiments.latent_dimension``), copied into ``data/models/latent_dimension/``;
+    none for the others."""
     results = json.loads((folder / "results.json").read_text())
-    source = results["results"].get("evaluation_file")
-    if not source:
-        return []
-    source = Path(source)
-    json.loads(source.read_text())  # a readable evaluation, or stop here
-    target = SHIPPED_DIR / source.parent.name / source.name
-    if source.resolve() != target.resolve():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-    print(f"shipped the evaluation of {folder.name}: {target.relative_to(ROOT)}")
-    return [target]
+    shipped = []
+    for source in map(Path, results["results"].get("evaluation_files") or []):
+        json.loads(source.read_text())  # a readable evaluation, or stop here
+        target = SHIPPED_DIR / source.parent.name / source.name
+        if source.resolve() != target.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        print(f"shipped an evaluation of {folder.name}: {target.relative_to(ROOT)}")
+        shipped.append(target)
+    return shipped
 
 
 def used_by_other_reports(names: list[str]) -> set[Path]:
@@ -156,8 +156,8 @@ def used_by_other_reports(names: list[str]) -> set[Path]:
         for info in results["models"].values():
             if info.get("cache_file"):
                 used.add(SHIPPED_DIR / Path(info["cache_file"]).parent.name / Path(info["cache_file"]).name)
-        if results["results"].get("evaluation_file"):
-            used.add(SHIPPED_DIR / name / Path(results["results"]["evaluation_file"]).name)
+        for file in results["results"].get("evaluation_files") or []:
+            used.add(SHIPPED_DIR / name / Path(file).name)
     return used
 
 

@@ -41,7 +41,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from rhvae.evaluation.ais import bdmc
+from rhvae.evaluation.ais import AIS_CHAINS, AIS_INITIAL, AIS_LEAPFROG, bdmc
 from rhvae.evaluation.diagnostics import flow_diagnostics
 from rhvae.evaluation.likelihood import log_likelihood_table, reconstruction_error
 from rhvae.experiments.data import ExperimentData
@@ -120,44 +120,33 @@ def dimension_models(run: Run, dims: Sequence[int]) -> dict[str, dict[int, dict[
     return found
 
 
-def flatten(models: Mapping) -> dict[str, VAE]:
-    """``dimension_models``' nested models as {"subset/d/seed/name": model}."""
-    return {
-        f"{subset}/{d}/{seed}/{name}": model
-        for subset, by_dim in models.items()
-        for d, by_seed in by_dim.items()
-        for seed, by_name in by_seed.items()
-        for name, model in by_name.items()
-    }
-
-
 def evaluation_settings(params: Mapping) -> dict:
     """The notebook parameters that ``evaluate_seed`` takes (and that key a stored evaluation)."""
     return {k: params[k] for k in EVALUATION_PARAMETERS}
 
 
-def evaluate_all(run: Run, models: Mapping, settings: Mapping) -> tuple[dict, str, Path]:
+def evaluate_all(run: Run, models: Mapping, settings: Mapping) -> tuple[dict, dict, list[str]]:
     """``evaluate_seed`` for every (subset, d, seed) of ``dimension_models``' ``models`` with ``settings``
-    (``n_samples``, ``mcmc_steps``, ``bdmc_images``), or the stored evaluation of exactly these models' weights and
-    settings (``load_evaluation``: shipped, then cached); a computed one is saved to the run's cache. Returns
-    ({subset: {d: {seed: numbers}}} with string keys, as JSON gives them, where it came from: "shipped", "cache" or
-    "computed", and its file)."""
-    key = evaluation_key(flatten(models), settings)
-    stored, source, path = load_evaluation(key, run.cache_dir)
-    if stored is not None:
-        return stored, source, path
-    evaluation = {
-        subset: {
-            str(d): {
-                str(seed): evaluate_seed(by_name, run.data(experiment=subset), seed, **settings)
-                for seed, by_name in by_seed.items()
-            }
-            for d, by_seed in by_dim.items()
-        }
-        for subset, by_dim in models.items()
-    }
-    evaluation = json.loads(json.dumps(evaluation, default=float))  # as it is stored and read back
-    return evaluation, "computed", save_evaluation(key, evaluation, run.cache_dir)
+    (``evaluation_settings``). Each (subset, d) is one stored evaluation, keyed by its models' weights and the
+    settings (``load_evaluation``: shipped, then cached), so that retraining one group recomputes that group only; a
+    computed one is saved to the run's cache. Returns ({subset: {d: {seed: numbers}}} with string keys, as JSON
+    gives them; {"subset/d": "shipped", "cache" or "computed"}; the files)."""
+    evaluation: dict = {}
+    sources, files = {}, []
+    for subset, by_dim in models.items():
+        for d, by_seed in by_dim.items():
+            group = {f"{seed}/{name}": m for seed, by_name in by_seed.items() for name, m in by_name.items()}
+            key = f"{subset}_d{d}_{evaluation_key(group, settings)}"
+            stored, source, path = load_evaluation(key, run.cache_dir)
+            if stored is None:
+                data = run.data(experiment=subset)
+                stored = {str(s): evaluate_seed(by_name, data, s, **settings) for s, by_name in by_seed.items()}
+                stored = json.loads(json.dumps(stored, default=float))  # as it is stored and read back
+                source, path = "computed", save_evaluation(key, stored, run.cache_dir)
+            evaluation.setdefault(subset, {})[str(d)] = stored
+            sources[f"{subset}/{d}"] = source
+            files.append(str(path))
+    return evaluation, sources, files
 
 
 # -------------------------------------------------------------------------------------------------- evaluation
@@ -203,10 +192,11 @@ def evaluate_seed(
 
 
 def evaluation_key(models: Mapping, settings: Mapping) -> str:
-    """What identifies an evaluation: the digest of every evaluated model's weights and frozen metric and the
-    settings (``settings`` JSON-ready). 16 hex digits of a SHA-256."""
+    """What identifies an evaluation: the digest of every evaluated model's weights and frozen metric, the settings
+    (``settings`` JSON-ready) and the AIS defaults that ``evaluate_seed`` does not set. 16 hex digits of a SHA-256."""
     digests = {label: state_digest(model.state_dict()) for label, model in sorted(models.items())}
-    text = json.dumps({"models": digests, "settings": settings}, sort_keys=True)
+    ais = {"chains": AIS_CHAINS, "leapfrog": AIS_LEAPFROG, "initial": AIS_INITIAL}
+    text = json.dumps({"models": digests, "settings": settings, "ais": ais}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -375,6 +365,7 @@ __all__ = [
     "check_dims",
     "checks",
     "evaluate_seed",
+    "evaluate_all",
     "evaluation_key",
     "load_evaluation",
     "model_label",
