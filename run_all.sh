@@ -31,6 +31,8 @@
 #                        its worker; its executed notebook, log, run folder and trained models come back into the
 #                        output folder and the model cache (rhvae/experiments/sweep.py). Not with --jobs.
 #   --yes                do not ask before --train (never asked when CI=true or without a terminal)
+#   --plan               check the options and print the notebooks in the order they would start, one a line;
+#                        run nothing and create no output folder
 #   -h, --help           this help
 #
 # Layout of the output folder: README.md (the results report: claims, verdicts, tables over seeds, figures),
@@ -55,6 +57,7 @@ jobs=""
 dask=""
 train=0
 yes=0
+plan_only=0
 only=""
 out=""
 params=()
@@ -64,6 +67,7 @@ while [[ $# -gt 0 ]]; do
         --quick) quick=1 ;;
         --train) train=1 ;;
         --yes) yes=1 ;;
+        --plan) plan_only=1 ;;
         --jobs)
             [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || die_usage "--jobs needs a whole number >= 1"
             jobs="$2"; shift ;;
@@ -142,6 +146,21 @@ notebooks=("${primaries[@]+"${primaries[@]}"}" "${analyses[@]+"${analyses[@]}"}"
 pflags=()
 for ((i = 0; i < ${#params[@]}; i += 2)); do pflags+=(-p "${params[i]}" "${params[i+1]}"); done
 plan="$("$PYTHON" -m rhvae.experiments.notebook_command plan "${notebooks[@]}" "${pflags[@]+"${pflags[@]}"}")" || { echo "run_all.sh: bad -p parameter (nothing was run)" >&2; exit 2; }
+
+# Notebooks run at once start longest first (rhvae/experiments/registry.py, ``minutes``), so that the run does not end with
+# a long notebook that started when the short ones were done; they are collected and reported in report order.
+# (no experiment notebook in the run, only analyses: nothing to sort, not one empty line)
+start_order=("${notebooks[@]}")
+if [[ $jobs -gt 1 || -n "$dask" ]]; then
+    cost_mode=default; [[ $train -eq 0 ]] || cost_mode=train
+    mapfile -t start_order < <("$PYTHON" -c 'import sys
+from rhvae.experiments.registry import longest_first
+for name in longest_first(sys.argv[2:], sys.argv[1]): print(name)' "$cost_mode" "${primaries[@]+"${primaries[@]}"}")
+    start_order+=("${analyses[@]+"${analyses[@]}"}")  # after the others (see above)
+    [[ ${#start_order[@]} -eq ${#notebooks[@]} ]] || { echo "run_all.sh: cannot order the notebooks" >&2; exit 1; }
+    plan="$(for nb in "${start_order[@]}"; do grep -P "^$nb\t" <<< "$plan"; done)"
+fi
+if [[ $plan_only -eq 1 ]]; then printf '%s\n' "${start_order[@]}"; exit 0; fi  # --plan: the start order, nothing run
 
 if [[ $train -eq 1 && $yes -eq 0 && "${CI:-}" != "true" && -t 0 ]]; then
     read -r -p "--train retrains every model (paper mode, 3 seeds: about 55 min with --jobs 2 on 2 cores). Continue? [y/N] " answer
@@ -234,19 +253,6 @@ collect() {
     fi
     rows+=("$nb|$status|$secs|$folder")
 }
-
-# Notebooks run at once start longest first (rhvae/experiments/registry.py, ``minutes``), so that the run does not end with
-# a long notebook that started when the short ones were done; they are collected and reported in report order.
-start_order=("${notebooks[@]}")
-if [[ $jobs -gt 1 || -n "$dask" ]]; then
-    cost_mode=default; [[ $train -eq 0 ]] || cost_mode=train
-    mapfile -t start_order < <("$PYTHON" -c 'import sys
-from rhvae.experiments.registry import longest_first
-print("\n".join(longest_first(sys.argv[2:], sys.argv[1])))' "$cost_mode" "${primaries[@]+"${primaries[@]}"}")
-    start_order+=("${analyses[@]+"${analyses[@]}"}")  # after the others (see above)
-    [[ ${#start_order[@]} -eq ${#notebooks[@]} ]] || { echo "run_all.sh: cannot order the notebooks" >&2; exit 1; }
-    plan="$(for nb in "${start_order[@]}"; do grep -P "^$nb\t" <<< "$plan"; done)"
-fi
 
 failed=0
 if [[ $jobs -eq 1 && -z "$dask" ]]; then

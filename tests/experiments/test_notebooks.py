@@ -236,6 +236,23 @@ def test_run_all_rejects_bad_usage(args, message, tmp_path):
     assert not (tmp_path / "out").exists(), "nothing runs on bad usage"
 
 
+ANALYSES = [name for name, entry in REGISTRY.items() if entry.analyses]
+
+
+@pytest.mark.parametrize(
+    "name, how",
+    [(name, ["--jobs", "2"]) for name in REGISTRY]
+    + [(name, how) for name in ANALYSES for how in (["--jobs", "1"], ["--dask", "local"])],
+)
+def test_run_all_orders_every_notebook_alone_under_every_jobs(name, how, tmp_path):
+    """--only with one notebook, an analysis alone included (no experiment notebook to sort: it printed one empty
+    line and the run stopped with 'cannot order the notebooks'): --plan prints the start order and runs nothing."""
+    proc = run_all("--out", str(tmp_path / "out"), "--plan", "--only", name, *how)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines() == [name], proc.stdout
+    assert "cannot order" not in proc.stderr and not (tmp_path / "out").exists()
+
+
 @pytest.mark.skipif((ROOT / "data" / "MNIST").exists(), reason="full MNIST is on this disk")
 def test_run_all_refuses_a_data_source_that_is_not_on_disk_before_anything_runs(tmp_path):
     proc = run_all(
