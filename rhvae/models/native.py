@@ -8,9 +8,9 @@ hand-written backwards in loops (docs/speed.md). It is compiled on first use wit
 through ``torch.utils.cpp_extension`` (``install.sh`` does it once: ``python -m rhvae kernels``) and cached in
 torch's extension folder (``TORCH_EXTENSIONS_DIR``, by default under ``~/.cache``), under a name that changes with
 the source, the torch version and the processor. Where it cannot be built (no compiler, no ``ninja``: one warning,
-and the failure is remembered so that later processes do not build again) or where ``RHVAE_NATIVE=0`` is set, the
-pure-PyTorch nodes are used: the same values to rounding
-(tests/models/test_native.py and tests/models/test_speed_equivalence.py check both).
+and the failure is remembered so that later processes do not build again) or where ``RHVAE_NATIVE=0`` (or no,
+false, off) is set, the pure-PyTorch nodes are used: the same values to rounding (tests/models/test_native.py and
+tests/models/test_speed_equivalence.py check both). Another value of ``RHVAE_NATIVE`` is refused at the first use.
 
 ``python -m rhvae kernels`` builds the kernels and prints one line saying whether they are used.
 """
@@ -32,8 +32,10 @@ from rhvae.files import atomic_write_text
 from rhvae.provenance import cpu_model
 
 SOURCE = Path(__file__).with_name("leapfrog_d2.cpp")
-#: Set to 0 to use the pure-PyTorch nodes even where the kernels build.
+#: Set to 0 (or no, false, off) to use the pure-PyTorch nodes even where the kernels build.
 ENVIRONMENT_SWITCH = "RHVAE_NATIVE"
+_SWITCH_ON = ("", "1", "yes", "true", "on")
+_SWITCH_OFF = ("0", "no", "false", "off")
 DTYPES = (torch.float32, torch.float64)
 #: -march=native: the build is for this processor (its name is part of the build's name, see ``_build_name``).
 _FLAGS = ("-O3", "-march=native", "-fopenmp-simd")
@@ -43,8 +45,18 @@ _tried = False
 
 
 def enabled() -> bool:
-    """False when the environment variable ``RHVAE_NATIVE`` is ``0``."""
-    return os.environ.get(ENVIRONMENT_SWITCH, "1") != "0"
+    """Whether the environment variable ``RHVAE_NATIVE`` allows the kernels: unset or empty, 1, yes, true or on
+    (any case) allow them; 0, no, false or off choose the pure-PyTorch nodes; any other value is a ``ValueError``
+    (a misspelt "off" must not leave the kernels on)."""
+    value = os.environ.get(ENVIRONMENT_SWITCH, "").strip().lower()
+    if value in _SWITCH_ON:
+        return True
+    if value in _SWITCH_OFF:
+        return False
+    raise ValueError(
+        f"{ENVIRONMENT_SWITCH} must be one of 1, yes, true, on (the compiled kernels) or 0, no, false, off (the "
+        f"pure-PyTorch nodes), any case, or unset; got {os.environ[ENVIRONMENT_SWITCH]!r}"
+    )
 
 
 def _build_name() -> str:

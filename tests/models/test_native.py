@@ -132,3 +132,26 @@ def test_a_failed_build_falls_back_with_one_warning_and_is_not_retried_by_the_ne
         assert native.kernels() is None
     with pytest.warns(RuntimeWarning, match="the build failed: a remembered failure"):  # retry=True builds again
         assert native.kernels(retry=True) is None
+
+
+@pytest.mark.parametrize("value", ["1", "yes", "TRUE", "On", ""])
+def test_the_switch_allows_the_kernels_for_its_documented_on_values(monkeypatch, value):
+    monkeypatch.setenv(native.ENVIRONMENT_SWITCH, value)
+    assert native.enabled()
+
+
+@pytest.mark.parametrize("value", ["0", "no", "false", "OFF", " Off "])
+def test_the_switch_turns_the_kernels_off_for_every_documented_off_value(monkeypatch, value):
+    monkeypatch.setenv(native.ENVIRONMENT_SWITCH, value)
+    assert not native.enabled()
+    assert native.kernels() is None and native.for_tensors(torch.zeros(3, 2)) is None
+
+
+@pytest.mark.parametrize("value", ["2", "flase", "nein", "-1"])
+def test_any_other_value_of_the_switch_is_refused_in_one_line_naming_it(monkeypatch, value):
+    monkeypatch.setenv(native.ENVIRONMENT_SWITCH, value)
+    with pytest.raises(ValueError) as caught:
+        native.kernels()
+    message = str(caught.value)
+    assert message.startswith("RHVAE_NATIVE must be one of 1, yes, true, on") and "0, no, false, off" in message
+    assert repr(value) in message and "\n" not in message
