@@ -99,7 +99,7 @@ def k_medoids(points: torch.Tensor, k: int, generator: torch.Generator, max_iter
     n = len(points)
     k = check_int("n_centroids", k, 1, n)
     pts = points.to(torch.float64)
-    first = int(torch.randint(n, (1,), generator=gen_check(generator)))
+    first = int(torch.randint(n, (1,), generator=check_generator(generator)))
     chosen = [first]
     d2 = ((pts - pts[first]) ** 2).sum(-1)
     for _ in range(1, k):
@@ -131,7 +131,7 @@ def k_medoids(points: torch.Tensor, k: int, generator: torch.Generator, max_iter
     return medoids
 
 
-def gen_check(generator) -> torch.Generator:
+def check_generator(generator) -> torch.Generator:
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     return generator
