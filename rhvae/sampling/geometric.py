@@ -132,6 +132,7 @@ def k_medoids(points: torch.Tensor, k: int, generator: torch.Generator, max_iter
 
 
 def check_generator(generator) -> torch.Generator:
+    """``generator`` itself if it is a ``torch.Generator``; a TypeError naming it otherwise."""
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     return generator
