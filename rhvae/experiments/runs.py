@@ -197,10 +197,15 @@ def _source(trained) -> str:
 
 
 class Run:
-    """One execution of an experiment notebook: its folder, parameters, numbers, figures and provenance."""
+    """One execution of an experiment notebook: its folder, parameters, numbers, figures and provenance.
 
-    def __init__(self, experiment: str, params: Mapping):
+    ``diagnose_models``: record the flow diagnostics of every HVAE/RHVAE it trains or loads (``models.LABEL``); the
+    latent_dimension notebook passes False, since its evaluation holds the same diagnostics (its "mechanism"
+    table) and computing them again for its 48 flow models would double the default run's time there."""
+
+    def __init__(self, experiment: str, params: Mapping, diagnose_models: bool = True):
         self.experiment = experiment
+        self.diagnose_models = diagnose_models
         self.params = dict(params)
         self.threads = set_threads(self.params.get("threads"))
         self.dir = make_run_dir(experiment, self.params.get("output_dir"))
@@ -299,7 +304,7 @@ class Run:
     def _record_model(self, label: str, model: str, seed: int, trained, data: ExperimentData) -> None:
         h = trained.history
         diagnostics = None
-        if isinstance(trained.model, HVAE) and len(data.test):
+        if self.diagnose_models and isinstance(trained.model, HVAE) and len(data.test):
             with self.timer("diagnostics"):
                 diagnostics = flow_diagnostics(trained.model, data.test.x, seed=seed).to_dict()
         self.models[label] = {

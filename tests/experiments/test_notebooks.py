@@ -84,7 +84,7 @@ def check_results(folder: Path, name: str, interactive: bool = False) -> dict:
     assert provenance["leapfrog_kernels"] == native.implementation()  # compiled kernels or PyTorch: they round apart
     assert all(m["status"] == "ok" for m in results["models"].values())
     for m in results["models"].values():  # every flow model records what its flow and metric do
-        if m["model"] in ("hvae", "rhvae"):
+        if m["model"] in ("hvae", "rhvae") and name != "latent_dimension":  # there: in its evaluation
             assert runs.all_finite(m["diagnostics"]) and m["diagnostics"]["n_images"] > 0
             assert (m["diagnostics"]["contrast"] is None) == (m["model"] == "hvae")
     return results

@@ -183,7 +183,7 @@ def test_the_latent_dimension_experiment_finds_every_model_among_the_shipped_one
         "latent_dimension",
         {**parameters_cell("latent_dimension"), "interactive": False, "cache_dir": str(tmp_path / "cache")},
     )
-    run = runs.Run("latent_dimension", {**params, "output_dir": str(tmp_path / "out")})
+    run = runs.Run("latent_dimension", {**params, "output_dir": str(tmp_path / "out")}, diagnose_models=False)
     models = ld.dimension_models(run, ld.check_dims(params["latent_dims"]))
     assert sorted(models) == sorted(ld.SUBSETS)
     for by_dim in models.values():
