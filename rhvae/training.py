@@ -141,7 +141,16 @@ class TrainingSettings:
             max_latent_norm=check("max_latent_norm", self.max_latent_norm),
             warmup_epochs=check("warmup_epochs", self.warmup_epochs),
             metric_lr=None if self.metric_lr is None else check("lr", self.metric_lr, "metric_lr"),
-        )
+        ).checked_warmup()
+
+    def checked_warmup(self) -> TrainingSettings:
+        """The warm-up is the first epochs of the training: it cannot be longer than the training."""
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"warmup_epochs must be <= epochs (the warm-up is the first epochs of the training), got "
+                f"warmup_epochs={self.warmup_epochs} with epochs={self.epochs}"
+            )
+        return self
 
 
 def train(

@@ -71,6 +71,14 @@ def test_bad_training_arguments(kwargs, message, metric_data):
         train(rhvae.VAE(), metric_data.train.x, **{"epochs": 1, **kwargs})
 
 
+def test_a_warmup_longer_than_the_training_is_refused_naming_both(metric_data):
+    with pytest.raises(ValueError) as caught:
+        train(rhvae.VAE(), metric_data.train.x, epochs=2, warmup_epochs=3, progress=False)
+    message = str(caught.value)
+    assert message.startswith("warmup_epochs must be <= epochs") and "warmup_epochs=3 with epochs=2" in message
+    assert "\n" not in message
+
+
 def test_cache_reuses_a_trained_model(tmp_path, metric_data):
     kwargs = dict(epochs=2, seed=0, cache_dir=tmp_path, progress=False, data=metric_data, n_lf=2)
     first = train_experiment_model("metric", "hvae", **kwargs)
