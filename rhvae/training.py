@@ -205,6 +205,8 @@ def train_group(
     """
     settings = TrainingSettings.with_overrides(settings, overrides)
     models, x_trains, seeds = list(models), list(x_trains), [check("seed", s) for s in seeds]
+    if not models:
+        raise ValueError("models must hold at least one model to train, got none")
     x_tests = None if x_tests is None else list(x_tests)
     if not (len(models) == len(x_trains) == len(seeds)) or (x_tests is not None and len(x_tests) != len(models)):
         raise ValueError("train_group needs one training set, one seed (and one test set) per model")

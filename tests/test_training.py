@@ -5,7 +5,7 @@ import torch
 
 import rhvae
 from rhvae.experiments.model_cache import build_model, train_experiment_model
-from rhvae.training import TrainingDiverged, train
+from rhvae.training import TrainingDiverged, train, train_group
 
 # small but real: the metric subset, HVAE/RHVAE at settings that train in a few epochs
 SETTINGS = {"vae": {}, "hvae": {"n_lf": 3}, "rhvae": {"n_lf": 3, "eps_lf": 0.001}}
@@ -77,6 +77,13 @@ def test_a_warmup_longer_than_the_training_is_refused_naming_both(metric_data):
     message = str(caught.value)
     assert message.startswith("warmup_epochs must be <= epochs") and "warmup_epochs=3 with epochs=2" in message
     assert "\n" not in message
+
+
+def test_train_group_without_a_model_names_the_parameter(metric_data):
+    for seeds in ((0,), ()):
+        with pytest.raises(ValueError) as caught:
+            train_group([], [], seeds=seeds, epochs=1, progress=False)
+        assert str(caught.value) == "models must hold at least one model to train, got none"
 
 
 def test_cache_reuses_a_trained_model(tmp_path, metric_data):
