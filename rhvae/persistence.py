@@ -132,7 +132,11 @@ def read_model_file(path: str | Path) -> dict:
     ``ModelFileError`` with the reason."""
     path = Path(path)
     if not path.is_file():
+        if path.exists() and not path.is_dir():  # /dev/null, a pipe, a socket
+            raise ModelFileError(f"{path} is not an rhvae model file (not a regular file: a device, pipe or socket)")
         raise ModelFileError(f"model file {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"{path} is not an rhvae model file (it is empty: 0 bytes)")
     verify_shipped(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)

@@ -50,6 +50,15 @@ def test_missing_truncated_and_foreign_files_are_refused(tmp_path, trained):
         load_model(path, expected_type="VAE")
 
 
+def test_a_device_or_an_empty_file_is_named_as_such_not_as_missing(tmp_path):
+    with pytest.raises(ModelFileError) as caught:
+        load_model("/dev/null")
+    assert str(caught.value) == "/dev/null is not an rhvae model file (not a regular file: a device, pipe or socket)"
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ModelFileError, match=r"is not an rhvae model file \(it is empty: 0 bytes\)"):
+        load_model(tmp_path / "empty.pt")
+
+
 def test_a_pickled_object_is_not_executed(tmp_path):
     """weights_only=True: a file carrying an arbitrary pickled object is refused, not unpickled."""
 
