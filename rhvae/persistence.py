@@ -159,6 +159,19 @@ def read_model_file(path: str | Path) -> dict:
     return payload
 
 
+def _non_floating_weights(state_dict: dict, model) -> list[str]:
+    """The entries of a file's ``state_dict`` that hold integer or boolean tensors where the model's own are floating
+    (``name (dtype)``); a buffer the model itself holds as integer is not one."""
+    own = model.state_dict()
+    return [
+        f"{name} ({str(tensor.dtype).removeprefix('torch.')})"
+        for name, tensor in state_dict.items()
+        if isinstance(tensor, torch.Tensor)
+        and not tensor.is_floating_point()
+        and (name not in own or own[name].is_floating_point())
+    ]
+
+
 def load_model(path: str | Path, expected_type: str | None = None, with_history: bool = False):
     """Load a model saved by ``save_model`` (eval mode). With ``with_history=True`` return
     ``(model, history, provenance)``. ``expected_type`` ('VAE', 'HVAE', 'RHVAE') refuses any other type."""
@@ -175,9 +188,13 @@ def load_model(path: str | Path, expected_type: str | None = None, with_history:
     config = json_field(payload, "config", path)
     try:
         model = classes[model_type](**config)
-        model.load_trained_state(payload["state_dict"])  # the frozen metric's size is the number of training points
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        not_floating = _non_floating_weights(payload["state_dict"], model)
+        if not not_floating:
+            model.load_trained_state(payload["state_dict"])  # the frozen metric's size: the number of training points
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
         raise ModelFileError(f"{path} does not match a {model_type} of its own config: {err}") from err
+    if not_floating:  # load_state_dict would cast them to float silently
+        raise ModelFileError(f"{path} holds non-floating weights in {', '.join(not_floating)}: refusing it")
     bad = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
     if bad:
         raise ModelFileError(f"{path} holds non-finite weights (NaN or inf) in {', '.join(bad)}: refusing it")

@@ -59,6 +59,20 @@ def test_a_device_or_an_empty_file_is_named_as_such_not_as_missing(tmp_path):
         load_model(tmp_path / "empty.pt")
 
 
+def test_integer_weights_are_refused_not_cast(tmp_path, trained):
+    from rhvae.persistence import state_digest
+
+    path = save_model(trained[0], tmp_path / "m.pt")
+    payload = torch.load(path, weights_only=True)
+    name = next(iter(payload["state_dict"]))
+    payload["state_dict"][name] = payload["state_dict"][name].round().to(torch.int64)
+    payload["state_sha256"] = state_digest(payload["state_dict"])
+    torch.save(payload, tmp_path / "int.pt")
+    with pytest.raises(ModelFileError) as caught:
+        load_model(tmp_path / "int.pt")
+    assert str(caught.value) == f"{tmp_path / 'int.pt'} holds non-floating weights in {name} (int64): refusing it"
+
+
 def test_a_pickled_object_is_not_executed(tmp_path):
     """weights_only=True: a file carrying an arbitrary pickled object is refused, not unpickled."""
 
