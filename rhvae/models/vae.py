@@ -73,6 +73,13 @@ class StackedLinear(nn.Module):
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.mT)
 
 
+def _refuse_an_empty_batch(model, args):
+    """Before a model's forward: a batch of no images (the flow's reshapes cannot size it) is one clear line."""
+    x = args[0] if args else None
+    if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim >= 1 and x.shape[0] == 0:
+        raise ValueError(f"x must hold at least one image, got an empty batch of shape {tuple(x.shape)}")
+
+
 class VAE(nn.Module):
     """The vanilla VAE (Kingma & Welling) with the paper's 784–400–d MLPs and a Bernoulli decoder.
 
@@ -108,6 +115,7 @@ class VAE(nn.Module):
         self.enc_log_var = nn.Linear(hidden_dim, latent_dim)
         self.dec_hidden = nn.Linear(latent_dim, hidden_dim)
         self.dec_out = nn.Linear(hidden_dim, input_dim)
+        self.register_forward_pre_hook(_refuse_an_empty_batch)  # every model's forward (HVAE's and RHVAE's too)
 
     # ----------------------------------------------------------------------------------------------- config
     @classmethod

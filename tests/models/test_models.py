@@ -49,6 +49,15 @@ def test_bad_input_shapes_are_clear():
         model.G_inv(torch.zeros(1, 3))
 
 
+@pytest.mark.parametrize("cls", [rhvae.VAE, rhvae.HVAE, rhvae.RHVAE])
+def test_an_empty_batch_to_forward_is_one_clear_line(cls):
+    model = cls(hidden_dim=8)
+    with pytest.raises(ValueError) as caught:
+        model(torch.empty(0, 784))
+    assert str(caught.value) == "x must hold at least one image, got an empty batch of shape (0, 784)"
+    assert model(torch.rand(2, 784)).log_weight.shape == (2,)
+
+
 def test_authors_objective_differs_and_drops_the_momentum_terms(metric_data):
     torch.manual_seed(0)
     model = rhvae.RHVAE(eps_lf=0.001, objective="authors")
