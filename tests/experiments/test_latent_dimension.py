@@ -71,12 +71,30 @@ def test_a_void_answer_is_no_turn():
     assert ld.turning_points(found)["a"]["reconstruction"] == 16
 
 
+def test_the_log_likelihood_verdict_is_void_where_the_margin_is_within_the_ais_error():
+    close = {"VAE": -140.0, "HVAE": -137.5, "RHVAE": -137.0}  # a 0.5-nat margin over the HVAE
+    found = ld.verdicts(_evaluation({4: {0: _seed(close, METRIC_WINS, gap=0.3)}}))
+    assert (
+        found["reconstruction"][4]["a"]["holds"] is None
+        and "within the AIS error" in found["reconstruction"][4]["a"]["why"]
+    )
+    found = ld.verdicts(_evaluation({4: {0: _seed(close, METRIC_WINS, gap=0.2)}}))
+    assert found["reconstruction"][4]["a"]["holds"] is True  # 0.5 > 0.2 + 0.2
+    worse = {**close, "RHVAE": -138.0}  # 0.5 below the HVAE, beyond 0.4: decided, and against
+    assert (
+        ld.verdicts(_evaluation({4: {0: _seed(worse, METRIC_WINS, gap=0.2)}}))["reconstruction"][4]["a"]["holds"]
+        is False
+    )
+    # at d = 2 the values are exact: the same margin decides
+    assert ld.verdicts(_evaluation({2: {0: _seed(close, METRIC_WINS, gap=None)}}))["reconstruction"][2]["a"]["holds"]
+
+
 def test_the_log_likelihood_verdict_is_void_where_the_ais_error_bound_is_too_wide():
     wide = ld.MAX_BDMC_GAP + 0.01
     found = ld.verdicts(_evaluation({4: {0: _seed(GOOD_LL, METRIC_WINS, gap=wide)}}))
     assert found["reconstruction"][4]["a"]["holds"] is None
     assert "void" in found["reconstruction"][4]["a"]["why"]
-    narrow = ld.verdicts(_evaluation({4: {0: _seed(GOOD_LL, METRIC_WINS, gap=ld.MAX_BDMC_GAP)}}))
+    narrow = ld.verdicts(_evaluation({4: {0: _seed(GOOD_LL, METRIC_WINS, gap=ld.MAX_BDMC_GAP / 2)}}))
     assert narrow["reconstruction"][4]["a"]["holds"] is True
     # at d = 2 the value is exact: no gap is needed
     exact = ld.verdicts(_evaluation({2: {0: _seed(GOOD_LL, METRIC_WINS, gap=None)}}))
