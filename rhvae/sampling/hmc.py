@@ -265,9 +265,13 @@ def riemannian_hmc(
     n_samples, mcmc_steps = check("n_samples", n_samples), check("mcmc_steps", mcmc_steps)
     n_lf = check_int("n_lf", n_lf, 1, RANGES["n_lf"].high)
     seed, keep_trace = check("seed", seed), check_bool("keep_trace", keep_trace)
+    given_eps = eps is not None
     eps = DEFAULT_EPS_PER_TEMPERATURE * metric.temperature if eps is None else check_float("eps", eps, 0.0)
     check_work(n_samples, mcmc_steps, n_lf)
     low, high = _resolve_box(box, metric, margin)
+    diagonal = float(torch.linalg.vector_norm(high - low))
+    if given_eps and eps > diagonal:  # a step across the whole box only proposes states outside it (or overflows)
+        raise ValueError(f"eps must be > 0 and <= the box's diagonal {diagonal:.4g}, got {eps:g}")
 
     start = time.perf_counter()
     target = large_metric_target(metric, low, high, grid_tolerance, truncation_tolerance)

@@ -161,3 +161,13 @@ def test_sample_prior():
     assert not torch.equal(sample_prior(model, n=4000, seed=4).z, s.z)
     with pytest.raises(ValueError, match="n must be an integer >= 1"):
         sample_prior(model, n=0)
+
+
+def test_a_step_longer_than_the_box_is_refused_naming_eps_and_the_bound(metric):
+    low, high = default_box(metric)
+    diagonal = float(torch.linalg.vector_norm(high - low))
+    for eps in (1e300, 2 * diagonal):
+        with pytest.raises(ValueError) as caught:
+            riemannian_hmc(metric, n_samples=4, mcmc_steps=1, eps=eps, seed=0)
+        assert str(caught.value) == f"eps must be > 0 and <= the box's diagonal {diagonal:.4g}, got {eps:g}"
+    assert riemannian_hmc(metric, n_samples=4, mcmc_steps=1, eps=0.9 * diagonal, seed=0).z.shape == (4, 2)
