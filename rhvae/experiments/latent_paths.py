@@ -270,6 +270,10 @@ def path_measures(model, path, classifier, train_codes, metric=None, n_frames: i
 
 
 # ------------------------------------------------------------------------------------------------ pairs
+#: The most labels ``pair_indices`` enumerates the pairs of (at 10,000: a 0.1 GB mask and 0.8 GB of index pairs).
+MAX_PAIR_LABELS = 10_000
+
+
 def pair_indices(labels, n_pairs: int, same_class: bool, seed: int = 0) -> list[tuple[int, int]]:
     """``n_pairs`` distinct unordered pairs (i, j), i < j, of indices into ``labels`` (n,) with labels[i] == labels[j]
     (``same_class=True``) or labels[i] != labels[j] (``same_class=False``), drawn uniformly without replacement
@@ -278,6 +282,11 @@ def pair_indices(labels, n_pairs: int, same_class: bool, seed: int = 0) -> list[
     labels = np.asarray(as_array_tensor(labels, "labels"))
     if labels.ndim != 1:
         raise ValueError(f"labels must be a 1-D array, got shape {labels.shape}")
+    if len(labels) > MAX_PAIR_LABELS:  # every pair is enumerated: an n x n mask, then n (n - 1) / 2 index pairs
+        raise ValueError(
+            f"labels must hold at most {MAX_PAIR_LABELS} labels (every pair is enumerated: more than "
+            f"{len(labels) ** 2 / 2**30:.0f} GiB here), got {len(labels)}"
+        )
     n_pairs = check_int("n_pairs", n_pairs, 1)
     seed = check_int("seed", seed, 0, 2**32 - 1)
     if not isinstance(same_class, (bool, np.bool_)):

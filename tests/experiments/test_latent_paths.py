@@ -318,3 +318,12 @@ def test_decoded_paths_start_and_end_at_the_decoded_codes(setup):
     assert not torch.allclose(strips["RHVAE line"][3], strips["RHVAE geodesic"][3], atol=1e-7)
     with pytest.raises(ValueError, match="n_points"):
         decoded_paths(models, x[0], x[5], n_points=1)
+
+
+def test_pair_indices_refuses_too_many_labels_before_allocating():
+    with pytest.raises(ValueError) as caught:
+        pair_indices(np.zeros(200_000, dtype=np.int64), 1, True)
+    assert str(caught.value) == (
+        "labels must hold at most 10000 labels (every pair is enumerated: more than 37 GiB here), got 200000"
+    )
+    assert len(pair_indices(np.arange(10_000) % 10, 2, True, seed=0)) == 2  # the limit itself is accepted
