@@ -32,6 +32,7 @@ import traceback
 from collections.abc import Callable, Mapping
 
 import ipywidgets as widgets
+import numpy as np
 import torch
 from matplotlib import pyplot as plt
 
@@ -299,8 +300,14 @@ class InterpolationExplorer(_Explorer):
         if len(test) < 2:
             raise ValueError(f"InterpolationExplorer needs at least 2 test digits, got {len(test)}")
         self.test = test
-        self.first = widgets.IntText(value=first % len(test), description="digit A")
-        self.second = widgets.IntText(value=second % len(test), description="digit B")
+        n = len(test)
+        for name, index in (("first", first), ("second", second)):  # an index past the end never wraps
+            if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -n <= index < n:
+                raise ValueError(
+                    f"{name} must be a test-digit index in -{n}..{n - 1} (negative counts from the end), got {index!r}"
+                )
+        self.first = widgets.IntText(value=int(first) % n, description="digit A")
+        self.second = widgets.IntText(value=int(second) % n, description="digit B")
         self.n_points = widgets.IntText(value=n_points, description="frames")
         for control in (self.first, self.second, self.n_points):
             control.observe(self.on_change, names="value")

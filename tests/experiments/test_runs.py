@@ -315,6 +315,21 @@ def test_interpolation_explorer_redraws_and_refuses_an_index_outside_the_test_sp
     )
 
 
+def test_interpolation_explorer_refuses_a_starting_index_outside_the_test_split_instead_of_wrapping(tiny_rhvae):
+    from rhvae.interfaces import widgets as rw
+
+    test, models = tiny_rhvae.data.test, {"RHVAE": tiny_rhvae.model}
+    n = len(test)
+    for kwargs, name, value in (({"first": 999}, "first", 999), ({"second": -n - 1}, "second", -n - 1)):
+        with pytest.raises(ValueError) as caught:
+            rw.InterpolationExplorer(models, test, n_points=5, **kwargs)
+        assert str(caught.value) == (
+            f"{name} must be a test-digit index in -{n}..{n - 1} (negative counts from the end), got {value}"
+        )
+    explorer = rw.InterpolationExplorer(models, test, n_points=5, first=n - 1, second=-n)
+    assert (explorer.first.value, explorer.second.value) == (n - 1, 0)
+
+
 def test_metric_explorer_needs_rhvae():
     from rhvae.interfaces import widgets as rw
     from rhvae.models import VAE
