@@ -7,14 +7,18 @@ import resource
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 import rhvae
-from rhvae.experiments import augmentation, clustering, data, model_cache, tables
+from rhvae.experiments import augmentation, clustering, data, latent_paths, model_cache, tables
+from rhvae.models.metric import LearnedMetric
 from rhvae.paths import ROOT
+from rhvae.training import train_group
 
 DIGITS = (data.images_at(range(6)).x, data.images_at(range(6)).y)
+METRIC = LearnedMetric(torch.randn(3, 2), torch.eye(2).expand(3, 2, 2), temperature=0.8, regularization=0.1)
 
 MEMORY_LIMIT = 8 * 2**30
 
@@ -64,6 +68,17 @@ def test_every_public_function_refuses_careless_arguments_in_one_line(tmp_path):
             lambda: model_cache.train_experiment_model("metric", "vae", 1, cache_dir=torch.zeros(2)),
             TypeError,
             "cache_dir must be a path",
+        ),
+        # issue 35's unclear cases, one line each (their own tests sit beside each module's)
+        (lambda: latent_paths.pair_indices(np.zeros(200_000, dtype=np.int64), 1, True), ValueError, "at most 10000"),
+        (lambda: rhvae.riemannian_hmc(METRIC, n_samples=2, mcmc_steps=1, eps=1e300), ValueError, "eps must be > 0"),
+        (lambda: train_group([], []), ValueError, "models must hold at least one model"),
+        (lambda: rhvae.load_model("/dev/null"), ValueError, "not a regular file"),
+        (lambda: rhvae.RHVAE(hidden_dim=8)(torch.empty(0, 784)), ValueError, "x must hold at least one image"),
+        (
+            lambda: rhvae.train(rhvae.VAE(hidden_dim=8), DIGITS[0], epochs=1, warmup_epochs=2, progress=False),
+            ValueError,
+            "warmup_epochs must be <= epochs",
         ),
     ],
 )
