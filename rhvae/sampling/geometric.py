@@ -407,6 +407,21 @@ def _chain_params(n_samples, mcmc_steps, n_lf, eps, seed, metric: GeometricMetri
     }
 
 
+def _samples(z, images, accepted, mcmc_steps: int, start_indices, metric, params: dict, begin: float, trace):
+    """The ``GeometricSamples`` of chains that accepted ``accepted`` (n,) of their ``mcmc_steps`` moves."""
+    return GeometricSamples(
+        z=z,
+        images=images,
+        acceptance_rate=float(accepted.sum()) / max(len(z) * mcmc_steps, 1),
+        acceptance_per_chain=accepted.to(torch.float64) / max(mcmc_steps, 1),
+        start_indices=start_indices,
+        metric=metric,
+        params=params,
+        seconds=time.perf_counter() - begin,
+        trace=trace,
+    )
+
+
 def sample_metric(
     metric: GeometricMetric,
     n_samples: int = 100,
@@ -442,17 +457,7 @@ def sample_metric(
     with torch.no_grad():
         z, accepted, trace = _run_chains(metric, z0, mcmc_steps, n_lf, eps, gen, keep_trace)
     params = _chain_params(n_samples, mcmc_steps, n_lf, eps, seed, metric) | {"start": start_rule}
-    return GeometricSamples(
-        z=z,
-        images=None,
-        acceptance_rate=float(accepted.sum()) / max(n_samples * mcmc_steps, 1),
-        acceptance_per_chain=accepted.to(torch.float64) / max(mcmc_steps, 1),
-        start_indices=start_indices,
-        metric=metric,
-        params=params,
-        seconds=time.perf_counter() - begin,
-        trace=trace,
-    )
+    return _samples(z, None, accepted, mcmc_steps, start_indices, metric, params, begin, trace)
 
 
 def geometric_hmc(
@@ -514,14 +519,4 @@ def geometric_hmc(
         "n_train": len(x),
         "model": type(model).__name__,
     }
-    return GeometricSamples(
-        z=z,
-        images=images,
-        acceptance_rate=float(accepted.sum()) / max(n_samples * mcmc_steps, 1),
-        acceptance_per_chain=accepted.to(torch.float64) / max(mcmc_steps, 1),
-        start_indices=start_indices,
-        metric=metric,
-        params=params,
-        seconds=time.perf_counter() - begin,
-        trace=trace,
-    )
+    return _samples(z, images, accepted, mcmc_steps, start_indices, metric, params, begin, trace)
