@@ -240,7 +240,7 @@ _EXPERIMENTS = (
             "latent_dims": (2, 3),
         },
         half_precision=("vae", "hvae", "rhvae"),
-        minutes={"default": 0.2, "train": 60.0},
+        minutes={"default": 0.4, "train": 60.0},
         # its d = 2 models are those of these experiments; its other models are trained on their subsets
         analyses=("reconstruction", "generation_5"),
     ),
