@@ -56,6 +56,9 @@ def defaults(experiment, **overrides):
         "n_points": 16,
         "n_init": 10,
         "radius": 3,
+        "latent_dims": [2, 4, 16],
+        "bdmc_images": 10,
+        "ais_steps": 200,
         "unrelated": object(),  # globals() holds much more than the parameters
     }
     ns.update(overrides)
