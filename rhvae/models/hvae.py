@@ -171,7 +171,7 @@ class HVAE(VAE):
         return z_new, rho_new, grad_U_new, logits_new, at_new, residual
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> FlowOutput:
-        x = self.check_input(x)
+        x = self.check_batch(x)
         mu, log_var = self.encode(x)
         z0 = self.sample_posterior(mu, log_var, generator)
         factor = self.metric_factor(x)

@@ -73,13 +73,6 @@ class StackedLinear(nn.Module):
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.mT)
 
 
-def _refuse_an_empty_batch(model, args):
-    """Before a model's forward: a batch of no images (the flow's reshapes cannot size it) is one clear line."""
-    x = args[0] if args else None
-    if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim >= 1 and x.shape[0] == 0:
-        raise ValueError(f"x must hold at least one image, got an empty batch of shape {tuple(x.shape)}")
-
-
 class VAE(nn.Module):
     """The vanilla VAE (Kingma & Welling) with the paper's 784–400–d MLPs and a Bernoulli decoder.
 
@@ -115,7 +108,6 @@ class VAE(nn.Module):
         self.enc_log_var = nn.Linear(hidden_dim, latent_dim)
         self.dec_hidden = nn.Linear(latent_dim, hidden_dim)
         self.dec_out = nn.Linear(hidden_dim, input_dim)
-        self.register_forward_pre_hook(_refuse_an_empty_batch)  # every model's forward (HVAE's and RHVAE's too)
 
     # ----------------------------------------------------------------------------------------------- config
     @classmethod
@@ -233,6 +225,14 @@ class VAE(nn.Module):
             )
         return x
 
+    def check_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """``check_input`` for a forward pass, which needs at least one image (the flow's reshapes cannot size an
+        empty batch)."""
+        x = self.check_input(x)
+        if not len(x):
+            raise ValueError(f"x must hold at least one image, got an empty batch of shape {tuple(x.shape)}")
+        return x
+
     def check_latent(self, z: torch.Tensor) -> torch.Tensor:
         if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.latent_dim:
             shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
@@ -299,7 +299,7 @@ class VAE(nn.Module):
         return -0.5 * (((z - mu) ** 2) / torch.exp(log_var) + log_var + LOG_2PI).sum(-1)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> FlowOutput:
-        x = self.check_input(x)
+        x = self.check_batch(x)
         mu, log_var = self.encode(x)
         z0 = self.sample_posterior(mu, log_var, generator)
         logits = self.decode_logits(z0)
