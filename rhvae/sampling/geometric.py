@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rhvae.models import VAE, check_model
+from rhvae.sampling.limits import MAX_LEAPFROG_STEPS
 from rhvae.validation import ParameterError, check, check_bool, check_float, check_int
 
 DEFAULT_REGULARIZATION = 0.01
@@ -77,9 +78,6 @@ DEFAULT_MCMC_STEPS = 100
 """MCMC steps per chain: the official code's."""
 DEFAULT_N_CENTROIDS = 100
 """k-medoids centroids of the training codes: the official code's (MNIST, CIFAR-10, SVHN)."""
-MAX_LEAPFROG_STEPS = 1e10
-"""The most chain-leapfrog steps one call may take: the same limit as ``rhvae.sampling.hmc.MAX_LEAPFROG_STEPS``
-(not imported: ``hmc.generate`` imports this module; tests/sampling/test_geometric.py checks they agree)."""
 MAX_KERNEL_TERMS = 1e13
 """The most kernel evaluations (chain-leapfrog steps × centroids × d) one call may take: hours of CPU."""
 SECONDS_PER_TERM = 2e-9

@@ -51,13 +51,12 @@ from rhvae.sampling.geometric import geometric_hmc
 from rhvae.sampling.grid_target import DEFAULT_TOLERANCE as GRID_TOLERANCE
 from rhvae.sampling.grid_target import MIN_CENTROIDS as GRID_MIN_CENTROIDS
 from rhvae.sampling.grid_target import GridTarget, interpolate_if_possible
+from rhvae.sampling.limits import MAX_LEAPFROG_STEPS
 from rhvae.sampling.truncation import DEFAULT_TOLERANCE, TruncatedMetric, truncate_if_large
 from rhvae.validation import RANGES, ParameterError, check, check_bool, check_float, check_int
 
 DEFAULT_EPS_PER_TEMPERATURE = 0.05
 """Default leapfrog step ε = 0.05 · T: the target varies on the length scale T of the metric's kernel."""
-MAX_LEAPFROG_STEPS = 1e10
-"""The most chain-leapfrog steps one call may take (the paper's 100 samples × 150 steps × 10 is 1.5e5)."""
 SECONDS_PER_STEP = 6e-7
 """Measured cost of one chain's leapfrog step with ~100 centroids on 2 threads (for the refusal's estimate: 6e-6
 with 6,400 centroids)."""
