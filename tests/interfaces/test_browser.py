@@ -60,11 +60,9 @@ torch.set_num_threads(1)
 import rhvae
 from rhvae.experiments import runs
 from rhvae.interfaces import widgets as rw
-from rhvae.paths import SHIPPED_DIR
-from rhvae.persistence import load_model, shipped_checksums
 
-files = sorted(n for n in shipped_checksums() if n.startswith("generation_5/"))
-models = {k.upper(): load_model(SHIPPED_DIR / next(n for n in files if f"/{k}_" in n)) for k in ("vae", "rhvae")}
+# seed 0 at latent dimension 2 (the explorers draw the 2-D latent space)
+models = {k.upper(): rhvae.load_shipped("generation_5", k, seed=0, latent_dim=2) for k in ("vae", "rhvae")}
 data = rhvae.experiment_data("generation_5")
 """,
     """\
