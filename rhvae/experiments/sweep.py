@@ -49,7 +49,7 @@ from pathlib import Path
 
 import yaml
 
-from rhvae.experiments.notebook_command import execute, papermill_command, sigint_handler
+from rhvae.experiments.notebook_command import execute, papermill_command, papermill_value, sigint_handler
 from rhvae.experiments.registry import REGISTRY
 from rhvae.experiments.runs import GIVEN_ENV, cache_folder, clear_earlier_run
 from rhvae.files import atomic_write, atomic_write_text, writable_folder
@@ -418,14 +418,12 @@ def _relocated_results(data: bytes, moves: Mapping[str, str], outcome: Outcome) 
 def papermill_parameters(arguments: Sequence[str]) -> dict:
     """The parameters of papermill command-line arguments as ``run_all.sh`` writes them: ``-p NAME VALUE`` (the
     value parsed as papermill's -p parses it) and ``-y YAML`` (a YAML mapping), later ones winning."""
-    from papermill.cli import _resolve_type
-
     parameters, rest = {}, list(arguments)
     while rest:
         flag = rest.pop(0)
         if flag in ("-p", "--parameters") and len(rest) >= 2:
             name, raw = rest.pop(0), rest.pop(0)
-            parameters[name] = _resolve_type(raw)
+            parameters[name] = papermill_value(raw)
         elif flag in ("-y", "--parameters_yaml") and rest:
             parameters.update(yaml.safe_load(rest.pop(0)))
         else:
