@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import ctypes
 import json
 import os
@@ -19,15 +20,15 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import papermill
 import yaml
 from papermill.cli import _resolve_type
 
-from rhvae import signals
 from rhvae.experiments.data import DataError, class_counts
 from rhvae.experiments.parameters import check_parameter
 from rhvae.experiments.registry import PARAMETERS, REGISTRY
@@ -45,7 +46,9 @@ MANAGED = {
     "quick": "use --quick",
     "reuse_cache": "use --train",
 }
-#: How long an interrupted papermill may take to stop its kernel before it is killed.
+#: Exit status of a notebook interrupted by Ctrl-C (SIGINT), as a shell reports it, and how long an interrupted
+#: papermill may take to stop its kernel before it is killed.
+INTERRUPTED = 130
 STOP_SECONDS = 30
 #: prctl(2) option: the signal a child gets when its parent dies (Linux).
 PR_SET_PDEATHSIG = 1
@@ -64,9 +67,8 @@ def papermill_command(source: str | os.PathLike, executed: str | os.PathLike, ar
 
 def execute(command: Sequence[str], log: Path, echo: bool = False, cwd=None, env=None) -> int:
     """Run ``command`` with its output written to ``log`` (and, with ``echo``, to stdout as it comes); its exit
-    status, or 128 + the signal's number after Ctrl-C (130), SIGTERM (143) or SIGHUP (129): the child, which starts
-    with the default SIGINT even when this process was started in the background, is sent SIGINT (papermill's
-    clean stop, which also stops its kernel) and waited for (killed after ``STOP_SECONDS``). A notebook
+    status, or ``INTERRUPTED`` after Ctrl-C: the child, which starts with the default SIGINT even when this process
+    was started in the background, is sent SIGINT too and waited for (killed after ``STOP_SECONDS``). A notebook
     whose kernel did not start (``KERNEL_NOT_STARTED`` in its output, exit status 1) is run once more, with a line
     saying so in the log."""
     with open(log, "wb") as log_file:
@@ -87,12 +89,12 @@ def _execute_once(command: Sequence[str], log_file, echo: bool, cwd, env) -> tup
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd, env=env, preexec_fn=_child_setup
     )
 
-    def on_signal(signum, frame):  # whenever one arrives: stop the child, and report the run as stopped by it
+    def on_sigint(signum, frame):  # whenever it arrives: forward it, and report the run as interrupted
         received.append(signum)
         if child.poll() is None:
             child.send_signal(signal.SIGINT)
 
-    with signals.handlers(on_signal):
+    with sigint_handler(on_sigint):
         for line in child.stdout:
             try:
                 _write_line(line, log_file, echo)
@@ -106,7 +108,22 @@ def _execute_once(command: Sequence[str], log_file, echo: bool, cwd, env) -> tup
         except subprocess.TimeoutExpired:
             child.kill()
             status = child.wait()
-    return (128 + received[0] if received else status), kernel_not_started
+    return (INTERRUPTED if received else status), kernel_not_started
+
+
+@contextlib.contextmanager
+def sigint_handler(handler) -> Iterator[None]:
+    """``handler`` for SIGINT (Ctrl-C) inside the block, the previous one restored after it. Only the main thread
+    can set one (a Dask worker runs jobs in a thread); elsewhere the block runs unchanged, as signals reach the main
+    thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _write_line(line: bytes, log_file, echo: bool) -> None:
@@ -286,14 +303,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("common", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even when run_all.sh started this with &
-    with signals.stop_signals_as_interrupts():
-        try:
-            return _command(args)
-        except KeyboardInterrupt as err:  # between two notebook runs, or while planning: nothing half-written
-            return signals.exit_status(err)
-
-
-def _command(args) -> int:
     if args.command == "plan":
         try:
             planned = plan(args.notebooks, [tuple(pair) for pair in args.p])
