@@ -18,7 +18,8 @@ double backward). The metric at a point (``at``) and the fixed-point iterations 
 (``solve_momentum``, ``solve_position``) are single autograd nodes with a hand-written backward
 (``rhvae.models.autograd_nodes``).
 
-``EuclideanMetric`` is the constant metric G = I of the HVAE: the same interface, zero forces.
+``EuclideanMetric`` is the constant metric G = I of the HVAE: only ``constant`` (True) and ``at``, since the models
+test ``constant`` and run the ordinary leapfrog instead of asking it for forces.
 """
 
 from __future__ import annotations
@@ -246,13 +247,6 @@ class LearnedMetric:
         # tr(G Mᵢ) = Σ_jk G_jk (Mᵢ)_jk (Mᵢ symmetric)
         return torch.bmm(at.G.reshape(at.G.shape[0], 1, -1), self.jacobian(at)).squeeze(1)
 
-    def grad_quadratic(self, at: MetricAt, rho: torch.Tensor) -> torch.Tensor:
-        """∇_z ρᵀ G⁻¹(z) ρ = Σᵢ (ρᵀ Mᵢ ρ) ∂wᵢ/∂z = Σ_jk ρ_j ρ_k J_jk with ρ (B, d) held fixed, shape (B, d)."""
-        B, d = rho.shape
-        row = rho[:, None, :]
-        inner = torch.bmm(row, self.jacobian(at).reshape(B, d, d * d)).reshape(B, d, d)  # Σ_j ρ_j J_(jk)l: [k, l]
-        return torch.bmm(row, inner).squeeze(1)
-
     def kick(self, at: MetricAt, base, half, grad_U, rho=None) -> torch.Tensor:
         """base − (ε/2) [∇U + ½ ∇_z ρᵀG⁻¹(z)ρ − ½ ∇_z log det G⁻¹(z)] at ``at.z`` with ρ held fixed (without the ρ
         term when ``rho`` is None), ``half`` = ε/2 a (1, 1) or (B, 1) tensor: the explicit momentum updates of the
@@ -344,7 +338,8 @@ class LearnedMetric:
 
 
 class EuclideanMetric:
-    """The constant metric G = I of the HVAE (Caterini et al. 2018): same interface, zero metric forces."""
+    """The constant metric G = I of the HVAE (Caterini et al. 2018). It has ``at`` only, not ``LearnedMetric``'s
+    forces and solves: a model whose metric is ``constant`` runs the ordinary leapfrog, where they are zero."""
 
     constant = True
 
@@ -354,12 +349,6 @@ class EuclideanMetric:
     def at(self, z: torch.Tensor) -> MetricAt:
         eye = torch.eye(self.dim, dtype=z.dtype, device=z.device).expand(z.shape[0], -1, -1)
         return MetricAt(z, None, eye, eye, torch.zeros(z.shape[0], dtype=z.dtype, device=z.device))
-
-    def grad_log_det_G_inv(self, at: MetricAt) -> torch.Tensor:
-        return torch.zeros_like(at.z)
-
-    def grad_quadratic(self, at: MetricAt, rho: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(at.z)
 
 
 def apply(matrix: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,9 @@ def test_closed_form_metric_forces_equal_autograd():
         (auto_quad,) = torch.autograd.grad(quad, z)
         at = metric.at(z.detach())
         torch.testing.assert_close(metric.grad_log_det_G_inv(at), auto_logdet, rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(metric.grad_quadratic(at, rho), auto_quad, rtol=1e-10, atol=1e-12)
+        jacobian = metric.jacobian(at).reshape(8, d, d, d)  # ∂(G⁻¹)_jk/∂z_l
+        quadratic_force = torch.einsum("bj,bk,bjkl->bl", rho, rho, jacobian)  # ∇_z ρᵀ G⁻¹(z) ρ, ρ held fixed
+        torch.testing.assert_close(quadratic_force, auto_quad, rtol=1e-10, atol=1e-12)
         (auto_sampler,) = torch.autograd.grad(metric.log_sqrt_det_G_inv(z).sum(), z)
         torch.testing.assert_close(metric.grad_log_sqrt_det_G_inv(z.detach()), auto_sampler, rtol=1e-10, atol=1e-12)
 
