@@ -35,7 +35,8 @@ class RHVAE(HVAE):
     step it trains at the seed's settings with a moving flow and a structured metric (docs/stability.md).
 
     Parameters beyond the HVAE's: metric ``temperature`` T (> 0), ``regularization`` λ (> 0),
-    ``n_fixed_point``, the number of fixed-point iterations of each implicit leapfrog step (≥ 1), and
+    ``n_fixed_point``, the number of fixed-point iterations of each implicit leapfrog step (≥ 1),
+    ``metric_hidden_dim``, the width of the metric network's hidden layer (None: ``hidden_dim``), and
     ``step_bound``: ``"stability"`` (default) makes ``eps_lf`` the largest step and bounds it where the
     leapfrog would leave its stability region (see ``step_size``); ``"none"`` always steps ``eps_lf``, like the
     paper's code, which at the seed's settings diverges in the first epochs (docs/stability.md).
@@ -65,6 +66,7 @@ class RHVAE(HVAE):
         gradient: str = "exact",
         metric_scale: str = "free",
         learn_step: bool = False,
+        metric_hidden_dim: int | None = None,
     ):
         super().__init__(latent_dim, input_dim, hidden_dim, n_lf, eps_lf, beta_zero, objective)
         self.temperature = check("temperature", temperature)
@@ -89,9 +91,17 @@ class RHVAE(HVAE):
         self.learn_step = learn_step
         # learned multipliers sigmoid(θ_k) ∈ (0, 1) of the step of each leapfrog step, starting at 0.98
         self.step_logits = nn.Parameter(torch.full((self.n_lf,), 4.0)) if learn_step else None
-        self.metric_hidden = nn.Linear(input_dim, hidden_dim)
-        self.metric_diag = nn.Linear(hidden_dim, latent_dim)
-        self.metric_lower = nn.Linear(hidden_dim, latent_dim * (latent_dim - 1) // 2)
+        width = (
+            self.hidden_dim
+            if metric_hidden_dim is None
+            else check("hidden_dim", metric_hidden_dim, "metric_hidden_dim")
+        )
+        self.metric_hidden_dim = (
+            None if width == self.hidden_dim else width
+        )  # None: the metric network is hidden_dim wide
+        self.metric_hidden = nn.Linear(input_dim, width)
+        self.metric_diag = nn.Linear(width, latent_dim)
+        self.metric_lower = nn.Linear(width, latent_dim * (latent_dim - 1) // 2)
         self.register_buffer("centroids", torch.zeros(0, latent_dim))
         self.register_buffer("M", torch.zeros(0, latent_dim, latent_dim))
 
@@ -105,6 +115,8 @@ class RHVAE(HVAE):
             # the training-scheme options appear only when set, so that models trained before they existed keep
             # their cache keys (``rhvae.experiments.model_cache.model_request``)
             **{k: v for k, v in self.scheme().items() if v != SCHEME_DEFAULTS[k]},
+            # likewise the metric network's own width, only when it differs from hidden_dim's (pythae's 400 beside 512)
+            **({} if self.metric_hidden_dim is None else {"metric_hidden_dim": self.metric_hidden_dim}),
         }
 
     def scheme(self) -> dict:
