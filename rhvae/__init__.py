@@ -9,6 +9,7 @@ maths), ``rhvae.sampling`` and ``rhvae.evaluation``, then ``rhvae.training`` and
 from rhvae.evaluation.ais import ais_log_likelihood, bdmc
 from rhvae.evaluation.likelihood import elbo, exact_log_likelihood, log_likelihood, reconstruction_error
 from rhvae.experiments.data import EXPERIMENTS, DataError, ExperimentData, experiment_data, load_mnist
+from rhvae.interfaces.pythae_bridge import from_pythae, to_pythae
 from rhvae.models import HVAE, MODELS, RHVAE, VAE, ConfigError
 from rhvae.persistence import ModelFileError, load_model, load_shipped, save_model, shipped_models
 from rhvae.sampling.hmc import generate, riemannian_hmc, sample_prior
@@ -31,6 +32,7 @@ __all__ = [
     "elbo",
     "exact_log_likelihood",
     "experiment_data",
+    "from_pythae",
     "generate",
     "load_mnist",
     "load_model",
@@ -41,5 +43,6 @@ __all__ = [
     "sample_prior",
     "save_model",
     "shipped_models",
+    "to_pythae",
     "train",
 ]
