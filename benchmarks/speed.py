@@ -22,7 +22,7 @@ autograd nodes (the compiled kernels are d = 2 only). At d > 2 the sampler is ti
 (100, 6,400, d, d) tensors in its graph (several GB at d = 16). The dense floor's threshold is unchanged, so at
 d > 2 the metric's own contractions of at least 1 MFLOP count in it too.
 
-Without pythae (``pip install -e .[bench]`` or ``pip install pythae==0.1.2``) only our side is timed.
+Without pythae (``pip install -e .[test]`` or ``pip install pythae==0.1.2``) only our side is timed.
 """
 
 from __future__ import annotations
@@ -589,7 +589,7 @@ def main() -> None:
 
         print(f"pythae {version('pythae')}: timed in the same process, alternating with ours")
     else:
-        print("pythae is not installed (pip install 'pythae==0.1.2' or pip install -e '.[bench]'): timing ours only")
+        print("pythae is not installed (pip install 'pythae==0.1.2' or pip install -e '.[test]'): timing ours only")
     print(GRADIENTS)
     data = rhvae.experiment_data("metric")  # 120 train / 30 test real digits (classes 1, 2, 3)
     x, x_test = data.train.x, data.test.x[:30]
