@@ -10,6 +10,8 @@
 // for a stack of G models (G = 1 for one model); centroids transposed, cT (G, 2, N); the matrices Mᵢ transposed,
 // MT (G, 4, N), row q = (j, k) holding (Mᵢ)_jk; J (B, 4, 2), J[b, (jk), l] = ∂(G⁻¹)_jk/∂z_l (times a step scale).
 // The kernel exponent is −‖z − cᵢ‖² / T² written as a sum of squares, so it is never positive.
+// Every entry point checks these layouts (``check``), so that a direct call with a non-contiguous, wrongly typed or
+// wrongly shaped tensor is refused with one error naming it instead of reading the wrong memory.
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -34,6 +36,33 @@ struct Table {
     m00 = MT + g * 4 * N, m01 = m00 + N, m10 = m01 + N, m11 = m10 + N;
   }
 };
+
+// ``t`` must be a contiguous CPU tensor of exactly ``sizes``, with the dtype of ``first`` (float32 or float64).
+void check(const at::Tensor& t, const char* name, const at::Tensor& first, at::IntArrayRef sizes) {
+  TORCH_CHECK(first.scalar_type() == at::kFloat || first.scalar_type() == at::kDouble,
+              "the leapfrog kernels take float32 or float64 tensors, got ", first.scalar_type());
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor, got one on ", t.device());
+  TORCH_CHECK(t.scalar_type() == first.scalar_type(), name, " must be ", first.scalar_type(),
+              " like the first input, got ", t.scalar_type());
+  TORCH_CHECK(t.sizes() == sizes, name, " must have sizes ", sizes, ", got ", t.sizes());
+  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous (its strides are ", t.strides(), ")");
+}
+
+// The number of rows B of ``rows``, which must be (B, 2).
+int64_t rows_of(const at::Tensor& rows, const char* name) {
+  TORCH_CHECK(rows.dim() == 2 && rows.size(1) == 2, name, " must have sizes (B, 2), got ", rows.sizes());
+  return rows.size(0);
+}
+
+// Checks the transposed centroids cT, (2, N) or (G, 2, N), and the transposed matrices MT, (4, N) or (G, 4, N).
+void check_table(const at::Tensor& cT, const at::Tensor& MT, const at::Tensor& first) {
+  TORCH_CHECK((cT.dim() == 2 || cT.dim() == 3) && cT.size(-2) == 2, "cT must have sizes (2, N) or (G, 2, N), got ",
+              cT.sizes());
+  check(cT, "cT", first, cT.sizes());
+  std::vector<int64_t> sizes(cT.sizes().begin(), cT.sizes().end());
+  sizes[sizes.size() - 2] = 4;
+  check(MT, "MT", first, sizes);
+}
 
 Groups groups_of(const at::Tensor& rows, const at::Tensor& cT) {
   const int64_t G = cT.dim() == 3 ? cT.size(0) : 1;
@@ -112,7 +141,12 @@ std::vector<at::Tensor> position_forward(const at::Tensor& z_start, const at::Te
                                          const at::Tensor& cT, const at::Tensor& MT, double inv_t2, double lam,
                                          int64_t n) {
   TORCH_CHECK(n >= 1, "position_forward needs n >= 1");
-  const int64_t B = z_start.size(0), N = cT.size(-1);
+  const int64_t B = rows_of(z_start, "z_start");
+  check(z_start, "z_start", z_start, {B, 2});
+  check(z_half, "z_half", z_start, {B, 2});
+  check(u, "u", z_start, {B, 2});
+  check_table(cT, MT, z_start);
+  const int64_t N = cT.size(-1);
   at::Tensor states = at::empty({n, B, 2}, z_start.options());
   at::Tensor weights = at::empty({n, B, N}, z_start.options());
   at::Tensor G_invs = at::empty({n, B, 4}, z_start.options());
@@ -201,6 +235,15 @@ void position_backward_impl(const at::Tensor& z_bar_out, const at::Tensor& u, co
 std::vector<at::Tensor> position_backward(const at::Tensor& z_bar_out, const at::Tensor& u, const at::Tensor& cT,
                                           const at::Tensor& MT, const at::Tensor& states, const at::Tensor& weights,
                                           const at::Tensor& G_invs, double s_scale, bool metric_grads) {
+  const int64_t B = rows_of(z_bar_out, "z_bar_out");
+  check(z_bar_out, "z_bar_out", z_bar_out, {B, 2});
+  check(u, "u", z_bar_out, {B, 2});
+  check_table(cT, MT, z_bar_out);
+  const int64_t n = states.dim() == 3 ? states.size(0) : 0, N = cT.size(-1);
+  TORCH_CHECK(n >= 1, "states must have sizes (n, B, 2) with n >= 1, got ", states.sizes());
+  check(states, "states", z_bar_out, {n, B, 2});
+  check(weights, "weights", z_bar_out, {n, B, N});
+  check(G_invs, "G_invs", z_bar_out, {n, B, 4});
   at::Tensor z_bar = at::empty_like(u);
   at::Tensor z_half_bar = at::zeros_like(u);
   at::Tensor u_bar = at::zeros_like(u);
@@ -252,7 +295,11 @@ void momentum_forward_impl(const at::Tensor& rho, const at::Tensor& base, const 
 
 std::vector<at::Tensor> momentum_forward(const at::Tensor& rho, const at::Tensor& base, const at::Tensor& J,
                                          int64_t n) {
-  const int64_t B = rho.size(0);
+  TORCH_CHECK(n >= 0, "momentum_forward needs n >= 0");
+  const int64_t B = rows_of(rho, "rho");
+  check(rho, "rho", rho, {B, 2});
+  check(base, "base", rho, {B, 2});
+  check(J, "J", rho, {B, 4, 2});
   at::Tensor states = at::empty({n + 1, B, 2}, rho.options());
   at::Tensor out = at::empty({B, 2}, rho.options());
   at::Tensor residual;
@@ -312,6 +359,12 @@ void momentum_backward_impl(const at::Tensor& rho_bar_out, const at::Tensor& J, 
 
 std::vector<at::Tensor> momentum_backward(const at::Tensor& rho_bar_out, const at::Tensor& J,
                                           const at::Tensor& states) {
+  const int64_t B = rows_of(rho_bar_out, "rho_bar_out");
+  check(rho_bar_out, "rho_bar_out", rho_bar_out, {B, 2});
+  check(J, "J", rho_bar_out, {B, 4, 2});
+  const int64_t iterations = states.dim() == 3 ? states.size(0) : 0;
+  TORCH_CHECK(iterations >= 1, "states must have sizes (n + 1, B, 2), got ", states.sizes());
+  check(states, "states", rho_bar_out, {iterations, B, 2});
   at::Tensor rho_bar = at::empty_like(rho_bar_out);
   at::Tensor base_bar = at::empty_like(rho_bar_out);
   at::Tensor J_bar = at::empty_like(J);
@@ -377,7 +430,10 @@ void metric_forward_impl(const at::Tensor& z_t, const at::Tensor& cT, const at::
 
 std::vector<at::Tensor> metric_forward(const at::Tensor& z, const at::Tensor& cT, const at::Tensor& MT,
                                        double inv_t2, double lam) {
-  const int64_t B = z.size(0), N = cT.size(-1);
+  const int64_t B = rows_of(z, "z");
+  check(z, "z", z, {B, 2});
+  check_table(cT, MT, z);
+  const int64_t N = cT.size(-1);
   at::Tensor weights = at::empty({B, N}, z.options());
   at::Tensor G_inv = at::empty({B, 2, 2}, z.options());
   at::Tensor G = at::empty({B, 2, 2}, z.options());
@@ -477,6 +533,16 @@ std::vector<at::Tensor> metric_backward(const at::Tensor& A_bar, const at::Tenso
                                         const at::Tensor& J_bar, const at::Tensor& z, const at::Tensor& cT,
                                         const at::Tensor& MT, const at::Tensor& weights, const at::Tensor& G,
                                         const at::Tensor& S, double s_scale, bool metric_grads) {
+  const int64_t B = rows_of(z, "z");
+  check(A_bar, "A_bar", z, {B, 2, 2});
+  check(G_bar, "G_bar", z, {B, 2, 2});
+  check(l_bar, "l_bar", z, {B});
+  check(J_bar, "J_bar", z, {B, 4, 2});
+  check(z, "z", z, {B, 2});
+  check_table(cT, MT, z);
+  check(weights, "weights", z, {B, cT.size(-1)});
+  check(G, "G", z, {B, 2, 2});
+  check(S, "S", z, {B, 4});
   at::Tensor z_bar = at::empty_like(z);
   at::Tensor cT_bar = metric_grads ? at::zeros_like(cT) : at::Tensor();
   at::Tensor MT_bar = metric_grads ? at::zeros_like(MT) : at::Tensor();
@@ -504,8 +570,14 @@ inline void kick_force(const T* gU, const T* r, const T* Jb, const T* Gb, bool w
 
 at::Tensor kick_forward(const at::Tensor& base, const at::Tensor& half, const at::Tensor& grad_U,
                         const at::Tensor& rho, const at::Tensor& J, const at::Tensor& G, bool with_rho) {
+  const int64_t B = rows_of(base, "base");
+  check(base, "base", base, {B, 2});
+  check(half, "half", base, {B, 1});
+  check(grad_U, "grad_U", base, {B, 2});
+  if (with_rho) check(rho, "rho", base, {B, 2});
+  check(J, "J", base, {B, 4, 2});
+  check(G, "G", base, {B, 2, 2});
   at::Tensor out = at::empty_like(base);
-  const int64_t B = base.size(0);
   AT_DISPATCH_FLOATING_TYPES(base.scalar_type(), "kick_forward", [&] {
     using T = scalar_t;
     const T *bs = base.data_ptr<T>(), *h = half.data_ptr<T>(), *gU = grad_U.data_ptr<T>();
@@ -527,7 +599,13 @@ at::Tensor kick_forward(const at::Tensor& base, const at::Tensor& half, const at
 std::vector<at::Tensor> kick_backward(const at::Tensor& out_bar, const at::Tensor& half, const at::Tensor& grad_U,
                                       const at::Tensor& rho, const at::Tensor& J, const at::Tensor& G,
                                       bool with_rho) {
-  const int64_t B = out_bar.size(0);
+  const int64_t B = rows_of(out_bar, "out_bar");
+  check(out_bar, "out_bar", out_bar, {B, 2});
+  check(half, "half", out_bar, {B, 1});
+  check(grad_U, "grad_U", out_bar, {B, 2});
+  if (with_rho) check(rho, "rho", out_bar, {B, 2});
+  check(J, "J", out_bar, {B, 4, 2});
+  check(G, "G", out_bar, {B, 2, 2});
   at::Tensor half_bar = at::empty_like(half);
   at::Tensor grad_U_bar = at::empty_like(out_bar);
   at::Tensor rho_bar = with_rho ? at::empty_like(out_bar) : at::Tensor();

@@ -155,3 +155,54 @@ def test_any_other_value_of_the_switch_is_refused_in_one_line_naming_it(monkeypa
     message = str(caught.value)
     assert message.startswith("RHVAE_NATIVE must be one of 1, yes, true, on") and "0, no, false, off" in message
     assert repr(value) in message and "\n" not in message
+
+
+def _direct_inputs(rows: int = 5, centroids: int = 7):
+    """Inputs of the compiled entry points in their layouts (float64, contiguous), for calls that bypass the nodes."""
+    g = torch.Generator().manual_seed(3)
+    L = torch.randn(centroids, 2, 2, generator=g, dtype=torch.float64).tril()
+    metric = LearnedMetric(torch.randn(centroids, 2, generator=g, dtype=torch.float64), L @ L.mT, 0.8, 0.1)
+    rows_of = {name: torch.randn(rows, 2, generator=g, dtype=torch.float64) for name in ("z", "rho", "base", "grad_U")}
+    J = 0.05 * torch.randn(rows, 4, 2, generator=g, dtype=torch.float64)
+    half = torch.full((rows, 1), 0.05, dtype=torch.float64)
+    return metric.centroids_T(), metric.matrices_T(), rows_of, J, half
+
+
+def test_a_direct_call_of_a_compiled_entry_point_with_a_valid_layout_runs(compiled):
+    cT, MT, v, J, half = _direct_inputs()
+    G_inv, G, log_det, J_z, weights, S = native.kernels().metric_forward(v["z"], cT, MT, 1 / 0.8**2, 0.1)
+    assert G_inv.shape == (5, 2, 2) and torch.isfinite(log_det).all()
+    kicked = native.kernels().kick_forward(v["base"], half, v["grad_U"], v["rho"], J_z, G, True)
+    assert kicked.shape == (5, 2)
+
+
+def test_the_compiled_entry_points_refuse_a_layout_they_would_misread(compiled):
+    """Each entry point checks its tensors: a non-contiguous one (read as if it were contiguous, it would give wrong
+    values silently), a wrong shape (read past its end) or another dtype is one RuntimeError naming the argument."""
+    cT, MT, v, J, half = _direct_inputs()
+    kernels = native.kernels()
+    z_transposed = v["z"].T.contiguous().T  # the same values, (5, 2), column-major
+    assert not z_transposed.is_contiguous()
+    calls = {
+        "z must be contiguous": lambda: kernels.metric_forward(z_transposed, cT, MT, 1.0, 0.1),
+        "J must be contiguous": lambda: kernels.momentum_forward(v["rho"], v["base"], J.mT.contiguous().mT, 3),
+        r"MT must have sizes \[4, 6\], got \[4, 7\]": lambda: kernels.metric_forward(
+            v["z"], cT[:, :6].contiguous(), MT, 1.0, 0.1
+        ),
+        r"half must have sizes \[5, 1\], got \[1, 1\]": lambda: kernels.kick_forward(
+            v["base"], half[:1], v["grad_U"], v["rho"], J, torch.zeros(5, 2, 2, dtype=torch.float64), True
+        ),
+        "base must be Double like the first input, got Float": lambda: kernels.momentum_forward(
+            v["rho"], v["base"].float(), J, 3
+        ),
+        "take float32 or float64 tensors, got Half": lambda: kernels.metric_forward(v["z"].half(), cT, MT, 1.0, 0.1),
+        r"z_start must have sizes \(B, 2\), got \[5, 3\]": lambda: kernels.position_forward(
+            torch.zeros(5, 3, dtype=torch.float64), v["z"], v["z"], cT, MT, 1.0, 0.1, 2
+        ),
+        "states must be contiguous": lambda: kernels.momentum_backward(
+            v["rho"], J, torch.zeros(1, 2, 5, dtype=torch.float64).mT
+        ),
+    }
+    for message, call in calls.items():
+        with pytest.raises(RuntimeError, match=message):
+            call()
