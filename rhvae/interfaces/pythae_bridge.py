@@ -156,24 +156,21 @@ def _scalar(state: dict, key: str, folder: Path) -> float:
 def _settings(cls: type[VAE], config: dict, state: dict, folder: Path) -> dict:
     """Our constructor's keywords for pythae's config (and, where pythae learns them, its weights)."""
     settings = {"latent_dim": config.get("latent_dim"), "input_dim": math.prod(config["input_dim"])}
+    settings["hidden_dim"] = PYTHAE_HIDDEN
     if cls is VAE:
-        return {**settings, "hidden_dim": PYTHAE_HIDDEN}
-    settings.update(hidden_dim=PYTHAE_HIDDEN, n_lf=config.get("n_lf"), eps_lf=config.get("eps_lf"))
+        return settings
+    settings.update(n_lf=config.get("n_lf"), eps_lf=config.get("eps_lf"), beta_zero=config.get("beta_zero"))
     if cls is HVAE:  # the config holds β₀; a learned ε or √β₀ (learn_eps_lf, learn_beta_zero) is in the weights
         if config.get("learn_eps_lf"):
             settings["eps_lf"] = _scalar(state, "eps_lf", folder)
-        learned = config.get("learn_beta_zero")
-        return {
-            **settings,
-            "beta_zero": _scalar(state, "beta_zero_sqrt", folder) ** 2 if learned else config.get("beta_zero"),
-        }
-    beta_sqrt = config.get("beta_zero")  # pythae's RHVAE: the config's beta_zero is √β₀
+        if config.get("learn_beta_zero"):
+            settings["beta_zero"] = _scalar(state, "beta_zero_sqrt", folder) ** 2
+        return settings
+    if isinstance(settings["beta_zero"], float | int) and not isinstance(settings["beta_zero"], bool):
+        settings["beta_zero"] **= 2  # pythae's RHVAE: the config's beta_zero is √β₀
     return {
         **settings,
         **PYTHAE_RHVAE_FLOW,
-        "beta_zero": beta_sqrt**2
-        if isinstance(beta_sqrt, (int, float)) and not isinstance(beta_sqrt, bool)
-        else beta_sqrt,
         "temperature": config.get("temperature"),
         "regularization": config.get("regularization"),
         "metric_hidden_dim": PYTHAE_METRIC_HIDDEN,
