@@ -38,9 +38,15 @@
 # Layout of the output folder: README.md (the results report: claims, verdicts, tables over seeds, figures),
 # executed/NAME.ipynb (executed notebooks, with outputs), logs/NAME.log (cell outputs and progress bars), NAME/
 # (the notebook's run folder: figures and results.json). A run under figures/ also writes figures/README.md.
+# One run per output folder: a second run into an --out that a live run holds is refused (exit 2); the lock
+# (flock on DIR/.rhvae.lock, which `python -m rhvae train --out` takes too) ends with the run that holds it.
+# Ctrl-C (SIGINT), SIGTERM and SIGHUP, to this script alone or to its whole process group, stop the run the same
+# way: every notebook's papermill and kernel stop, no half-written file stays, the summary marks the notebooks
+# INTERRUPTED (Ctrl-C) or TERMINATED, and the exit status is 128 + the signal's number.
 # Exit status: 0 all fine, 1 a notebook failed (one at a time: stops at the first failure), 2 bad usage (or a
-# --dask scheduler that does not answer, or an --out that cannot be written), 3 all notebooks ran but a model's
-# training diverged (see the summary and the results.json of that notebook), 130 interrupted (Ctrl-C).
+# --dask scheduler that does not answer, or an --out that cannot be written or is in use), 3 all notebooks ran but
+# a model's training diverged (see the summary and the results.json of that notebook), 130 interrupted (Ctrl-C),
+# 143 terminated (SIGTERM), 129 hung up (SIGHUP).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -185,6 +191,17 @@ fi
 problem="$(mkdir -p "$out/executed" "$out/logs" 2>&1 && touch "$out/logs/.writable" 2>&1)" \
     || die_usage "--out $out cannot be written: ${problem##*: }"
 rm -f "$out/logs/.writable"
+# the lock's file descriptor is inherited by the notebook runners (not by their papermills): it is released when
+# this shell and every runner have ended, so orphans, were there any, would still hold it
+lock="$out/.rhvae.lock"
+if command -v flock >/dev/null 2>&1; then
+    exec {lock_fd}>>"$lock"
+    flock -n "$lock_fd" || die_usage "--out $out is in use by $(head -n 1 "$lock" 2>/dev/null || echo 'another run'):" \
+        "wait for it to end or choose another --out"
+    echo "run_all.sh (pid $$, since $(date +%H:%M:%S))" > "$lock"
+else
+    echo "run_all.sh: flock is not installed: two runs into $out would not be told apart" >&2
+fi
 
 mode="default (reuse cached models when settings match)"
 common=(-p interactive False)
@@ -208,35 +225,43 @@ summary() {
     done
 }
 
-# Run one notebook (rhvae/experiments/notebook_command.py); its papermill exit status and duration go to
-# logs/NAME.rc. Cell outputs are shown (and logged) when notebooks run one at a time, logged only when concurrent.
+# Run one notebook (rhvae/experiments/notebook_command.py), as a job of this shell (started with &): its papermill
+# exit status and duration go to logs/NAME.rc. exec makes the job's process the runner itself, so that a signal
+# forwarded to the job reaches the runner, which stops its papermill. Cell outputs are shown (and logged) when
+# notebooks run one at a time, logged only when concurrent.
 run_notebook() {
     local nb="$1" line echo_flag=() args=("${common[@]}")
     line="$(grep -P "^$nb\t" <<< "$plan" || true)"
     [[ $jobs -gt 1 ]] || echo_flag=(--echo)
     ! is_in "$nb" "${fed[@]+"${fed[@]}"}" || args=("${fed_common[@]}")
-    "$PYTHON" -m rhvae.experiments.notebook_command run --out "$out" "${echo_flag[@]+"${echo_flag[@]}"}" \
-        --own="${line#*$'\t'}" "$nb" -- "${args[@]}" || true
+    exec "$PYTHON" -m rhvae.experiments.notebook_command run --out "$out" "${echo_flag[@]+"${echo_flag[@]}"}" \
+        --own="${line#*$'\t'}" "$nb" -- "${args[@]}"
 }
 
 # Run the named notebooks at once as jobs of the --dask cluster (rhvae/experiments/sweep.py, which writes the files
 # run_notebook writes), with the arguments run_notebook would give the first of them (all share them); none: nothing.
+# Returns the sweep's exit status (2: the cluster cannot be reached).
 sweep_round() {
     [[ $# -gt 0 ]] || return 0
-    local nb args=("${common[@]}")
+    local nb lines args=("${common[@]}") pid status=0
     ! is_in "$1" "${fed[@]+"${fed[@]}"}" || args=("${fed_common[@]}")
-    for nb in "$@"; do grep -P "^$nb\t" <<< "$plan" || true; done \
-        | "$PYTHON" -m rhvae.experiments.sweep --dask "$dask" --out "$out" --notebooks "$ROOT/notebooks" -- "${args[@]}"
+    lines="$(for nb in "$@"; do grep -P "^$nb\t" <<< "$plan" || true; done)"
+    "$PYTHON" -m rhvae.experiments.sweep --dask "$dask" --out "$out" --notebooks "$ROOT/notebooks" -- "${args[@]}" \
+        <<< "$lines" &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do wait "$pid" && status=0 || status=$?; done  # a trapped signal ends a wait
+    return "$status"
 }
 
-# Add the summary row of a finished notebook; 1 if it failed.
+# Add the summary row of a finished notebook; 1 if it failed, 128 + n if the signal n stopped it.
 collect() {
     local nb="$1" folder="$out/$1" rc=1 secs=0 status
     [[ ! -f "$out/logs/$nb.rc" ]] || read -r rc secs < "$out/logs/$nb.rc"
-    if [[ $rc -eq 130 ]]; then
-        rows+=("$nb|INTERRUPTED|$secs|$folder")
-        echo "run_all.sh: notebook '$nb' interrupted (Ctrl-C) after ${secs}s; log: $out/logs/$nb.log" >&2
-        return 130
+    if [[ $rc -eq 130 || $rc -eq 143 || $rc -eq 129 ]]; then
+        status=TERMINATED; [[ $rc -ne 130 ]] || status=INTERRUPTED
+        rows+=("$nb|$status|$secs|$folder")
+        echo "run_all.sh: notebook '$nb' ${status,,} (exit $rc) after ${secs}s; log: $out/logs/$nb.log" >&2
+        return "$rc"
     fi
     if [[ $rc -ne 0 ]]; then
         rows+=("$nb|FAILED|$secs|$folder")
@@ -254,13 +279,40 @@ collect() {
     rows+=("$nb|$status|$secs|$folder")
 }
 
+# Signals. Background jobs start with SIGINT ignored, and a shell runs a trap only once the foreground command has
+# ended: so every notebook and sweep runs as a job and the shell waits for it (a wait ends when a trapped signal
+# arrives). On Ctrl-C, SIGTERM or SIGHUP the shell forwards the signal to its jobs once (the runners stop their
+# papermills, which stop their kernels, and write their .rc), starts no other notebook, waits for the jobs to end,
+# and exits with 128 + the signal's number after the summary. Sent to the whole group, the signal reaches every
+# process at once; the runners then only clean up.
+stopped=0
+on_signal() {
+    [[ $stopped -eq 0 ]] || return 0
+    stopped=$((128 + $2))
+    kill -"$1" $(jobs -rp) 2>/dev/null || true
+}
+trap 'on_signal INT 2' INT
+trap 'on_signal TERM 15' TERM
+trap 'on_signal HUP 1' HUP
+wait_for_jobs() { while [[ -n "$(jobs -rp)" ]]; do wait || true; done; }
+end_stopped() {
+    wait_for_jobs
+    for nb in "${notebooks[@]}"; do [[ ! -f "$out/logs/$nb.rc" ]] || collect "$nb" || true; done
+    summary
+    local how=interrupted; [[ $stopped -eq 130 ]] || how="terminated (exit $stopped)"
+    echo "run_all.sh: $how; the notebooks that had not started were not run" >&2
+    exit "$stopped"
+}
+
 failed=0
 if [[ $jobs -eq 1 && -z "$dask" ]]; then
     for nb in "${notebooks[@]}"; do
         echo
         echo "=== $nb -> $out/$nb (log: $out/logs/$nb.log)"
-        run_notebook "$nb"
-        collect "$nb" || { status=$?; summary; exit $(( status == 130 ? 130 : 1 )); }  # stop at the first failure
+        run_notebook "$nb" &
+        wait_for_jobs
+        [[ $stopped -eq 0 ]] || end_stopped
+        collect "$nb" || { status=$?; summary; exit $((status > 128 ? status : 1)); }  # stop at the first failure
     done
 else
     if [[ -n "$dask" ]]; then
@@ -268,29 +320,22 @@ else
         # analyses whose experiments ran, then the others (see above); each round runs its notebooks at once
         alone=()
         for nb in "${analyses[@]+"${analyses[@]}"}"; do is_in "$nb" "${fed[@]+"${fed[@]}"}" || alone+=("$nb"); done
-        sweep_round "${start_order[@]:0:${#primaries[@]}}" || exit $?
-        sweep_round "${fed[@]+"${fed[@]}"}" || exit $?
-        sweep_round "${alone[@]+"${alone[@]}"}" || exit $?
+        sweep_round "${start_order[@]:0:${#primaries[@]}}" && sweep_round "${fed[@]+"${fed[@]}"}" \
+            && sweep_round "${alone[@]+"${alone[@]}"}" && status=0 || status=$?
+        [[ $stopped -eq 0 ]] || end_stopped
+        [[ $status -eq 0 ]] || exit "$status"
     else
-        # background jobs start with SIGINT ignored: on Ctrl-C this shell stops the ones it started (each stops
-        # its papermill and writes its .rc), and the notebooks not started yet are not started
-        interrupted=0
-        trap 'interrupted=1; kill -INT $(jobs -rp) 2>/dev/null || true' INT
         for nb in "${start_order[@]}"; do
-            while [[ $interrupted -eq 0 && $(jobs -rp | wc -l) -ge $jobs ]]; do wait -n || true; done
+            while [[ $stopped -eq 0 && $(jobs -rp | wc -l) -ge $jobs ]]; do wait -n || true; done
             if [[ "$nb" == "${analyses[0]:-}" ]]; then  # the analyses (last in start_order) start when the rest is done
-                while [[ $interrupted -eq 0 && -n "$(jobs -rp)" ]]; do wait -n || true; done
+                while [[ $stopped -eq 0 && -n "$(jobs -rp)" ]]; do wait -n || true; done
             fi
-            [[ $interrupted -eq 0 ]] || break
+            [[ $stopped -eq 0 ]] || break
             echo "=== $nb -> $out/$nb (log: $out/logs/$nb.log), started $(date +%H:%M:%S)"
             run_notebook "$nb" &
         done
-        while [[ -n "$(jobs -rp)" ]]; do wait || true; done
-        trap - INT
-        if [[ $interrupted -ne 0 ]]; then
-            for nb in "${notebooks[@]}"; do [[ ! -f "$out/logs/$nb.rc" ]] || collect "$nb" || true; done
-            summary; echo "run_all.sh: interrupted" >&2; exit 130
-        fi
+        wait_for_jobs
+        [[ $stopped -eq 0 ]] || end_stopped
     fi
     for nb in "${notebooks[@]}"; do collect "$nb" || failed=1; done
     if [[ $failed -ne 0 ]]; then summary; exit 1; fi

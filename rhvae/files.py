@@ -1,12 +1,19 @@
-"""Writing files so that nothing written is lost or half-written: atomic replacement, and a folder check before
-long work."""
+"""Writing files so that nothing written is lost or half-written: atomic replacement, a folder check before long
+work, and one run per output folder."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+#: The lock file of an output folder, taken by ``run_all.sh --out`` (flock(1)) and ``hold_folder`` alike.
+LOCK_NAME = ".rhvae.lock"
 
 
 class WriteError(OSError):
@@ -99,3 +106,32 @@ def text_writer(text: str):
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, text_writer(text))
+
+
+class FolderInUse(ValueError):
+    """Another live run holds the output folder: one line naming it and the holder."""
+
+
+@contextlib.contextmanager
+def hold_folder(folder: str | Path, name: str, holder: str) -> Iterator[Path]:
+    """One run per output folder: hold the lock ``folder/.rhvae.lock`` for the block, or raise ``FolderInUse``
+    naming ``name`` (the option, e.g. ``--out``) and the run that holds it. The lock is flock(2)'s, which the kernel
+    releases when the process that holds it ends in any way (a killed run leaves a lock file but no lock), and which
+    ``run_all.sh`` takes on the same file. ``holder`` (e.g. "python -m rhvae train") is written into the file for
+    the message a second run gets."""
+    path = Path(folder) / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # not inherited by child processes
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = path.read_text(errors="replace").strip().splitlines()
+            raise FolderInUse(
+                f"{name} {folder} is in use by {who[0] if who else 'another run'}: wait for it to end or choose "
+                f"another {name}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{holder} (pid {os.getpid()}, since {time.strftime('%H:%M:%S')})\n".encode())
+        yield path
+    finally:
+        os.close(fd)

@@ -139,7 +139,10 @@ def _default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_sigint_during_training_is_one_line_and_writes_nothing(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_during_training_is_one_line_and_writes_nothing(tmp_path, signum):
+    """Ctrl-C, SIGTERM and SIGHUP stop a training the same way: one line, exit 128 + the signal's number, and no
+    file or folder left (the lock of --out included)."""
     out = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "rhvae", "train", "--model", "vae", "--epochs", "100000", "--out", str(out)],
@@ -153,18 +156,19 @@ def test_sigint_during_training_is_one_line_and_writes_nothing(tmp_path):
         preexec_fn=_default_sigint,
     )
     try:
-        # the text bar's first line is printed when the first epoch starts: interrupt a little after it
+        # the text bar's first line is printed when the first epoch starts: signal a little after it
         started = threading.Thread(target=proc.stdout.read, args=(1,), daemon=True)
         started.start()
         started.join(timeout=120)
         time.sleep(2)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 128 + signum, stderr
     lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("python -m rhvae train: interrupted at epoch "), stderr
+    stopped = "interrupted" if signum == signal.SIGINT else f"terminated by {signum.name}"
+    assert len(lines) == 1 and lines[0].startswith(f"python -m rhvae train: {stopped} at epoch "), stderr
     assert lines[0].endswith(", nothing written") and "Traceback" not in stderr
     assert not out.exists()
 

@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rhvae"
 LAYERS = [
-    {"rhvae.version", "rhvae.validation", "rhvae.paths", "rhvae.files", "rhvae.provenance"},
+    {"rhvae.version", "rhvae.validation", "rhvae.paths", "rhvae.files", "rhvae.provenance", "rhvae.signals"},
     {"rhvae.models"},
     {"rhvae.sampling", "rhvae.evaluation"},
     {"rhvae.training", "rhvae.persistence"},

@@ -12,23 +12,21 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
-import ctypes
 import json
 import os
 import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import papermill
 import yaml
 from papermill.cli import _resolve_type
 
+from rhvae import signals
 from rhvae.experiments.data import DataError, class_counts
 from rhvae.experiments.parameters import check_parameter
 from rhvae.experiments.registry import PARAMETERS, REGISTRY
@@ -46,12 +44,8 @@ MANAGED = {
     "quick": "use --quick",
     "reuse_cache": "use --train",
 }
-#: Exit status of a notebook interrupted by Ctrl-C (SIGINT), as a shell reports it, and how long an interrupted
-#: papermill may take to stop its kernel before it is killed.
-INTERRUPTED = 130
+#: How long an interrupted papermill may take to stop its kernel before it is killed.
 STOP_SECONDS = 30
-#: prctl(2) option: the signal a child gets when its parent dies (Linux).
-PR_SET_PDEATHSIG = 1
 #: What jupyter_client says when a notebook's kernel never answered at start-up, before any cell ran. Seen when
 #: another process took a TCP port of the kernel's connection file between jupyter_client choosing it and the kernel
 #: binding it (``ZMQError: Address already in use``; Dask's own connections use such ports). ``execute`` then runs
@@ -65,23 +59,37 @@ def papermill_command(source: str | os.PathLike, executed: str | os.PathLike, ar
     return [sys.executable, "-m", "papermill", "-k", KERNEL, "--log-output", str(source), str(executed), *arguments]
 
 
-def execute(command: Sequence[str], log: Path, echo: bool = False, cwd=None, env=None) -> int:
+def execute(command: Sequence[str], log: Path, echo: bool = False, cwd=None, env=None, key: str = "") -> int:
     """Run ``command`` with its output written to ``log`` (and, with ``echo``, to stdout as it comes); its exit
-    status, or ``INTERRUPTED`` after Ctrl-C: the child, which starts with the default SIGINT even when this process
-    was started in the background, is sent SIGINT too and waited for (killed after ``STOP_SECONDS``). A notebook
+    status, or 128 + the signal's number after Ctrl-C (130), SIGTERM (143) or SIGHUP (129): the child, which starts
+    with the default SIGINT even when this process was started in the background, is sent SIGINT (papermill's
+    clean stop, which also stops its kernel) and waited for (killed after ``STOP_SECONDS``). A notebook
     whose kernel did not start (``KERNEL_NOT_STARTED`` in its output, exit status 1) is run once more, with a line
-    saying so in the log."""
+    saying so in the log. ``stop_running(signum, [key])`` stops it from another thread as the signal would."""
     with open(log, "wb") as log_file:
-        status, kernel_not_started = _execute_once(command, log_file, echo, cwd, env)
+        status, kernel_not_started = _execute_once(command, log_file, echo, cwd, env, key)
         if status == 1 and kernel_not_started:
             _write_line(
                 b"=== the notebook's kernel did not start (above): running the notebook once more\n", log_file, echo
             )
-            status, _ = _execute_once(command, log_file, echo, cwd, env)
+            status, _ = _execute_once(command, log_file, echo, cwd, env, key)
     return status
 
 
-def _execute_once(command: Sequence[str], log_file, echo: bool, cwd, env) -> tuple[int, bool]:
+#: The stop functions of the notebooks this process is running, by the ``key`` given to ``execute``.
+_running: dict[str, Callable[[int], None]] = {}
+
+
+def stop_running(signum: int, keys) -> None:
+    """Stop the notebooks this process runs under one of ``keys`` as the signal ``signum`` would (``execute`` then
+    returns 128 + signum): how a Dask worker, which runs jobs in a thread where no signal handler can be set, is
+    told to stop a sweep's jobs."""
+    for key in keys:
+        if key in _running:
+            _running[key](signum)
+
+
+def _execute_once(command: Sequence[str], log_file, echo: bool, cwd, env, key: str) -> tuple[int, bool]:
     """One run of ``execute``: its exit status, and whether its output says the kernel did not start."""
     received: list[int] = []
     kernel_not_started = False
@@ -89,41 +97,31 @@ def _execute_once(command: Sequence[str], log_file, echo: bool, cwd, env) -> tup
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd, env=env, preexec_fn=_child_setup
     )
 
-    def on_sigint(signum, frame):  # whenever it arrives: forward it, and report the run as interrupted
+    def stop(signum, frame=None):  # whenever one arrives: stop the child (once), report the run as stopped by it
         received.append(signum)
-        if child.poll() is None:
+        if len(received) == 1 and child.poll() is None:
             child.send_signal(signal.SIGINT)
 
-    with sigint_handler(on_sigint):
-        for line in child.stdout:
-            try:
-                _write_line(line, log_file, echo)
-            except OSError:  # a full disk: papermill could not write its notebook either
-                child.terminate()
-                child.wait()
-                raise
-            kernel_not_started = kernel_not_started or any(message in line for message in KERNEL_NOT_STARTED)
-        try:
-            status = child.wait(timeout=STOP_SECONDS if received else None)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            status = child.wait()
-    return (INTERRUPTED if received else status), kernel_not_started
-
-
-@contextlib.contextmanager
-def sigint_handler(handler) -> Iterator[None]:
-    """``handler`` for SIGINT (Ctrl-C) inside the block, the previous one restored after it. Only the main thread
-    can set one (a Dask worker runs jobs in a thread); elsewhere the block runs unchanged, as signals reach the main
-    thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, handler)
+    key = key or f"pid {child.pid}"
+    _running[key] = stop
     try:
-        yield
+        with signals.handlers(stop):
+            for line in child.stdout:
+                try:
+                    _write_line(line, log_file, echo)
+                except OSError:  # a full disk: papermill could not write its notebook either
+                    child.terminate()
+                    child.wait()
+                    raise
+                kernel_not_started = kernel_not_started or any(message in line for message in KERNEL_NOT_STARTED)
+            try:
+                status = child.wait(timeout=STOP_SECONDS if received else None)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                status = child.wait()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        del _running[key]
+    return (128 + received[0] if received else status), kernel_not_started
 
 
 def _write_line(line: bytes, log_file, echo: bool) -> None:
@@ -138,10 +136,7 @@ def _child_setup() -> None:
     it ignored), and on Linux SIGTERM when this process dies (a killed Dask worker or runner leaves no papermill
     behind; the kernel exits with its parent, ipykernel watches it)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    try:
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: no parent-death signal
-        pass
+    signals.stop_with_parent()
 
 
 # ------------------------------------------------------------------------------------------------- the plan
@@ -303,6 +298,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("common", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even when run_all.sh started this with &
+    signals.stop_with_parent()  # run_all.sh killed by SIGKILL: this runner stops its notebook as on SIGTERM
+    with signals.stop_signals_as_interrupts():
+        try:
+            return _command(args)
+        except KeyboardInterrupt as err:  # between two notebook runs, or while planning: nothing half-written
+            return signals.exit_status(err)
+
+
+def _command(args) -> int:
     if args.command == "plan":
         try:
             planned = plan(args.notebooks, [tuple(pair) for pair in args.p])

@@ -49,7 +49,8 @@ from pathlib import Path
 
 import yaml
 
-from rhvae.experiments.notebook_command import execute, papermill_command, papermill_value, sigint_handler
+from rhvae import signals
+from rhvae.experiments.notebook_command import STOP_SECONDS, execute, papermill_command, papermill_value, stop_running
 from rhvae.experiments.registry import REGISTRY
 from rhvae.experiments.runs import GIVEN_ENV, cache_folder, clear_earlier_run
 from rhvae.files import atomic_write, atomic_write_text, writable_folder
@@ -61,8 +62,12 @@ MAX_LOCAL_WORKERS = 256
 CONNECT_TIMEOUT = 20
 #: Seconds between two progress lines while jobs run.
 HEARTBEAT = 60.0
-#: Seconds between two looks at Ctrl-C while waiting for the jobs (``_ctrl_c_as_flag``).
+#: Seconds between two looks at Ctrl-C while waiting for the jobs (``_stop_signals_as_flag``), and how long the stopped
+#: jobs may take to come back beyond their papermill's ``STOP_SECONDS`` before they are cancelled.
 CTRL_C_POLL = 0.5
+GRACE_SECONDS = 10
+#: On a worker: the jobs (by tag) of sweeps that were stopped, with the signal's number (``_stop_jobs``).
+_stopped: dict[str, int] = {}
 ADDRESS_HELP = (
     f"'local' (a LocalCluster of {LOCAL_WORKERS} workers on this machine), 'local:N' (N workers, 1 to "
     f"{MAX_LOCAL_WORKERS}) or a scheduler address such as tcp://host:8786"
@@ -142,7 +147,8 @@ def dask_client(address: str) -> Iterator:
         # reaches every process of the group, and this client, which cancels the jobs and closes the cluster, is the
         # one to handle it (each worker printed a 35-line KeyboardInterrupt traceback). The notebooks' papermill
         # processes reset SIGINT to its default (``notebook_command._child_setup``) and stop on Ctrl-C themselves.
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}), sigint_handler(signal.SIG_IGN):
+        quiet_sigint = signals.handlers(signal.SIG_IGN, [signal.SIGINT])
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}), quiet_sigint:
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
         with cluster, Client(cluster) as client:
             yield client
@@ -151,15 +157,15 @@ def dask_client(address: str) -> Iterator:
 
 
 @contextlib.contextmanager
-def _ctrl_c_as_flag() -> Iterator[threading.Event]:
-    """Ctrl-C sets the yielded event instead of raising ``KeyboardInterrupt`` wherever the main thread is: raised
-    inside distributed's wait (a ``threading.Condition``), it could leave the lock released twice and surface as
-    ``RuntimeError: release unlocked lock`` with a traceback. ``run_sweep`` polls the event and raises
-    ``KeyboardInterrupt`` itself, between two waits. Outside the main thread no handler can be set (nor is one
-    needed: signals reach the main thread only)."""
-    flag = threading.Event()
-    with sigint_handler(lambda signum, frame: flag.set()):
-        yield flag
+def _stop_signals_as_flag() -> Iterator[list]:
+    """Ctrl-C, SIGTERM and SIGHUP append their number to the yielded list instead of raising wherever the main
+    thread is: ``KeyboardInterrupt`` raised inside distributed's wait (a ``threading.Condition``) could leave the
+    lock released twice and surface as ``RuntimeError: release unlocked lock`` with a traceback. ``run_sweep`` polls
+    the list and raises itself (``signals.interrupt``), between two waits. Outside the main thread no handler can be
+    set (nor is one needed: signals reach the main thread only)."""
+    received: list[int] = []
+    with signals.handlers(lambda signum, frame: received.append(signum)):
+        yield received
 
 
 def _connect(client_class, address: str):
@@ -198,7 +204,10 @@ class _QuietWorkerShutdown(logging.Filter):
 # ------------------------------------------------------------------------------------------------- on a worker
 def execute_job(job: Job, cached_models: Mapping[str, bytes]) -> Outcome:
     """Run ``job`` with papermill in a temporary folder of this machine, its model cache holding
-    ``cached_models`` (path relative to the cache: bytes), and return everything it wrote."""
+    ``cached_models`` (path relative to the cache: bytes), and return everything it wrote. A job of a sweep that was
+    stopped (``_stop_jobs``) before it started ends at once."""
+    if job.tag in _stopped:
+        return Outcome(job.name, 128 + _stopped[job.tag], 0.0, log=b"the sweep was stopped before this job started\n")
     folder = job_folder(job)
     folder.mkdir(parents=True)
     try:
@@ -226,7 +235,8 @@ def _execute_in(job: Job, folder: Path, cached_models: Mapping[str, bytes]) -> O
     parameters.write_text(yaml.safe_dump({**job.parameters, "output_dir": str(run_dir), "cache_dir": str(cache_dir)}))
     command = papermill_command(source, executed, ["-f", str(parameters)])
     start = time.perf_counter()
-    exit_status = execute(command, log, cwd=folder, env={**os.environ, GIVEN_ENV: ",".join(job.given)})
+    environment = {**os.environ, GIVEN_ENV: ",".join(job.given)}
+    exit_status = execute(command, log, cwd=folder, env=environment, key=job.tag)
     stamps = _stamps(cache_dir)
     return Outcome(
         name=job.name,
@@ -276,7 +286,7 @@ def run_sweep(jobs: Sequence[Job], out: str | os.PathLike, address: str, heartbe
     out = Path(out)
     local_workers(address)  # a bad address is refused before anything starts
     statuses: dict[str, int] = {}
-    with dask_client(address) as client, _ctrl_c_as_flag() as interrupted:
+    with dask_client(address) as client, _stop_signals_as_flag() as received:
         workers = client.scheduler_info()["workers"].values()
         print(
             f"Dask cluster {client.scheduler.address}: {len(workers)} workers, "
@@ -304,14 +314,17 @@ def run_sweep(jobs: Sequence[Job], out: str | os.PathLike, address: str, heartbe
             submitted[future] = (job, cache, time.monotonic())
             print(f"{announce}, sent to the cluster {_dt.datetime.now():%H:%M:%S}", flush=True)
         pending = set(submitted)
-        beat = time.monotonic()
+        beat, stopping = time.monotonic(), None
         while pending:
             try:
                 wait(list(pending), timeout=min(heartbeat, CTRL_C_POLL), return_when="FIRST_COMPLETED")
             except (CancelledError, TimeoutError):  # the futures of a lost worker (handled below), or nothing yet
                 pass
-            if interrupted.is_set():
-                raise KeyboardInterrupt  # leaving the client's block cancels the jobs and closes a local cluster
+            if received and stopping is None:  # each worker stops this sweep's notebooks as the signal would
+                stopping = time.monotonic()
+                client.run(_stop_jobs, [job.tag for job in jobs], received[0], on_error="return")
+            if stopping is not None and time.monotonic() - stopping > STOP_SECONDS + GRACE_SECONDS:
+                raise signals.interrupt(received[0])  # leaving the client's block cancels what is left
             finished = [f for f in pending if f.done() or f.cancelled()]
             if not finished and time.monotonic() - beat >= heartbeat:
                 beat = time.monotonic()
@@ -327,6 +340,8 @@ def run_sweep(jobs: Sequence[Job], out: str | os.PathLike, address: str, heartbe
                 pending.discard(future)
                 job, cache, sent = submitted[future]
                 outcome = _outcome(future, job, time.monotonic() - sent)
+                if stopping is not None and outcome.exit_status == 1:  # its worker stopped by the same signal
+                    outcome.exit_status = 128 + received[0]
                 if not outcome.host:  # lost with its worker: its folder, if on this machine, goes too
                     shutil.rmtree(job_folder(job), ignore_errors=True)
                 statuses[job.name] = deliver(outcome, out, cache)
@@ -336,9 +351,16 @@ def run_sweep(jobs: Sequence[Job], out: str | os.PathLike, address: str, heartbe
                     f"{len(statuses)}/{len(jobs)} done",
                     flush=True,
                 )
-        if interrupted.is_set():  # pressed while the last outcomes were delivered
-            raise KeyboardInterrupt
+        if received:  # the stopped jobs are delivered (their .rc say so), or arrived while the last ones were
+            raise signals.interrupt(received[0])
     return statuses
+
+
+def _stop_jobs(tags: Sequence[str], signum: int) -> None:
+    """On a worker (``client.run``): stop the running notebooks of the jobs ``tags`` as the signal ``signum`` would,
+    and make those jobs that have not started yet end at once with its exit status."""
+    _stopped.update(dict.fromkeys(tags, signum))
+    stop_running(signum, tags)
 
 
 def _executing_keys(dask_worker) -> list:
@@ -445,7 +467,8 @@ def plan_jobs(plan: str, notebooks: Path, common: Sequence[str], given: Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m rhvae.experiments.sweep``: run ``run_all.sh``'s plan (stdin) on a Dask cluster. Exit status 0 when
     every job's outputs were written (failed or not: ``run_all.sh`` reads logs/NAME.rc), 2 when the address is bad or
-    the cluster cannot be reached (nothing was run), 130 when interrupted."""
+    the cluster cannot be reached (nothing was run), 128 + the signal's number when stopped by one (130 Ctrl-C,
+    143 SIGTERM, 129 SIGHUP)."""
     parser = argparse.ArgumentParser(prog="python -m rhvae.experiments.sweep", allow_abbrev=False)
     parser.add_argument("--dask", required=True, help=ADDRESS_HELP)
     parser.add_argument("--check", action="store_true", help="only check the address")
@@ -463,14 +486,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     common = args.common[1:] if args.common[:1] == ["--"] else args.common
     given = [name for name in os.environ.get(GIVEN_ENV, "").split(",") if name]
     jobs = plan_jobs(sys.stdin.read(), args.notebooks, common, given)
+    signals.stop_with_parent()  # run_all.sh killed by SIGKILL: the jobs are cancelled as on SIGTERM
     try:
-        run_sweep(jobs, args.out, args.dask)
+        with signals.stop_signals_as_interrupts():  # while the cluster starts; run_sweep then takes them over
+            run_sweep(jobs, args.out, args.dask)
     except SchedulerUnreachable as err:
         print(" ".join(str(err).split()), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: the jobs were cancelled", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        status = signals.exit_status(err)
+        print(f"{signals.signal_word(status).lower()}: the jobs were cancelled", file=sys.stderr)
+        return status
     return 0
 
 
