@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
 
+from rhvae import signals
 from rhvae.experiments.data import EXPERIMENTS, SOURCES, class_counts, experiment_data
 from rhvae.experiments.model_cache import build_model, data_of
 from rhvae.experiments.report import write_report
 from rhvae.experiments.tables import evaluate_model
-from rhvae.files import atomic_write_set, atomic_write_text, text_writer, writable_folder
+from rhvae.files import LOCK_NAME, atomic_write_set, atomic_write_text, hold_folder, text_writer, writable_folder
 from rhvae.interfaces.plotting import plot_image_grid, plot_reconstructions
+from rhvae.interfaces.pythae_bridge import from_pythae
 from rhvae.models import MODELS, OBJECTIVES, RHVAE, STEP_BOUNDS, native
 from rhvae.persistence import load_model, model_writer
 from rhvae.provenance import environment, set_threads
@@ -84,9 +87,10 @@ def prepare_out_folder(path: Path) -> Path | None:
 
 
 def remove_created(path: Path, created: Path | None) -> None:
-    """Remove the folders ``prepare_out_folder`` created, as long as nothing was written in them."""
+    """Remove the folders ``prepare_out_folder`` created, as long as nothing but the lock was written in them."""
     if created is None:
         return
+    (path / LOCK_NAME).unlink(missing_ok=True)
     folder = path
     while True:
         try:
@@ -132,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_train_parser(sub)
     _add_eval_parser(sub)
+    _add_score_pythae_parser(sub)
     _add_report_parser(sub)
     _add_data_parser(sub)
     sub.add_parser(
@@ -236,6 +241,11 @@ def _add_eval_parser(sub) -> None:
         help="the experiment whose default test split to use, for a model file that records no subset "
         "(saved with rhvae.save_model without provenance); a file that records one uses its own",
     )
+    _add_evaluation_options(e)
+
+
+def _add_evaluation_options(e) -> None:
+    """The options of ``eval`` and ``score-pythae``: the estimates, the samples and the output folder."""
     e.add_argument(
         "--ll-samples",
         dest="ll_samples",
@@ -254,6 +264,30 @@ def _add_eval_parser(sub) -> None:
     e.add_argument("--seed", type=_ranged("seed"), default=0, help="seed of the estimates and the sampler")
     e.add_argument("--threads", type=_ranged("threads"), default=1, help="torch CPU threads (recorded)")
     e.add_argument("--out", required=True, type=_folder, help="output folder")
+
+
+def _add_score_pythae_parser(sub) -> None:
+    p = sub.add_parser(
+        "score-pythae",
+        help="evaluate a pythae 0.1.2 VAE / HVAE / RHVAE model folder as 'eval' does",
+        description="Read a folder written by pythae's model.save (model_config.json and model.pt of its VAE, HVAE "
+        "or RHVAE with the default MLPs; pickled custom networks are refused, docs/usage.md 'Models from pythae'), "
+        "and write eval.json, samples.png and reconstructions.png into --out for the test split of --experiment, "
+        "as 'eval' does.",
+        allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("folder", type=_folder, help="a pythae model folder")
+    p.add_argument(
+        "--experiment", choices=tuple(EXPERIMENTS), required=True, help="the experiment whose test split to use"
+    )
+    p.add_argument(
+        "--mse-as-bernoulli",
+        dest="mse_as_bernoulli",
+        action="store_true",
+        help="accept a model trained with reconstruction_loss='mse' and read its decoder means as Bernoulli means",
+    )
+    _add_evaluation_options(p)
 
 
 def _add_report_parser(sub) -> None:
@@ -391,9 +425,22 @@ def run_eval(args) -> int:
         raise ValueError(f"--experiment {args.experiment}: {args.model_file} was trained on the {recorded} subset")
     else:
         data = data_of(provenance)
+    return write_evaluation(model, data, args, args.model_file)
+
+
+def run_score_pythae(args) -> int:
+
+    set_threads(args.threads)
+    model = from_pythae(args.folder, mse_as_bernoulli=args.mse_as_bernoulli)
+    return write_evaluation(model, experiment_data(args.experiment), args, args.folder)
+
+
+def write_evaluation(model, data, args, source: Path) -> int:
+    """``evaluate_model`` on ``data``'s test split, written to ``args.out`` (eval.json, samples.png,
+    reconstructions.png) and summarised on stdout; ``source`` is the model file or folder it was read from."""
     results, images = evaluate_model(model, data, args.ll_samples, args.n_samples, args.mcmc_steps, args.seed)
     results.update(
-        model_file=str(args.model_file),
+        model_file=str(source),
         model_config=model.config(),
         arguments={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         subset=data.provenance(),
@@ -442,25 +489,29 @@ def run_report(args) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"train": run_train, "eval": run_eval, "report": run_report, "data": run_data, "kernels": run_kernels}
+    commands = {"train": run_train, "eval": run_eval, "score-pythae": run_score_pythae, "report": run_report}
+    commands.update(data=run_data, kernels=run_kernels)
     command = commands[args.command]
     prefix = f"python -m rhvae {args.command}"
     out, created = getattr(args, "out", None), None
     try:
-        if out is not None:
+        with signals.stop_signals_as_interrupts():  # SIGTERM and SIGHUP clean up as Ctrl-C does
+            if out is None:
+                return command(args)
             created = prepare_out_folder(out)
-        try:
-            return command(args)
-        except BaseException:
-            if out is not None:
-                remove_created(out, created)
-            raise
-    except TrainingInterrupted as err:
-        print(f"{prefix}: interrupted at epoch {err.epoch}, nothing written", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print(f"{prefix}: interrupted, nothing written", file=sys.stderr)
-        return 130
+            # one run per output folder (run_all.sh takes the same lock); refused, this run removes nothing
+            with hold_folder(out, "--out", prefix):
+                try:
+                    return command(args)
+                except BaseException:
+                    remove_created(out, created)
+                    raise
+    except KeyboardInterrupt as err:  # TrainingInterrupted too
+        status = signals.exit_status(err)
+        when = f" at epoch {err.epoch}" if isinstance(err, TrainingInterrupted) else ""
+        stopped = "interrupted" if status == 130 else f"terminated by {signal.Signals(status - 128).name}"
+        print(f"{prefix}: {stopped}{when}, nothing written", file=sys.stderr)
+        return status
     except (ValueError, OSError) as err:  # ConfigError, DataError, ModelFileError are ValueErrors
         print(f"{prefix}: error: {_one_line(err)}", file=sys.stderr)
         return 2

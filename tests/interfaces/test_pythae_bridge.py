@@ -335,3 +335,19 @@ def test_the_bridge_does_not_import_pythae():
     code = "import sys, rhvae; rhvae.from_pythae, rhvae.to_pythae; assert 'pythae' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     assert pythae_bridge.from_pythae is rhvae.from_pythae
+
+
+# -------------------------------------------------------------------------------------------------- the CLI
+def test_score_pythae_scores_a_pythae_folder_and_refuses_a_bad_one(digits, tmp_path):
+    folder = saved(pythae_model("RHVAE", 2, digits[0], reconstruction_loss="bce", eps_lf=0.01), tmp_path / "pythae")
+    command = [sys.executable, "-m", "rhvae", "score-pythae", str(folder), "--experiment", "reconstruction"]
+    small = ["--ll-samples", "10", "--n-samples", "10", "--mcmc-steps", "3", "--out", str(tmp_path / "eval")]
+    result = subprocess.run(command + small, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert results["model_type"] == "RHVAE" and results["model_file"] == str(folder)
+    assert results["model_config"]["metric_hidden_dim"] == 400 and results["log_likelihood"]["exact_converged"] == 30
+    assert (tmp_path / "eval" / "samples.png").is_file() and (tmp_path / "eval" / "reconstructions.png").is_file()
+    (folder / "decoder.pkl").write_bytes(b"\x80\x04.")
+    bad = subprocess.run(command + small, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "decoder.pkl" in bad.stderr, bad.stderr
