@@ -372,13 +372,19 @@ def _outcome(future, job: Job, seconds: float) -> Outcome:
     """The outcome of a finished future; a failed job (an exception, its worker lost) as exit status 1 with the
     reason as its log."""
     from distributed import CancelledError
+    from distributed.scheduler import KilledWorker
 
     try:
         return future.result()
-    except (Exception, CancelledError) as err:  # KilledWorker: the worker was lost while running it
+    except (KilledWorker, CancelledError) as err:  # its worker was lost; its futures are cancelled, then forgotten
+        reason = (
+            f"the Dask worker running {job.name} was lost (its process died, was killed or lost the scheduler) "
+            f"before the job ended: {type(err).__name__}: {err}"
+        )
+    except Exception as err:  # noqa: BLE001 - whatever the job raised is its failure
         reason = f"the Dask job of {job.name} failed: {type(err).__name__}: {err}"
-        print(reason, file=sys.stderr)
-        return Outcome(job.name, 1, seconds, log=f"{reason}\n".encode())
+    print(reason, file=sys.stderr)
+    return Outcome(job.name, 1, seconds, log=f"{reason}\n".encode())
 
 
 def deliver(outcome: Outcome, out: Path, cache: Path) -> int:

@@ -18,11 +18,13 @@ tests/models/test_speed_equivalence.py check both). Another value of ``RHVAE_NAT
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import platform
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -90,6 +92,7 @@ def kernels(retry: bool = False):
         if failed.exists() and not retry:
             _fall_back(failed.read_text().strip() + f"; remembered in {failed}")
             return None
+        _say_if_another_process_builds(Path(root) / name / "lock")
         try:
             _kernels = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=list(_FLAGS), verbose=False)
             failed.unlink(missing_ok=True)
@@ -99,6 +102,27 @@ def kernels(retry: bool = False):
                 atomic_write_text(failed, reason + "\n")
             _fall_back(reason)
     return _kernels
+
+
+def _say_if_another_process_builds(lock: Path) -> None:
+    """One line on stderr when another process holds torch's build lock of these kernels (an flock on ``lock``,
+    which ``cpp_extension.load`` then waits for, silently, as long as that build takes: a minute or two)."""
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:  # no build folder yet, or not ours to open: nobody is building, or load will say why
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except BlockingIOError:
+        print(
+            f"rhvae: waiting for another process that is building the compiled d = 2 kernels (lock {lock}); "
+            f"{ENVIRONMENT_SWITCH}=0 uses the PyTorch nodes instead",
+            file=sys.stderr,
+            flush=True,
+        )
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

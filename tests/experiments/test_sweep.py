@@ -184,7 +184,8 @@ def test_a_job_whose_worker_dies_is_a_failed_notebook_and_leaves_nothing_behind(
     fine = notebook("print('still fine')")
     jobs = [sweep.Job("dies", dies, {"reuse_cache": False}), sweep.Job("fine", fine, {"reuse_cache": False})]
     assert sweep.run_sweep(jobs, tmp_path, cluster_address) == {"dies": 1, "fine": 0}
-    assert "KilledWorker" in (tmp_path / "logs" / "dies.log").read_text()
+    log = (tmp_path / "logs" / "dies.log").read_text()
+    assert "the Dask worker running dies was lost" in log and "KilledWorker" in log, log
     assert (tmp_path / "logs" / "dies.rc").read_text().split()[0] == "1"
     assert "still fine" in (tmp_path / "logs" / "fine.log").read_text()
     import psutil

@@ -206,3 +206,37 @@ def test_the_compiled_entry_points_refuse_a_layout_they_would_misread(compiled):
     for message, call in calls.items():
         with pytest.raises(RuntimeError, match=message):
             call()
+
+
+def test_a_process_waiting_on_another_processs_build_says_so_in_one_line(tmp_path, monkeypatch, capfd):
+    """torch's build lock (filelock's flock on BUILD_FOLDER/lock), held by another process as during its build:
+    ``kernels`` says in one line that it waits, then waits in torch's ``load`` (here returning at once)."""
+    import subprocess
+    import sys
+
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv(native.ENVIRONMENT_SWITCH, "1")
+    monkeypatch.setattr(native, "_kernels", None)
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: "built by the other process")
+    lock = tmp_path / native._build_name() / "lock"
+    lock.parent.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time, filelock\n"
+         "with filelock.FileLock(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)", str(lock)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        capfd.readouterr()
+        assert native.kernels() == "built by the other process"
+        lines = capfd.readouterr().err.strip().splitlines()
+        assert lines == [lines[0]] and "waiting for another process that is building" in lines[0], lines
+        assert str(lock) in lines[0] and "RHVAE_NATIVE=0" in lines[0]
+    finally:
+        holder.kill()
+        holder.wait()
+    monkeypatch.setattr(native, "_tried", False)  # nobody holds it now: nothing is said
+    assert native.kernels() == "built by the other process" and capfd.readouterr().err == ""
