@@ -468,8 +468,9 @@ def write_evaluation(model, data, args, source: Path) -> int:
     print(
         f"{model.model_type} on {data.experiment} test ({len(data.test)} images): {ll_text}, "
         f"ELBO {results['elbo']['mean']:.2f}, BCE {rec['bce']:.2f}, MSE {rec['mse']:.4f}; "
-        f"{args.n_samples} samples: confidence {quality['mean_confidence']:.3f}, coverage {quality['coverage']:.2f}; "
-        f"wrote {args.out / 'eval.json'}"
+        f"{args.n_samples} samples: confidence {quality['mean_confidence']:.3f}, coverage {quality['coverage']:.2f}, "
+        f"classifier FID {quality['fid_classifier']:.3g}, precision {quality['precision']:.2f}, recall "
+        f"{quality['recall']:.2f}; wrote {args.out / 'eval.json'}"
     )
     if results["diagnostics"]:
         d = results["diagnostics"]

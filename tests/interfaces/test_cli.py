@@ -162,7 +162,10 @@ def test_eval_reports_the_papers_numbers_for_a_trained_model(tmp_path):
     assert "(exact;" in result.stdout and "bias" in result.stdout
     assert report["diagnostics"]["model_type"] == "RHVAE" and "flow: displacement" in result.stdout
     assert report["generation"]["sampler"] == "riemannian_hmc" and 0 <= report["generation"]["acceptance_rate"] <= 1
-    assert report["generation"]["quality"]["n"] == 12 and report["subset"]["test_indices"]
+    quality = report["generation"]["quality"]
+    assert quality["n"] == 12 and report["subset"]["test_indices"]
+    assert quality["fid_classifier"] > 0 and 0 <= quality["precision"] <= 1 and 0 <= quality["recall"] <= 1
+    assert f"classifier FID {quality['fid_classifier']:.3g}" in result.stdout
     assert (out / "samples.png").stat().st_size > 1000 and (out / "reconstructions.png").stat().st_size > 1000
 
 

@@ -347,6 +347,9 @@ def test_score_pythae_scores_a_pythae_folder_and_refuses_a_bad_one(digits, tmp_p
     results = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert results["model_type"] == "RHVAE" and results["model_file"] == str(folder)
     assert results["model_config"]["metric_hidden_dim"] == 400 and results["log_likelihood"]["exact_converged"] == 30
+    quality = results["generation"]["quality"]  # samples of the correct sampler, scored against real digits
+    assert results["generation"]["sampler"] == "riemannian_hmc" and quality["fid_classifier"] > 0
+    assert 0 <= quality["precision"] <= 1 and 0 <= quality["recall"] <= 1 and "classifier FID" in result.stdout
     assert (tmp_path / "eval" / "samples.png").is_file() and (tmp_path / "eval" / "reconstructions.png").is_file()
     (folder / "decoder.pkl").write_bytes(b"\x80\x04.")
     bad = subprocess.run(command + small, capture_output=True, text=True, timeout=300)
