@@ -73,6 +73,65 @@ def as_array_tensor(value, name: str) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
+#: The side of an MNIST digit: images are (n, 784) rows, or (n, 28, 28) / (n, 1, 28, 28) where a function says so.
+IMAGE_SIDE = 28
+
+
+def check_pixels(
+    x,
+    name: str = "images",
+    dim: int = IMAGE_SIDE * IMAGE_SIDE,
+    *,
+    square: bool = False,
+    min_images: int = 1,
+    uint8: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+    why: str = "",
+) -> torch.Tensor:
+    """Images ``x`` as an (n, ``dim``) tensor of finite pixel values in [0, 1]: the one pixel check of the package
+    (the models' forward, training and evaluation, the quality classifier and its metrics, the augmentation
+    classifiers, the latent-path and clustering tables). One ``TypeError`` or ``ValueError`` line naming ``name``
+    otherwise, saying so when the pixels look like 0–255 ones.
+
+    ``x`` is a tensor (kept on its device, not detached), a NumPy array or a nested list of numbers; its shape is
+    (n, dim), or with ``square`` also (n, 28, 28) or (n, 1, 28, 28) (flattened to rows); n >= ``min_images``.
+    ``uint8``: a uint8 tensor is taken as 0–255 pixels and divided by 255 (else it must hold 0 and 1 only, like any
+    integer tensor). The result is cast to ``dtype`` and moved to ``device`` when given, before the range is
+    checked (one ``aminmax`` reduction: NaN and ±inf fall outside [0, 1]). ``why`` is added after the range in the
+    message (e.g. " (a Bernoulli likelihood)").
+    """
+    if not isinstance(x, torch.Tensor):
+        x = as_array_tensor(x, name)
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"{name} must hold real pixel values in [0, 1], got dtype {x.dtype}")
+    side = math.isqrt(dim)
+    squares = [(side, side), (1, side, side)] if square and side * side == dim else []
+    if not (x.ndim == 2 and x.shape[1] == dim) and not (x.ndim >= 3 and tuple(x.shape[1:]) in squares):
+        accepted = " or ".join(f"(batch, {', '.join(map(str, s))})" for s in [(dim,), *squares])
+        raise ValueError(f"{name} must be a tensor of shape {accepted}, got {tuple(x.shape)}")
+    if len(x) < min_images:
+        if min_images == 1:
+            raise ValueError(f"{name} must hold at least one image, got an empty batch of shape {tuple(x.shape)}")
+        raise ValueError(f"{name} needs at least {min_images} images, got {len(x)}")
+    x = x.reshape(len(x), dim)
+    if uint8 and x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    if dtype is not None or device is not None:
+        x = x.to(dtype=dtype or (x.dtype if x.is_floating_point() else torch.float32), device=device)
+    if not len(x):
+        return x
+    low, high = (float(v) for v in torch.aminmax(x))
+    if not (low >= 0.0 and high <= 1.0):  # false for NaN too
+        bad = int((~torch.isfinite(x)).sum()) if x.is_floating_point() else 0
+        what = f"{bad} non-finite pixel(s)" if bad else f"pixels in [{low:g}, {high:g}]"
+        hint = ""
+        if not bad and low >= 0.0 and high <= 255.0:
+            hint = "; they look like 0-255 pixels: divide 0-255 images by 255"
+        raise ValueError(f"{name} must hold pixel values in [0, 1]{why}, got {what}{hint}")
+    return x
+
+
 def check_bool(name: str, value) -> bool:
     """``True`` or ``False`` (NumPy booleans accepted; not 0/1, not a tensor): ``TypeError`` naming it otherwise."""
     value = scalar(value)

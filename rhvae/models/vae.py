@@ -13,7 +13,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,7 +21,7 @@ from rhvae.models.autograd_nodes import DecoderForce
 from rhvae.models.metric import (
     sym2_max_eigenvalue,
 )
-from rhvae.validation import ParameterError, check
+from rhvae.validation import ParameterError, check, check_pixels
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -206,24 +205,11 @@ class VAE(nn.Module):
     def check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         """``x`` (a tensor or NumPy array) as a (batch, D) tensor of the model's dtype; refuses another shape and
         pixels that are not finite numbers in [0, 1] (the Bernoulli likelihood is defined there only: uint8 pixels
-        0–255 must be divided by 255 first). ``name`` names the data in the error (e.g. ``x_train``)."""
-        if isinstance(x, np.ndarray) and x.dtype.kind in "biuf":
-            x = torch.from_numpy(x)
-        if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.input_dim:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{name} must be a tensor of shape (batch, {self.input_dim}), got {shape}")
-        if x.dtype == torch.bool or x.is_complex():
-            raise ValueError(f"{name} must hold real pixel values in [0, 1], got dtype {x.dtype}")
+        0–255 must be divided by 255 first), by ``rhvae.validation.check_pixels``. ``name`` names the data in the
+        error (e.g. ``x_train``)."""
         weight = self.enc_hidden.weight
-        x = x.to(dtype=weight.dtype, device=weight.device)
-        if len(x) and not (torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
-            bad = int((~torch.isfinite(x)).sum())
-            what = f"{bad} non-finite pixel(s)" if bad else f"pixels in [{float(x.min()):g}, {float(x.max()):g}]"
-            raise ValueError(
-                f"{name} must hold pixel values in [0, 1] (a Bernoulli likelihood), got {what}"
-                + ("; divide 0-255 images by 255" if not bad and float(x.max()) > 1 else "")
-            )
-        return x
+        why = " (a Bernoulli likelihood)"
+        return check_pixels(x, name, self.input_dim, min_images=0, dtype=weight.dtype, device=weight.device, why=why)
 
     def check_batch(self, x: torch.Tensor) -> torch.Tensor:
         """``check_input`` for a forward pass, which needs at least one image (the flow's reshapes cannot size an
