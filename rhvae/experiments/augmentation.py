@@ -253,6 +253,7 @@ def arm_classifier(spec: dict, x, y, val: Split, cache_dir, reuse: bool) -> tupl
     the spec, else trained on (x, y) with early stopping on ``val`` and saved in ``cache_dir``. Returns the network
     (eval mode), its training record (images, best step, steps run, validation curve, where it came from) and its
     file."""
+    x, y = labelled_images(x, y)
     if reuse:
         found = cached_classifier(spec, lambda: make_classifier(spec["kind"]), cache_dir)
         if found is not None:

@@ -61,7 +61,7 @@ from rhvae.experiments.tables import check_models_over_subsets, compare_over_see
 from rhvae.models import check_models
 from rhvae.models.metric import LearnedMetric, quadratic_form
 from rhvae.models.rhvae import RHVAE
-from rhvae.validation import as_array_tensor, check_bool, check_float, check_int
+from rhvae.validation import as_array_tensor, check_bool, check_float, check_int, check_pixels
 
 try:  # optional: a pure-Python heap Dijkstra replaces it
     from scipy.sparse import coo_matrix
@@ -516,7 +516,8 @@ def clustering_table(
     only, and ``protocol["geodesic_skipped"]`` (present only then) says which models and why.
     """
     check_models(models)
-    x = next(iter(models.values())).check_input(as_array_tensor(x, "x"), "x")  # (n, D) pixels in [0, 1]
+    first = next(iter(models.values()))
+    x = check_pixels(as_array_tensor(x, "x"), "x", first.input_dim, dtype=next(first.parameters()).dtype)
     y = _labels(y, "y")
     if x.ndim != 2 or len(x) != len(y):
         raise ValueError(f"x must be (n, D) with one label per row of y, got {tuple(x.shape)} and {y.shape}")

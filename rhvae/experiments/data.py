@@ -25,7 +25,7 @@ import torch
 
 from rhvae.experiments.registry import POOLS, REGISTRY, SOURCES
 from rhvae.paths import DATA_DIR
-from rhvae.validation import MAX_SEED, as_array_tensor, scalar
+from rhvae.validation import MAX_SEED, as_array_tensor, check_pixels, scalar
 
 #: Default subset of each experiment (docs/design.md §4; ``rhvae.experiments.registry``): classes, images per
 #: class, pool.
@@ -89,16 +89,14 @@ def check_data(data, name: str = "data") -> ExperimentData:
 
 
 def labelled_images(x, y, x_name: str = "x", y_name: str = "y") -> tuple[torch.Tensor, torch.Tensor]:
-    """Images ``x`` (n >= 1, 784) of floats in [0, 1] and their integer labels ``y`` (n,), as float32 and int64;
-    a ``TypeError`` or ``ValueError`` naming the one that is not."""
-    x, y = as_array_tensor(x, x_name), as_array_tensor(y, y_name)
-    if x.ndim != 2 or x.shape[1] != 784 or not len(x) or not x.is_floating_point():
-        raise ValueError(f"{x_name} must be float images (n >= 1, 784), got {x.dtype} of shape {tuple(x.shape)}")
+    """Images ``x`` (n >= 1, 784) of finite pixel values in [0, 1] (``rhvae.validation.check_pixels``) and their
+    integer labels ``y`` (n,), as float32 and int64; a ``TypeError`` or ``ValueError`` naming the one that is not."""
+    x, y = check_pixels(as_array_tensor(x, x_name), x_name, dtype=torch.float32), as_array_tensor(y, y_name)
     if y.shape != (len(x),) or y.is_floating_point() or y.dtype == torch.bool:
         raise ValueError(
             f"{y_name} must be integer labels of shape ({len(x)},), got {y.dtype} of shape {tuple(y.shape)}"
         )
-    return x.float(), y.long()
+    return x, y.long()
 
 
 def _source_indices(indices, n_images: int, name: str) -> np.ndarray:

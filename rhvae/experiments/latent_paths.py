@@ -60,7 +60,7 @@ from rhvae.experiments.tables import check_models_over_subsets, compare_over_see
 from rhvae.models import check_model, check_models
 from rhvae.models.metric import LearnedMetric, quadratic_form
 from rhvae.models.rhvae import RHVAE
-from rhvae.validation import as_array_tensor, check_int
+from rhvae.validation import as_array_tensor, check_int, check_pixels
 
 MEASURES = (
     "riemannian_length",
@@ -342,7 +342,9 @@ def interpolation_table(
     check_models(models)
     n_points = check_int("n_points", n_points, 2, MAX_POINTS)
     resolution = check_int("resolution", resolution, 3, MAX_POINTS)
-    x_test, y_test = as_array_tensor(x_test, "x_test"), as_array_tensor(y_test, "y_test")
+    dim = next(iter(models.values())).input_dim
+    x_test = check_pixels(as_array_tensor(x_test, "x_test"), "x_test", dim, min_images=2)
+    y_test = as_array_tensor(y_test, "y_test")
     if not isinstance(train_codes_by_name, Mapping):
         raise TypeError(
             f"train_codes_by_name must be a dict of name -> codes, got {type(train_codes_by_name).__name__}"
@@ -423,12 +425,13 @@ def decoded_paths(models: Mapping, x_a, x_b, n_points: int = 16, resolution: int
     n_points = check_int("n_points", n_points, 2, MAX_POINTS)
     check_models(models)
     resolution = check_int("resolution", resolution, 3, MAX_POINTS)
+    dim = next(iter(models.values())).input_dim
     x_a, x_b = as_array_tensor(x_a, "x_a"), as_array_tensor(x_b, "x_b")
-    if x_a.shape != x_b.shape:
-        raise ValueError(f"x_a and x_b must have one shape, got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
+    for name, image in (("x_a", x_a), ("x_b", x_b)):
+        if image.shape != (dim,):
+            raise ValueError(f"{name} must be one flattened image of shape ({dim},), got {tuple(image.shape)}")
+        check_pixels(image[None], name, dim)
     x = torch.stack([x_a, x_b])
-    if x.ndim != 2:
-        raise ValueError(f"x_a and x_b must be single flattened images (D,), got shapes {tuple(x.shape[1:])}")
     decoded = {}
     for name, model in models.items():
         z_a, z_b = _codes(model, x)

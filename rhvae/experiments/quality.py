@@ -42,7 +42,7 @@ from rhvae.experiments.data import CLASSIFIER_SPLIT_SEED, classifier_split, load
 from rhvae.files import atomic_write
 from rhvae.paths import DATA_DIR
 from rhvae.provenance import pinned_threads
-from rhvae.validation import as_array_tensor, check_bool
+from rhvae.validation import as_array_tensor, check_bool, check_pixels
 
 FORMAT = "rhvae-quality-classifier"
 FORMAT_VERSION = 1
@@ -86,17 +86,13 @@ def classifier_spec(train_idx: np.ndarray, test_idx: np.ndarray, seed: int = SEE
     }
 
 
-def as_images(images) -> torch.Tensor:
-    """Images (n, 784) or (n, 28, 28), float in [0, 1] or uint8 0–255 → float32 (n, 784) in [0, 1]."""
-    x = as_array_tensor(images, "images")
-    if x.ndim not in (2, 3) or not len(x):
-        raise ValueError(f"images must be (n >= 1, 784) or (n >= 1, 28, 28), got shape {tuple(x.shape)}")
-    if x.dtype == torch.uint8:
-        x = x.float() / 255.0
-    x = x.float().reshape(len(x), -1)
-    if x.shape[1] != 784:
-        raise ValueError(f"images must be (n, 784) or (n, 28, 28), got shape {tuple(x.shape)}")
-    return x
+def as_images(images, name: str = "images", min_images: int = 1) -> torch.Tensor:
+    """Images (n, 784), (n, 28, 28) or (n, 1, 28, 28), float in [0, 1] or uint8 0–255 → float32 (n, 784) in [0, 1]
+    (``rhvae.validation.check_pixels``: one ``TypeError``/``ValueError`` line naming ``name`` for anything else,
+    e.g. float pixels 0–255, negative or NaN pixels, another shape or fewer than ``min_images`` images)."""
+    return check_pixels(
+        as_array_tensor(images, name), name, square=True, min_images=min_images, uint8=True, dtype=torch.float32
+    )
 
 
 def _random_shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -128,7 +124,8 @@ class QualityClassifier:
 
 
 def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Share of ``x`` that ``net`` classifies as ``y`` (in eval mode)."""
+    """Share of ``x`` (images, as ``as_images``) that ``net`` classifies as ``y`` (in eval mode)."""
+    x = as_images(x, "x")
     net.eval()
     with torch.no_grad():
         return float((net(x).argmax(-1) == y).double().mean())
@@ -462,11 +459,8 @@ def generation_metrics(generated_images, real_images, classifier: QualityClassif
       neighbours; ``feature_layer``: the name of the layer. All values are plain Python numbers (JSON-ready).
     """
     clf = _classifier(classifier)
-    generated = as_images(generated_images)
-    real = as_images(real_images)
-    for name, x in (("generated_images", generated), ("real_images", real)):
-        if len(x) < 2:
-            raise ValueError(f"{name} needs at least 2 images, got {len(x)}")
+    generated = as_images(generated_images, "generated_images", min_images=2)
+    real = as_images(real_images, "real_images", min_images=2)
     feats_generated, feats_real = features(generated, clf), features(real, clf)
     pr = precision_recall(feats_real, feats_generated, k=k)
     return {
@@ -506,6 +500,7 @@ def generation_score(images, classes=None, classifier: QualityClassifier | None 
     ``held_out_digits(classes)`` beside it (``fid_classifier``, ``precision``, ``recall``, ``n_real``): how a
     set of generated (or real test) images scores in the notebooks' tables."""
     clf = _classifier(classifier)
+    images = as_images(images, "images", min_images=2)
     metrics = generation_metrics(images, held_out_digits(classes), clf)
     return {**quality_score(images, classes, clf), **{k: metrics[k] for k in (*GENERATION_METRICS, "n_real")}}
 
