@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import rhvae
-from rhvae.experiments import augmentation, clustering, data, latent_paths, model_cache, tables
+from rhvae.experiments import augmentation, clustering, data, latent_paths, model_cache, quality, tables
 from rhvae.models.metric import LearnedMetric
 from rhvae.paths import ROOT
 from rhvae.training import train_group
@@ -79,6 +79,23 @@ def test_every_public_function_refuses_careless_arguments_in_one_line(tmp_path):
             lambda: rhvae.train(rhvae.VAE(hidden_dim=8), DIGITS[0], epochs=1, warmup_epochs=2, progress=False),
             ValueError,
             "warmup_epochs must be <= epochs",
+        ),
+        # issue 35: the quality metrics scored 0-255 pixels (confidence 1.0, an FID of 1.5e7) and negative ones
+        (
+            lambda: quality.quality_score(DIGITS[0] * 255, [5]),
+            ValueError,
+            "images must hold pixel values in [0, 1], got pixels in [0, 255]; they look like 0-255 pixels",
+        ),
+        (
+            lambda: quality.generation_metrics(DIGITS[0] * 255, DIGITS[0]),
+            ValueError,
+            "generated_images must hold pixel values in [0, 1], got pixels in [0, 255]; they look like 0-255 pixels",
+        ),
+        (lambda: quality.generation_metrics(DIGITS[0], -DIGITS[0]), ValueError, "real_images must hold pixel values"),
+        (
+            lambda: augmentation.train_classifier("mlp", *DIGITS, DIGITS[0] * 255, DIGITS[1], 1),
+            ValueError,
+            "x_val must hold pixel values in [0, 1], got pixels in [0, 255]",
         ),
     ],
 )
