@@ -121,7 +121,9 @@ def _execute_once(command: Sequence[str], log_file, echo: bool, cwd, env, key: s
                 status = child.wait()
     finally:
         del _running[key]
-    return (128 + received[0] if received else status), kernel_not_started
+    if received:
+        return 128 + received[0], kernel_not_started
+    return (128 - status if status < 0 else status), kernel_not_started  # killed by signal n: 128 + n, as a shell
 
 
 def _write_line(line: bytes, log_file, echo: bool) -> None:
@@ -132,10 +134,12 @@ def _write_line(line: bytes, log_file, echo: bool) -> None:
 
 
 def _child_setup() -> None:
-    """In the child, before papermill starts: SIGINT's default disposition (a process started with ``&`` inherits
-    it ignored), and on Linux SIGTERM when this process dies (a killed Dask worker or runner leaves no papermill
+    """In the child, before papermill starts: the default dispositions of SIGINT, SIGTERM and SIGHUP (a process
+    started with ``&`` inherits SIGINT ignored, a worker of our LocalCluster all three), and on Linux SIGTERM when
+    this process dies (a killed Dask worker or runner leaves no papermill
     behind; the kernel exits with its parent, ipykernel watches it)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    for signum in (signal.SIGINT, *signals.STOP_SIGNALS):
+        signal.signal(signum, signal.SIG_DFL)
     signals.stop_with_parent()
 
 

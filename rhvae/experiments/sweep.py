@@ -142,15 +142,17 @@ def dask_client(address: str) -> Iterator:
     logging.getLogger("distributed.nanny").addFilter(quiet)
     try:
         # the workers, and the notebooks they run, keep this process's environment: by default the nanny sets
-        # MALLOC_TRIM_THRESHOLD_ and OMP_NUM_THREADS=1 in theirs (torch training measured 10-20 % slower). SIGINT is
-        # ignored while the cluster starts, so that its worker processes inherit it ignored: Ctrl-C in the terminal
-        # reaches every process of the group, and this client, which cancels the jobs and closes the cluster, is the
-        # one to handle it (each worker printed a 35-line KeyboardInterrupt traceback). The notebooks' papermill
-        # processes reset SIGINT to its default (``notebook_command._child_setup``) and stop on Ctrl-C themselves.
-        quiet_sigint = signals.handlers(signal.SIG_IGN, [signal.SIGINT])
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}), quiet_sigint:
+        # MALLOC_TRIM_THRESHOLD_ and OMP_NUM_THREADS=1 in theirs (torch training measured 10-20 % slower). SIGINT,
+        # SIGTERM and SIGHUP are ignored while the cluster starts, so that its processes (nannies, workers,
+        # multiprocessing's resource tracker) inherit them ignored: a signal to the whole group reaches them all, and
+        # this client, which stops the jobs and closes the cluster, is the one to handle it (each of them printed a
+        # traceback as it died). The notebooks' papermill processes reset the three to their defaults
+        # (``notebook_command._child_setup``) and stop on them themselves.
+        quiet = signals.handlers(signal.SIG_IGN)
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}), quiet:
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
         with cluster, Client(cluster) as client:
+            client.run(_quiet_worker_shutdown)
             yield client
     finally:
         logging.getLogger("distributed.nanny").removeFilter(quiet)
@@ -193,12 +195,21 @@ def _connect(client_class, address: str):
 
 
 class _QuietWorkerShutdown(logging.Filter):
-    """Drops the nanny's warning that a worker process was "still alive after 4.0 seconds, killing" when the
-    LocalCluster closes: a worker that imported torch (every worker of a sweep) takes longer than that to exit,
-    and killing it then, idle, is its normal end."""
+    """Drops what a LocalCluster's processes log as it closes under them: the nanny's warning that a worker process
+    was "still alive after 4.0 seconds, killing" (a worker that imported torch, every worker of a sweep, takes
+    longer than that to exit, and killing it then, idle, is its normal end), and, after a stop signal, a worker's
+    heartbeat that found the scheduler gone and its cancelled jobs' instructions."""
+
+    NOISE = ("still alive after", "Failed to communicate with scheduler during heartbeat", "ended with CancelledError")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "still alive after" not in record.getMessage()
+        return not any(noise in record.getMessage() for noise in self.NOISE)
+
+
+def _quiet_worker_shutdown() -> None:
+    """On a worker of our own LocalCluster (``client.run``): ``_QuietWorkerShutdown`` on its loggers."""
+    for name in ("distributed.worker", "distributed.worker.state_machine", "distributed.nanny"):
+        logging.getLogger(name).addFilter(_QuietWorkerShutdown())
 
 
 # ------------------------------------------------------------------------------------------------- on a worker
@@ -340,7 +351,7 @@ def run_sweep(jobs: Sequence[Job], out: str | os.PathLike, address: str, heartbe
                 pending.discard(future)
                 job, cache, sent = submitted[future]
                 outcome = _outcome(future, job, time.monotonic() - sent)
-                if stopping is not None and outcome.exit_status == 1:  # its worker stopped by the same signal
+                if stopping is not None and outcome.exit_status != 0:  # stopped, or its worker, by the signal
                     outcome.exit_status = 128 + received[0]
                 if not outcome.host:  # lost with its worker: its folder, if on this machine, goes too
                     shutil.rmtree(job_folder(job), ignore_errors=True)
