@@ -40,7 +40,7 @@ from torch.nn import functional as F
 from rhvae.experiments.classifier_cache import cached_classifier, classifier_name, save_classifier
 from rhvae.experiments.data import Split, classifier_split, experiment_data, images_at, labelled_images, load_mnist
 from rhvae.experiments.quality import GENERATION_METRICS, GENERATION_METRICS_NOTE, accuracy, generation_score
-from rhvae.experiments.registry import REGISTRY
+from rhvae.experiments.registry import MAX_CLASSIFIER_STEPS, REGISTRY
 from rhvae.experiments.tables import over_seeds
 from rhvae.models import VAE, check_models
 from rhvae.paths import SHIPPED_DIR
@@ -186,8 +186,8 @@ class Fitted:
 def train_classifier(kind, x, y, x_val, y_val, steps: int, seed: int = 0) -> Fitted:
     """Train a ``kind`` classifier on (x, y) for at most ``steps`` Adam updates with early stopping on the
     validation cross-entropy (see the module docstring); deterministic for a seed and a thread count."""
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_CLASSIFIER_STEPS:
+        raise ValueError(f"steps must be an integer in [1, {MAX_CLASSIFIER_STEPS}], got {steps!r}")
     x, y = labelled_images(x, y)
     x_val, y_val = labelled_images(x_val, y_val, "x_val", "y_val")
     seed = check("seed", seed)

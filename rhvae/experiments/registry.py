@@ -27,6 +27,8 @@ SOURCES = ("bundled", "torchvision")
 #: depend on which other classes are drawn), so that every other bundled digit can serve as a real test set.
 POOLS = ("all", "quality_train")
 
+#: The augmentation classifiers' largest number of Adam updates (early stopping ends most runs far below it).
+MAX_CLASSIFIER_STEPS = 100_000
 #: A few epochs and samples: the whole pipeline in minutes (CI, ``run_all.sh --quick``). Each key replaces the
 #: notebook parameter of that name, in the notebooks that have it.
 QUICK = {"epochs": 5, "mcmc_steps": 5, "n_samples": 16, "ll_samples": 20, "grid_n": 30}
@@ -180,7 +182,7 @@ _EXPERIMENTS = (
             "mcmc_steps": ranged("mcmc_steps", low=1),
             "sizes": Param("ints", 5, 400),
             "n_generated": Param("int", 1, 5000),
-            "classifier_steps": Param("int", 1, 100000),
+            "classifier_steps": Param("int", 1, MAX_CLASSIFIER_STEPS),
         },
         quick={"epochs": 5, "mcmc_steps": 5, "n_generated": 20, "classifier_steps": 30},
         half_precision=("vae", "rhvae"),

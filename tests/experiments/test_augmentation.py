@@ -134,8 +134,9 @@ def test_early_stopping_keeps_the_best_validation_weights(small):
     assert len(fitted.val_loss) - 1 - int(np.argmin(fitted.val_loss)) == aug.PATIENCE
     kept = torch.nn.functional.cross_entropy(fitted.model(val.x), val.y).item()
     assert kept == pytest.approx(min(fitted.val_loss), rel=1e-5)
-    with pytest.raises(ValueError, match="steps must be"):
-        aug.train_classifier("mlp", fit.x, fit.y, val.x, val.y, steps=0)
+    for steps in (0, aug.MAX_CLASSIFIER_STEPS + 1, 10**12):  # refused before any step, not after hours
+        with pytest.raises(ValueError, match=r"steps must be an integer in \[1, 100000\]"):
+            aug.train_classifier("mlp", fit.x, fit.y, val.x, val.y, steps=steps)
     with pytest.raises(ValueError, match="classifier must be"):
         aug.make_classifier("svm")
 
