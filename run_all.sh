@@ -51,9 +51,6 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYTHON="${PYTHON:-python}"
-# The experiments in report order, from the one registry (rhvae/experiments/registry.py).
-mapfile -t ALL_NOTEBOOKS < <("$PYTHON" -c 'from rhvae.experiments.registry import REGISTRY; print("\n".join(REGISTRY))')
-[[ ${#ALL_NOTEBOOKS[@]} -gt 0 ]] || { echo "run_all.sh: cannot read the experiments from rhvae.experiments.registry" >&2; exit 1; }
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die_usage() { echo "run_all.sh: $*" >&2; echo "run 'run_all.sh --help' for the options" >&2; exit 2; }
@@ -95,6 +92,10 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
+# The experiments in report order, from the one registry (rhvae/experiments/registry.py): read after the options,
+# so that a bad option is refused before Python starts (which takes seconds on a loaded machine).
+mapfile -t ALL_NOTEBOOKS < <("$PYTHON" -c 'from rhvae.experiments.registry import REGISTRY; print("\n".join(REGISTRY))')
+[[ ${#ALL_NOTEBOOKS[@]} -gt 0 ]] || { echo "run_all.sh: cannot read the experiments from rhvae.experiments.registry" >&2; exit 1; }
 # two notebooks at a time by default where there are two cores: each runs on one thread, so the numbers are the same
 if [[ -z "$jobs" ]]; then
     cores="$(nproc 2>/dev/null || echo 1)"
