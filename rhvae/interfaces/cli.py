@@ -11,6 +11,7 @@ error is one line on stderr and a non-zero exit status: 2 for a bad argument or 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -90,7 +91,8 @@ def remove_created(path: Path, created: Path | None) -> None:
     """Remove the folders ``prepare_out_folder`` created, as long as nothing but the lock was written in them."""
     if created is None:
         return
-    (path / LOCK_NAME).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # no folder there (a refused --out): nothing to remove
+        (path / LOCK_NAME).unlink(missing_ok=True)
     folder = path
     while True:
         try:

@@ -230,7 +230,7 @@ def test_refusals_name_the_parameter(clf, mnist):
         quality_score(images[:10], classifier="classifier")
     with pytest.raises(TypeError, match="images must be a tensor or an array of numbers, got NoneType"):
         generation_score(None)
-    with pytest.raises(ValueError, match="images must be"):
+    with pytest.raises(ValueError, match="images needs at least 2 images, got 0"):
         generation_score(torch.empty(0, 784), classifier=clf)
 
 
