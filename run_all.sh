@@ -298,7 +298,14 @@ trap 'on_signal HUP 1' HUP
 wait_for_jobs() { while [[ -n "$(jobs -rp)" ]]; do wait || true; done; }
 end_stopped() {
     wait_for_jobs
-    for nb in "${notebooks[@]}"; do [[ ! -f "$out/logs/$nb.rc" ]] || collect "$nb" || true; done
+    local word=TERMINATED; [[ $stopped -ne 130 ]] || word=INTERRUPTED
+    for nb in "${notebooks[@]}"; do
+        if [[ -f "$out/logs/$nb.rc" ]]; then
+            collect "$nb" || true
+        elif is_in "$nb" "${started[@]+"${started[@]}"}"; then  # its runner was stopped before it began the notebook
+            rows+=("$nb|$word|0|$out/$nb")
+        fi
+    done
     summary
     local how=interrupted; [[ $stopped -eq 130 ]] || how="terminated (exit $stopped)"
     echo "run_all.sh: $how; the notebooks that had not started were not run" >&2
@@ -306,10 +313,12 @@ end_stopped() {
 }
 
 failed=0
+started=()
 if [[ $jobs -eq 1 && -z "$dask" ]]; then
     for nb in "${notebooks[@]}"; do
         echo
         echo "=== $nb -> $out/$nb (log: $out/logs/$nb.log)"
+        started+=("$nb")
         run_notebook "$nb" &
         wait_for_jobs
         [[ $stopped -eq 0 ]] || end_stopped
@@ -333,6 +342,7 @@ else
             fi
             [[ $stopped -eq 0 ]] || break
             echo "=== $nb -> $out/$nb (log: $out/logs/$nb.log), started $(date +%H:%M:%S)"
+            started+=("$nb")
             run_notebook "$nb" &
         done
         wait_for_jobs

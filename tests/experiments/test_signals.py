@@ -49,12 +49,17 @@ def start_run_all(tmp_path, *options, marker):
     )  # fmt: skip
 
 
-def wait_until_started(proc) -> None:
-    """Read run_all.sh's output until a notebook was started (or sent to the cluster), then let it train."""
+def wait_until_started(proc, logs: Path, running: int) -> None:
+    """Read run_all.sh's output until a notebook was started (or sent to the cluster); without Dask, wait until
+    ``running`` notebooks write their logs (their runners are past their start-up, which takes many seconds on a
+    loaded machine); then let them train."""
     for line in proc.stdout:
         if line.startswith("===") or "sent to the cluster" in line:
             break
-    time.sleep(12)
+    deadline = time.time() + 240
+    while running and time.time() < deadline and sum(f.stat().st_size > 0 for f in logs.glob("*.log")) < running:
+        time.sleep(0.5)
+    time.sleep(8)
 
 
 def assert_no_process_left(marker: str) -> None:
@@ -81,7 +86,9 @@ def test_a_stop_signal_ends_every_process_removes_partial_files_and_says_termina
     marker = uuid.uuid4().hex
     proc = start_run_all(tmp_path, *options, marker=marker)
     try:
-        wait_until_started(proc)
+        notebooks = options[options.index("--only") + 1].split(",")
+        running = 0 if "--dask" in options else min(len(notebooks), int(options[options.index("--jobs") + 1]))
+        wait_until_started(proc, tmp_path / "out" / "logs", running)
         (os.kill if target == "top" else os.killpg)(proc.pid, signum)
         stdout, stderr = proc.communicate(timeout=150)
     finally:

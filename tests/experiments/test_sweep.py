@@ -342,7 +342,7 @@ def test_run_all_dask_at_a_server_that_is_not_a_scheduler_exits_2(tmp_path):
         proc = subprocess.run(
             ["bash", str(ROOT / "run_all.sh"), "--quick", "--only", "generation_5", "-p", "seeds", "[0]",
              "--out", str(tmp_path / "out"), "--dask", f"tcp://127.0.0.1:{port}"],
-            capture_output=True, text=True, env={**os.environ, "CI": "true"}, timeout=sweep.CONNECT_TIMEOUT + 60,
+            capture_output=True, text=True, env={**os.environ, "CI": "true"}, timeout=sweep.CONNECT_TIMEOUT + 150,
         )  # fmt: skip
     finally:
         server.kill()
