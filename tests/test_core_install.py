@@ -84,12 +84,14 @@ def run(venv_python: Path, *args: str, env: dict, cwd: Path, timeout: int = 240)
 
 API_CHECK = """
 import sys
+import torch
 import rhvae
 import rhvae.interfaces.cli
 assert rhvae.__file__.startswith(sys.prefix), rhvae.__file__  # the installed copy, not the checkout
 loaded = sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1].split(",")))
 assert not loaded, loaded
 data = rhvae.experiment_data("metric", n_per_class=10)
+torch.manual_seed(0)  # the initial weights: a script may seed the global generator, a library call may not
 model = rhvae.RHVAE(latent_dim=2)
 history = rhvae.train(model, data.train.x, data.test.x, seed=0, epochs=2, progress=False)
 samples = rhvae.generate(model, n_samples=8, mcmc_steps=5, seed=0)

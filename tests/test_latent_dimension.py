@@ -626,6 +626,22 @@ def test_end_to_end_at_other_latent_dims(d3, latent_dim, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ command line
+def test_pythae_bridge_and_score_pythae_at_d3(d3, tmp_path, capsys):
+    """The d = 3 RHVAE to a pythae folder and back (zero-padded to pythae's 512 hidden units: the same function);
+    score-pythae of that folder evaluates it at d = 3 (no exact value there)."""
+    folder = rhvae.to_pythae(d3.rhvae, tmp_path / "pythae", pythae_flow=True)
+    back = rhvae.from_pythae(folder)
+    x = d3.data.test.x
+    assert back.latent_dim == D and torch.allclose(back.reconstruct(x), d3.rhvae.reconstruct(x), atol=1e-6)
+    z = d3.rhvae.centroids
+    assert torch.allclose(back.metric().G_inv(z), d3.rhvae.metric().G_inv(z), rtol=1e-5, atol=1e-6)
+    command = ["score-pythae", str(folder), "--experiment", "reconstruction", "--ll-samples", "20"]
+    assert cli.main([*command, "--n-samples", "6", "--mcmc-steps", "2", "--out", str(tmp_path / "score")]) == 0
+    results = json.loads((tmp_path / "score" / "eval.json").read_text())
+    assert results["model_config"]["latent_dim"] == D and "exact_converged" not in results["log_likelihood"]
+    assert "latent_dim 3" in capsys.readouterr().out
+
+
 def test_cli_train_and_eval_at_d3(tmp_path, capsys):
     """python -m rhvae train --latent-dim 3 writes a d = 3 model; eval of it writes eval.json with the
     importance-sampling log-likelihood (no exact value at d = 3), samples and reconstructions; a latent dimension
@@ -655,6 +671,8 @@ NO_LATENT = "no latent input"  # prefix of the reason of a name that takes no mo
 
 COVERAGE: dict[str, dict[str, str]] = {
     "rhvae": {
+        "from_pythae": "test_pythae_bridge_and_score_pythae_at_d3",
+        "to_pythae": "test_pythae_bridge_and_score_pythae_at_d3",
         "VAE": "test_models_train_at_d3",
         "HVAE": "test_models_train_at_d3",
         "RHVAE": "test_models_train_at_d3",
@@ -849,6 +867,8 @@ COVERAGE: dict[str, dict[str, str]] = {
         "OneLineParser": "test_cli_train_and_eval_at_d3",
         "prepare_out_folder": "test_cli_train_and_eval_at_d3",
         "remove_created": "test_cli_train_and_eval_at_d3",
+        "run_score_pythae": "test_pythae_bridge_and_score_pythae_at_d3",
+        "write_evaluation": "test_cli_train_and_eval_at_d3",
         "run_report": f"{NO_LATENT}: a run folder's results.json",
         "run_data": f"{NO_LATENT}: a data source",
         "run_kernels": f"{NO_LATENT}: the compiled d = 2 kernels",
