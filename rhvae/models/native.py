@@ -62,11 +62,13 @@ def enabled() -> bool:
 
 
 def _build_name() -> str:
-    """The extension's name: a hash of the source, the compiler flags, torch's version and the processor (its name and
-    ATen's instruction set), so that a changed source, another torch or another machine sharing the cache folder never
-    loads a stale build."""
+    """The extension's name: a hash of the source and its path, the compiler flags, torch's version and the processor
+    (its name and ATen's instruction set), so that a changed source, another torch or another machine sharing the
+    cache folder never loads a stale build, and two checkouts of the package each keep their own build (torch
+    rebuilds a build whose source path changed: two checkouts sharing one name rebuilt each other's, 30-60 s a time)."""
     processor = (platform.machine(), str(cpu_model()), torch.backends.cpu.get_cpu_capability())
-    key = "|".join((SOURCE.read_text(), " ".join(_FLAGS), torch.__version__, *processor)).encode()
+    source = (str(SOURCE.resolve()), SOURCE.read_text())
+    key = "|".join((*source, " ".join(_FLAGS), torch.__version__, *processor)).encode()
     return "rhvae_leapfrog_d2_" + hashlib.sha256(key).hexdigest()[:16]
 
 

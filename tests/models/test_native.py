@@ -240,3 +240,17 @@ def test_a_process_waiting_on_another_processs_build_says_so_in_one_line(tmp_pat
         holder.wait()
     monkeypatch.setattr(native, "_tried", False)  # nobody holds it now: nothing is said
     assert native.kernels() == "built by the other process" and capfd.readouterr().err == ""
+
+
+def test_two_checkouts_keep_their_own_build(tmp_path, monkeypatch):
+    """The same source at another path (another checkout of the package) gets another build name: torch rebuilds a
+    build whose source path changed, so two checkouts sharing one name rebuilt each other's on every switch."""
+    here = native._build_name()
+    copy = tmp_path / native.SOURCE.name
+    copy.write_text(native.SOURCE.read_text())
+    monkeypatch.setattr(native, "SOURCE", copy)
+    assert native._build_name() != here
+    moved = native._build_name()
+    assert native._build_name() == moved  # and stays put for one checkout
+    copy.write_text(copy.read_text() + "\n// changed\n")
+    assert native._build_name() not in (here, moved)  # a changed source is another build, as before
