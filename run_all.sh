@@ -130,19 +130,26 @@ print("\n".join(n for n, e in REGISTRY.items() if e.shipped))')
     done
 fi
 
-# An analysis notebook (registry ``analyses``: interpolation, clustering) judges the models of other experiments.
-# It runs after the notebooks of this run (so that it loads the models they trained instead of training the same
-# ones beside them), and with --train it retrains only the models of experiments that are not part of this run.
+# An analysis notebook (registry ``analyses``: interpolation, clustering, latent_dimension) judges the models of
+# other experiments. It runs after the notebooks of this run (so that it loads the models they trained instead of
+# training the same ones beside them), and with --train it retrains only the models of experiments that are not part
+# of this run. Where this run trains nothing (no --train, --quick or -p, and every model it uses is shipped: the
+# default run), there is nothing to wait for: the analyses load the same shipped files, and start with the others.
 mapfile -t analysis_lines < <("$PYTHON" -c 'import sys
 from rhvae.experiments.registry import REGISTRY
 chosen = set(sys.argv[1:])
 for name, e in REGISTRY.items():
     if e.analyses and name in chosen:
-        print(name, "fed" if set(e.analyses) <= chosen else "alone")' "${notebooks[@]}")
-analyses=() fed=()
+        print(name, "fed" if set(e.analyses) <= chosen else "alone")
+if all(REGISTRY[n].shipped for c in chosen for n in (c, *REGISTRY[c].analyses)):
+    print("@shipped")' "${notebooks[@]}")
+analyses=() fed=() all_shipped=0
 for line in "${analysis_lines[@]+"${analysis_lines[@]}"}"; do
+    if [[ "$line" == "@shipped" ]]; then all_shipped=1; continue; fi
     analyses+=("${line% *}"); [[ "${line#* }" != fed ]] || fed+=("${line% *}")
 done
+analyses_wait=1
+[[ $all_shipped -eq 0 || $train -eq 1 || $quick -eq 1 || ${#params[@]} -gt 0 ]] || analyses_wait=0
 is_in() { local x="$1"; shift; [[ " $* " == *" $x "* ]]; }
 primaries=()
 for nb in "${notebooks[@]}"; do is_in "$nb" "${analyses[@]+"${analyses[@]}"}" || primaries+=("$nb"); done
@@ -160,10 +167,12 @@ plan="$("$PYTHON" -m rhvae.experiments.notebook_command plan "${notebooks[@]}" "
 start_order=("${notebooks[@]}")
 if [[ $jobs -gt 1 || -n "$dask" ]]; then
     cost_mode=default; [[ $train -eq 0 ]] || cost_mode=train
+    sorted_first=("${primaries[@]+"${primaries[@]}"}")  # the analyses after the others (see above), or among them
+    [[ $analyses_wait -eq 1 ]] || sorted_first=("${notebooks[@]}")
     mapfile -t start_order < <("$PYTHON" -c 'import sys
 from rhvae.experiments.registry import longest_first
-for name in longest_first(sys.argv[2:], sys.argv[1]): print(name)' "$cost_mode" "${primaries[@]+"${primaries[@]}"}")
-    start_order+=("${analyses[@]+"${analyses[@]}"}")  # after the others (see above)
+for name in longest_first(sys.argv[2:], sys.argv[1]): print(name)' "$cost_mode" "${sorted_first[@]+"${sorted_first[@]}"}")
+    [[ $analyses_wait -eq 0 ]] || start_order+=("${analyses[@]+"${analyses[@]}"}")
     [[ ${#start_order[@]} -eq ${#notebooks[@]} ]] || { echo "run_all.sh: cannot order the notebooks" >&2; exit 1; }
     plan="$(for nb in "${start_order[@]}"; do grep -P "^$nb\t" <<< "$plan"; done)"
 fi
@@ -328,16 +337,21 @@ else
     if [[ -n "$dask" ]]; then
         # one job per notebook on the cluster (rhvae/experiments/sweep.py), in rounds: the experiments, then the
         # analyses whose experiments ran, then the others (see above); each round runs its notebooks at once
+        # (one round of all when the analyses need not wait)
         alone=()
         for nb in "${analyses[@]+"${analyses[@]}"}"; do is_in "$nb" "${fed[@]+"${fed[@]}"}" || alone+=("$nb"); done
-        sweep_round "${start_order[@]:0:${#primaries[@]}}" && sweep_round "${fed[@]+"${fed[@]}"}" \
-            && sweep_round "${alone[@]+"${alone[@]}"}" && status=0 || status=$?
+        if [[ $analyses_wait -eq 0 ]]; then
+            sweep_round "${start_order[@]}" && status=0 || status=$?
+        else
+            sweep_round "${start_order[@]:0:${#primaries[@]}}" && sweep_round "${fed[@]+"${fed[@]}"}" \
+                && sweep_round "${alone[@]+"${alone[@]}"}" && status=0 || status=$?
+        fi
         [[ $stopped -eq 0 ]] || end_stopped
         [[ $status -eq 0 ]] || exit "$status"
     else
         for nb in "${start_order[@]}"; do
             while [[ $stopped -eq 0 && $(jobs -rp | wc -l) -ge $jobs ]]; do wait -n || true; done
-            if [[ "$nb" == "${analyses[0]:-}" ]]; then  # the analyses (last in start_order) start when the rest is done
+            if [[ $analyses_wait -eq 1 && "$nb" == "${analyses[0]:-}" ]]; then  # (last in start_order) when the rest is done
                 while [[ $stopped -eq 0 && -n "$(jobs -rp)" ]]; do wait -n || true; done
             fi
             [[ $stopped -eq 0 ]] || break

@@ -127,9 +127,9 @@ def models_not_shipped(folder: Path) -> list[str]:
 
 
 def ship_evaluation(folder: Path) -> list[Path]:
-    """The stored evaluations a run's results.json used (``evaluation_files``: the latent_dimension experiment's,
-    one per subset and d, by ``rhvae.experiments.latent_dimension``), copied into ``data/models/latent_dimension/``;
-    none for the others."""
+    """The stored evaluations a run's results.json used (``evaluation_files``: rhvae.experiments.stored_evaluations'
+    files, the reconstruction experiment's one and the latent_dimension experiment's one per subset and d), copied
+    into ``data/models/EXPERIMENT/``; none for the others."""
     results = json.loads((folder / "results.json").read_text())
     shipped = []
     for source in map(Path, results["results"].get("evaluation_files") or []):

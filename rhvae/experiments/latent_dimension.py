@@ -36,23 +36,19 @@ than the Inception FID) is ours: neither paper defines one for this question.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from functools import partial
 
 from rhvae.evaluation.ais import AIS_CHAINS, AIS_INITIAL, AIS_LEAPFROG, bdmc
 from rhvae.evaluation.diagnostics import flow_diagnostics
 from rhvae.evaluation.likelihood import log_likelihood_table, reconstruction_error
+from rhvae.experiments import stored_evaluations
 from rhvae.experiments.data import ExperimentData
 from rhvae.experiments.quality import generation_score
 from rhvae.experiments.runs import Run, model_configs
 from rhvae.experiments.tables import compare_over_seeds, over_seeds
-from rhvae.files import atomic_write_text
 from rhvae.models import HVAE, VAE
-from rhvae.paths import SHIPPED_DIR
-from rhvae.persistence import ModelFileError, state_digest, verify_shipped
 from rhvae.sampling.hmc import generate
 
 #: The subsets of the experiment: those of the paper's experiments of these names. Its latent dimensions are the
@@ -129,7 +125,7 @@ def evaluation_settings(params: Mapping) -> dict:
 def evaluate_all(run: Run, models: Mapping, settings: Mapping) -> tuple[dict, dict, list[str]]:
     """``evaluate_seed`` for every (subset, d, seed) of ``dimension_models``' ``models`` with ``settings``
     (``evaluation_settings``). Each (subset, d) is one stored evaluation, keyed by its models' weights and the
-    settings (``load_evaluation``: shipped, then cached), so that retraining one group recomputes that group only; a
+    settings (``stored_evaluations``: shipped, then cached), so that retraining one group recomputes that group only; a
     computed one is saved to the run's cache. Returns ({subset: {d: {seed: numbers}}} with string keys, as JSON
     gives them; {"subset/d": "shipped", "cache" or "computed"}; the files)."""
     evaluation: dict = {}
@@ -138,16 +134,18 @@ def evaluate_all(run: Run, models: Mapping, settings: Mapping) -> tuple[dict, di
         for d, by_seed in by_dim.items():
             group = {f"{seed}/{name}": m for seed, by_name in by_seed.items() for name, m in by_name.items()}
             key = f"{subset}_d{d}_{evaluation_key(group, settings)}"
-            stored, source, path = load_evaluation(key, run.cache_dir)
-            if stored is None:
-                data = run.data(experiment=subset)
-                stored = {str(s): evaluate_seed(by_name, data, s, **settings) for s, by_name in by_seed.items()}
-                stored = json.loads(json.dumps(stored, default=float))  # as it is stored and read back
-                source, path = "computed", save_evaluation(key, stored, run.cache_dir)
+            stored, source, path = stored_evaluations.stored_evaluation(
+                "latent_dimension", key, run.cache_dir, partial(_evaluate_group, run, subset, by_seed, settings)
+            )
             evaluation.setdefault(subset, {})[str(d)] = stored
             sources[f"{subset}/{d}"] = source
             files.append(str(path))
     return evaluation, sources, files
+
+
+def _evaluate_group(run: Run, subset: str, by_seed: Mapping, settings: Mapping) -> dict:
+    data = run.data(experiment=subset)
+    return {str(seed): evaluate_seed(by_name, data, seed, **settings) for seed, by_name in by_seed.items()}
 
 
 # -------------------------------------------------------------------------------------------------- evaluation
@@ -193,44 +191,10 @@ def evaluate_seed(
 
 
 def evaluation_key(models: Mapping, settings: Mapping) -> str:
-    """What identifies an evaluation: the digest of every evaluated model's weights and frozen metric, the settings
-    (``settings`` JSON-ready) and the AIS defaults that ``evaluate_seed`` does not set. 16 hex digits of a SHA-256."""
-    digests = {label: state_digest(model.state_dict()) for label, model in sorted(models.items())}
+    """What identifies an evaluation (``stored_evaluations.evaluation_key``): every evaluated model's weights, the
+    settings (``settings`` JSON-ready) and the AIS defaults that ``evaluate_seed`` does not set."""
     ais = {"chains": AIS_CHAINS, "leapfrog": AIS_LEAPFROG, "initial": AIS_INITIAL}
-    text = json.dumps({"models": digests, "settings": settings, "ais": ais}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def evaluation_path(folder: Path, key: str) -> Path:
-    return Path(folder) / "latent_dimension" / f"evaluation_{key}.json"
-
-
-def load_evaluation(key: str, cache_dir: Path) -> tuple[dict | None, str | None, Path | None]:
-    """A stored evaluation of ``key``: the shipped one (``data/models/latent_dimension``, checked against
-    ``SHA256SUMS``; a file that fails it raises ``ModelFileError``) or a cached one (``cache_dir``, used only if it
-    parses and records the same key). Returns (evaluation, "shipped" or "cache", its file), or (None, None, None)."""
-    for folder, source in ((SHIPPED_DIR, "shipped"), (cache_dir, "cache")):
-        path = evaluation_path(folder, key)
-        if not path.is_file():
-            continue
-        if source == "shipped":
-            verify_shipped(path)
-        try:
-            stored = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            if source == "shipped":
-                raise ModelFileError(f"{path}: not a readable evaluation ({err})") from err
-            continue
-        if isinstance(stored, dict) and stored.get("key") == key:
-            return stored["evaluation"], source, path
-    return None, None, None
-
-
-def save_evaluation(key: str, evaluation: Mapping, cache_dir: Path) -> Path:
-    """Write an evaluation to ``cache_dir/latent_dimension/evaluation_KEY.json`` atomically."""
-    path = evaluation_path(cache_dir, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(path, json.dumps({"key": key, "evaluation": evaluation}, indent=1) + "\n")
+    return stored_evaluations.evaluation_key(models, {"settings": settings, "ais": ais})
 
 
 # ------------------------------------------------------------------------------------------------- tables
@@ -388,10 +352,8 @@ __all__ = [
     "evaluate_seed",
     "evaluate_all",
     "evaluation_key",
-    "load_evaluation",
     "model_label",
     "row_label",
-    "save_evaluation",
     "summary_text",
     "tables",
     "turning_points",

@@ -1,15 +1,9 @@
 """The latent_dimension experiment's verdicts, tables and stored evaluations, on numbers made up to sit on either side
 of each threshold (the notebook itself runs in tests/experiments/test_notebooks.py)."""
 
-import json
-
 import pytest
-import torch
 
-import rhvae
-from rhvae import persistence
 from rhvae.experiments import latent_dimension as ld
-from rhvae.persistence import ModelFileError
 
 
 def _seed(ll, fid, gap=0.2):
@@ -124,37 +118,3 @@ def test_latent_dimensions_are_checked():
     for bad in ([], [1, 2], [17]):
         with pytest.raises(ValueError, match="latent_dims"):
             ld.check_dims(bad)
-
-
-def test_a_stored_evaluation_is_found_by_its_key_and_a_foreign_one_is_not(tmp_path):
-    models = {"a": rhvae.VAE(latent_dim=3, hidden_dim=8)}
-    key = ld.evaluation_key(models, {"n_samples": 10})
-    assert ld.evaluation_key(models, {"n_samples": 11}) != key  # the settings are part of the key
-    with torch.no_grad():
-        models["a"].dec_out.bias.add_(1.0)
-    assert ld.evaluation_key(models, {"n_samples": 10}) != key  # and so are the weights
-    assert ld.load_evaluation(key, tmp_path) == (None, None, None)
-    saved = ld.save_evaluation(key, {"x": 1}, tmp_path)
-    assert ld.load_evaluation(key, tmp_path) == ({"x": 1}, "cache", saved)
-    path = ld.evaluation_path(tmp_path, key)
-    path.write_text(json.dumps({"key": "another", "evaluation": {"x": 2}}))
-    assert ld.load_evaluation(key, tmp_path) == (None, None, None)  # a file that records another key is not used
-    path.write_text("{not json")
-    assert ld.load_evaluation(key, tmp_path) == (None, None, None)  # nor an unreadable one
-
-
-def test_a_shipped_evaluation_that_fails_its_checksum_is_refused(tmp_path, monkeypatch):
-    shipped = tmp_path / "models"
-    (shipped / "latent_dimension").mkdir(parents=True)
-    monkeypatch.setattr(ld, "SHIPPED_DIR", shipped)
-    monkeypatch.setattr(persistence, "SHIPPED_DIR", shipped)
-    key = "0123456789abcdef"
-    path = ld.evaluation_path(shipped, key)
-    path.write_text(json.dumps({"key": key, "evaluation": {"x": 1}}))
-    with pytest.raises(ModelFileError, match="not listed"):
-        ld.load_evaluation(key, tmp_path / "cache")
-    (shipped / "SHA256SUMS").write_text(f"{persistence.sha256(path)}  latent_dimension/{path.name}\n")
-    assert ld.load_evaluation(key, tmp_path / "cache") == ({"x": 1}, "shipped", path)
-    path.write_text(json.dumps({"key": key, "evaluation": {"x": 2}}))  # changed after shipping
-    with pytest.raises(ModelFileError, match="checksum"):
-        ld.load_evaluation(key, tmp_path / "cache")

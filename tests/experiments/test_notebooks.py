@@ -19,7 +19,7 @@ import pytest
 from conftest import INJECTED_FAULT
 
 from rhvae.experiments import runs
-from rhvae.experiments.registry import PAPER_SETTINGS, PARAMETERS, REGISTRY
+from rhvae.experiments.registry import PAPER_SETTINGS, PARAMETERS, REGISTRY, longest_first
 from rhvae.models import native
 from rhvae.paths import ROOT
 
@@ -251,6 +251,19 @@ def test_run_all_orders_every_notebook_alone_under_every_jobs(name, how, tmp_pat
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines() == [name], proc.stdout
     assert "cannot order" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_analyses_start_among_the_others_only_where_the_run_trains_nothing(tmp_path):
+    """The default run loads every model from data/models, so an analysis has nothing to wait for and starts in the
+    longest-first order with the others; where the run may train (--quick, --train, any -p) the analyses start
+    last, after the experiments whose models they load."""
+    shipped = [name for name, entry in REGISTRY.items() if entry.shipped]
+    default = run_all("--out", str(tmp_path / "a"), "--plan").stdout.splitlines()
+    assert default == longest_first(shipped, "default"), default
+    for how in (["--quick"], ["-p", "seeds", "[0]"]):
+        order = run_all("--out", str(tmp_path / "b"), "--plan", "--only", ",".join(shipped), *how).stdout.splitlines()
+        experiments = [n for n in shipped if not REGISTRY[n].analyses]
+        assert order == longest_first(experiments, "default") + ANALYSES, (how, order)
 
 
 @pytest.mark.skipif((ROOT / "data" / "MNIST").exists(), reason="full MNIST is on this disk")
