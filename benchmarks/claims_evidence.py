@@ -21,7 +21,8 @@ import torch
 import rhvae
 from rhvae.experiments.model_cache import data_of
 from rhvae.experiments.quality import load_classifier
-from rhvae.persistence import load_model, shipped_path
+from rhvae.persistence import load_model
+from rhvae.shipped import shipped_path
 
 
 def exact_log_likelihoods() -> None:

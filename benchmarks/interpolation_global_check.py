@@ -27,7 +27,8 @@ import torch
 from rhvae.experiments.clustering import geodesic_distance_matrix
 from rhvae.experiments.latent_paths import pair_indices, riemannian_length, straight_line
 from rhvae.experiments.model_cache import data_of
-from rhvae.persistence import load_model, shipped_path
+from rhvae.persistence import load_model
+from rhvae.shipped import shipped_path
 
 N_PAIRS = 5  # the interpolation notebook's default (registry: paper settings of "interpolation")
 

@@ -32,8 +32,8 @@ from train_floor import shipped_stack_members  # noqa: E402  (the stacks --train
 
 import rhvae.training  # noqa: E402
 from rhvae.experiments.model_cache import data_of, train_experiment_models  # noqa: E402
-from rhvae.persistence import shipped_models  # noqa: E402
 from rhvae.provenance import environment  # noqa: E402
+from rhvae.shipped import shipped_models  # noqa: E402
 from rhvae.training import TrainingDiverged  # noqa: E402
 
 #: The fields of an epoch record compared bit for bit (the seconds and the flow diagnostics are not: the diagnostics

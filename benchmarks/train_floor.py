@@ -40,7 +40,8 @@ from speed import alternate, dense_floor  # noqa: E402  (the sibling benchmark's
 
 from rhvae.experiments.model_cache import data_of  # noqa: E402
 from rhvae.models import RHVAE, native  # noqa: E402
-from rhvae.persistence import load_model, shipped_models  # noqa: E402
+from rhvae.persistence import load_model  # noqa: E402
+from rhvae.shipped import shipped_models  # noqa: E402
 from rhvae.training import TrainingSettings, _train_epoch, adam, evaluate_member_losses  # noqa: E402
 
 

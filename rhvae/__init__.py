@@ -1,9 +1,10 @@
 """rhvae: reference reproducibility package for the Riemannian Hamiltonian VAE (arXiv 2010.11518).
 
 The sub-packages are the layers, lowest first (tests/test_layering.py): ``rhvae.models`` (the models and their
-maths), ``rhvae.sampling`` and ``rhvae.evaluation``, then ``rhvae.training`` and ``rhvae.persistence``, then
-``rhvae.experiments``, and ``rhvae.interfaces`` (CLI, widgets, figures) on top; ``files``, ``paths``,
-``provenance``, ``validation`` and ``version`` are used by all. This module gathers what a user needs most.
+maths), ``rhvae.sampling`` and ``rhvae.evaluation``, then ``rhvae.training``, ``rhvae.persistence`` (model files)
+and ``rhvae.shipped`` (the index of the shipped models), then ``rhvae.experiments``, and ``rhvae.interfaces`` (CLI,
+widgets, figures) on top; ``files``, ``history``, ``paths``, ``provenance``, ``signals``, ``validation`` and
+``version`` are used by all. This module gathers what a user needs most.
 """
 
 from rhvae.evaluation.ais import ais_log_likelihood, bdmc
@@ -11,8 +12,9 @@ from rhvae.evaluation.likelihood import elbo, exact_log_likelihood, log_likeliho
 from rhvae.experiments.data import EXPERIMENTS, DataError, ExperimentData, experiment_data, load_mnist
 from rhvae.interfaces.pythae_bridge import from_pythae, to_pythae
 from rhvae.models import HVAE, MODELS, RHVAE, VAE, ConfigError
-from rhvae.persistence import ModelFileError, load_model, load_shipped, save_model, shipped_models
+from rhvae.persistence import ModelFileError, load_model, save_model
 from rhvae.sampling.hmc import generate, riemannian_hmc, sample_prior
+from rhvae.shipped import load_shipped, shipped_models
 from rhvae.training import train
 from rhvae.version import __version__
 

@@ -7,12 +7,13 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm import tqdm
 
 from rhvae.evaluation.diagnostics import flow_diagnostics
+from rhvae.history import EpochRecord, History
 from rhvae.models import HVAE, RHVAE, VAE, check_model, native
 from rhvae.models.eval_mode import EvalMode
 from rhvae.provenance import pinned_threads
@@ -39,57 +40,10 @@ class TrainingDiverged(RuntimeError):
         self.history = history
 
 
-@dataclass
-class EpochRecord:
-    epoch: int
-    train_loss: float
-    test_loss: float | None
-    seconds: float
-    max_latent_norm: float
-    fixed_point_residual: float
-    step_size: float = 0.0  # median leapfrog step of the epoch's last batch (RHVAE: the stability-bounded ε)
-    diagnostics: dict | None = (
-        None  # HVAE/RHVAE, every DIAGNOSTICS_EVERY epochs and the last: rhvae.evaluation.diagnostics
-    )
-
-
 #: Epochs between two flow diagnostics (``rhvae.evaluation.diagnostics``, on the test images, DIAGNOSTICS_DRAWS draws
 #: each) in the history of an HVAE/RHVAE; the last epoch always has them. About 0.3 s each, a few % of training.
 DIAGNOSTICS_EVERY = 50
 DIAGNOSTICS_DRAWS = 10
-
-
-@dataclass
-class History:
-    """Per-epoch records and the settings of the run (JSON-ready through ``to_dict``)."""
-
-    settings: dict = field(default_factory=dict)
-    epochs: list[EpochRecord] = field(default_factory=list)
-    status: str = "running"
-
-    @property
-    def train_loss(self) -> list[float]:
-        return [r.train_loss for r in self.epochs]
-
-    @property
-    def test_loss(self) -> list[float | None]:
-        return [r.test_loss for r in self.epochs]
-
-    @property
-    def diagnostics(self) -> dict | None:
-        """The flow diagnostics of the last epoch that has them (HVAE/RHVAE trained with test images), or None."""
-        return next((r.diagnostics for r in reversed(self.epochs) if r.diagnostics is not None), None)
-
-    @property
-    def total_seconds(self) -> float:
-        return sum(r.seconds for r in self.epochs)
-
-    def to_dict(self) -> dict:
-        return {"settings": self.settings, "status": self.status, "epochs": [asdict(r) for r in self.epochs]}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> History:
-        return cls(data.get("settings", {}), [EpochRecord(**r) for r in data.get("epochs", [])], data["status"])
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from rhvae.experiments.model_cache import model_request, train_experiment_model
 from rhvae.interfaces import cli
 from rhvae.paths import ROOT, SHIPPED_DIR
 from rhvae.persistence import ModelFileError, load_model, save_model
+from rhvae.shipped import shipped_path
 from rhvae.training import train
 from rhvae.validation import RANGES
 
@@ -248,7 +249,7 @@ def test_random_bytes_are_not_a_model_file_and_no_unsafe_advice_is_given(tmp_pat
 def test_a_tampered_shipped_model_is_refused_not_silently_reused(tmp_path, monkeypatch):
     """A shipped model whose bytes no longer match data/models/SHA256SUMS raises instead of being reused (or
     silently retrained); the intact copy is reused."""
-    name = persistence.shipped_path("reconstruction", "vae", seed=0).relative_to(SHIPPED_DIR).as_posix()  # d = 2
+    name = shipped_path("reconstruction", "vae", seed=0).relative_to(SHIPPED_DIR).as_posix()  # d = 2
     shipped = tmp_path / "models"
     (shipped / "reconstruction").mkdir(parents=True)
     shutil.copy(SHIPPED_DIR / name, shipped / name)
@@ -429,7 +430,7 @@ def test_the_api_refuses_a_model_that_is_not_one_with_a_type_error_naming_it(bad
 def test_the_api_refuses_bad_history_provenance_flags_and_types_in_one_line(tiny, tmp_path):
     model, history, data = tiny
     path = tmp_path / "m.pt"
-    with pytest.raises(TypeError, match="history must be a rhvae.training.History or None, got str"):
+    with pytest.raises(TypeError, match="history must be a rhvae.history.History or None, got str"):
         rhvae.save_model(model, path, history="history")
     with pytest.raises(TypeError, match="provenance must be a dict"):
         rhvae.save_model(model, path, provenance=torch.zeros(3))

@@ -1,7 +1,7 @@
 """The package's layers, read from its source: every import of an rhvae module points down (or sideways within a
 layer), the import graph has no circle, and no rhvae import hides inside a function.
 
-Layers, lowest first: the base (version, validation, paths, files, provenance); ``rhvae.models``;
+Layers, lowest first: the base (version, validation, paths, files, provenance, signals, history); ``rhvae.models``;
 ``rhvae.sampling`` and ``rhvae.evaluation``; training and persistence; ``rhvae.experiments``; ``rhvae.interfaces``.
 The facade ``rhvae/__init__.py`` (and ``__main__``) gathers the public API and is imported by no module.
 """
@@ -13,10 +13,18 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rhvae"
 LAYERS = [
-    {"rhvae.version", "rhvae.validation", "rhvae.paths", "rhvae.files", "rhvae.provenance", "rhvae.signals"},
+    {
+        "rhvae.version",
+        "rhvae.validation",
+        "rhvae.paths",
+        "rhvae.files",
+        "rhvae.provenance",
+        "rhvae.signals",
+        "rhvae.history",
+    },
     {"rhvae.models"},
     {"rhvae.sampling", "rhvae.evaluation"},
-    {"rhvae.training", "rhvae.persistence"},
+    {"rhvae.training", "rhvae.persistence", "rhvae.shipped"},
     {"rhvae.experiments"},
     {"rhvae.interfaces"},
 ]

@@ -18,6 +18,7 @@ import torch
 
 from rhvae.experiments.data import ExperimentData, check_data, experiment_data
 from rhvae.files import as_path, writable_folder
+from rhvae.history import History
 from rhvae.models import MODELS, VAE
 from rhvae.paths import CACHE_DIR, SHIPPED_DIR
 from rhvae.persistence import (
@@ -29,7 +30,7 @@ from rhvae.persistence import (
     save_model,
 )
 from rhvae.provenance import environment
-from rhvae.training import History, TrainingDiverged, TrainingSettings, train_group
+from rhvae.training import TrainingDiverged, TrainingSettings, train_group
 from rhvae.validation import check, check_bool, check_device
 
 
