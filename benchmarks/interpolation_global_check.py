@@ -10,7 +10,7 @@ edges weighted by their Riemannian length) gives the global graph distance d_gra
 most 1.3 % with ``--radius 3`` (the metrication bound of that module's docstring, measured in
 tests/experiments/test_clustering.py).
 
-For the pairs of test digits the notebook uses (``rhvae.experiments.latent_paths.pair_indices`` with the model's seed,
+For the pairs of test digits the notebook uses (``rhvae.experiments.interpolation.pair_indices`` with the model's seed,
 5 within a class and 5 across), with every shipped RHVAE of reconstruction and generation_7_classes, this prints the
 ratio d_graph / L_G(straight line) per subset and seed (mean and minimum over the pairs). A ratio near 1 means no
 path, anywhere in the box, is much shorter than the straight line: the metric does not bend interpolations. A ratio
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from rhvae.experiments.clustering import geodesic_distance_matrix
-from rhvae.experiments.latent_paths import pair_indices, riemannian_length, straight_line
+from rhvae.experiments.interpolation import pair_indices, riemannian_length, straight_line
 from rhvae.experiments.model_cache import data_of
 from rhvae.persistence import load_model
 from rhvae.shipped import shipped_path

@@ -5,7 +5,7 @@ torch. Run by tests/test_public_api_refusals.py in a subprocess with a memory li
 instead of taking the machine's memory).
 
 Covered: every function and class of ``rhvae.__all__`` and the public functions of the ``rhvae.experiments`` modules
-a researcher reuses: ``quality``, ``latent_paths``, ``clustering``, ``data``, ``model_cache``, ``augmentation`` and
+a researcher reuses: ``quality``, ``interpolation``, ``clustering``, ``data``, ``model_cache``, ``augmentation`` and
 ``tables``. A call that does not return within ``SECONDS_PER_CALL`` (a size with no upper bound on time) is reported
 too. The other arguments of a call take good
 values (a real RHVAE and VAE trained on real digits, their codes, the shipped quality classifier); a function that
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 import rhvae
-from rhvae.experiments import augmentation, clustering, data, latent_paths, model_cache, quality, tables
+from rhvae.experiments import augmentation, clustering, data, interpolation, model_cache, quality, tables
 from rhvae.training import TrainingSettings
 
 CARELESS = {
@@ -103,7 +103,7 @@ def good_values(folder: Path) -> tuple[dict, dict]:
         "augmentation.generated_images": {"models": {1: model}},
         "tables.class_shares": {"models": {0: {"RHVAE": model}}},
         "tables.evaluate_model": {"ll_samples": 10, "n_samples": 4, "mcmc_steps": 2},
-        "latent_paths.interpolations_over_seeds": {
+        "interpolation.interpolations_over_seeds": {
             "models": {"metric": {0: {"RHVAE": model}}},
             "data": {"metric": subset},
             "n_pairs": 1,
@@ -117,7 +117,7 @@ def good_values(folder: Path) -> tuple[dict, dict]:
 def targets() -> dict:
     found = {name: getattr(rhvae, name) for name in rhvae.__all__ if callable(getattr(rhvae, name))}
     found = {n: f for n, f in found.items() if not (isinstance(f, type) and issubclass(f, BaseException))}
-    for module in (quality, latent_paths, clustering, data, model_cache, augmentation, tables):
+    for module in (quality, interpolation, clustering, data, model_cache, augmentation, tables):
         for name in getattr(module, "__all__", None) or [n for n in dir(module) if not n.startswith("_")]:
             function = getattr(module, name)
             if inspect.isfunction(function) and function.__module__ == module.__name__:

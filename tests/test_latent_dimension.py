@@ -24,7 +24,7 @@ from matplotlib import pyplot as plt
 import rhvae
 from rhvae import persistence, training
 from rhvae.evaluation import diagnostics, geometry, likelihood
-from rhvae.experiments import clustering, latent_paths, quality
+from rhvae.experiments import clustering, interpolation, quality
 from rhvae.interfaces import cli, plotting, widgets
 from rhvae.models.metric import LearnedMetric
 from rhvae.sampling import grid_target, hmc, truncation
@@ -371,7 +371,7 @@ def test_geodesic_at_d3(d3):
     assert result.length**2 <= result.energy * (1 + 1e-9)
     line = geometry.straight_line(z0.double(), z1.double(), 10)
     assert torch.allclose(line, result.line)
-    double = latent_paths.as_double_metric(metric)
+    double = interpolation.as_double_metric(metric)
     assert float(geometry.path_length(double, line, refine=4)) == pytest.approx(result.line_length, rel=1e-9)
     assert float(geometry.path_energy(double, line, refine=4)) == pytest.approx(result.line_energy, rel=1e-9)
 
@@ -449,15 +449,15 @@ def test_quality_of_d3_samples(d3, classifier):
 def test_path_lengths_at_d3(d3):
     """Lengths of a 3-D polyline: the Riemannian length is the sum of the segment lengths and the last
     cumulative length; a path resampled at equal arc length keeps its end points and its segments are equal."""
-    metric = latent_paths.as_double_metric(d3.rhvae.metric())
+    metric = interpolation.as_double_metric(d3.rhvae.metric())
     assert metric.centroids.dtype == torch.float64 and metric.dim == D
-    path = latent_paths.straight_line(d3.rhvae.centroids[0], d3.rhvae.centroids[1], 9)
+    path = interpolation.straight_line(d3.rhvae.centroids[0], d3.rhvae.centroids[1], 9)
     assert path.shape == (9, D)
-    segments = latent_paths.segment_lengths(metric, path)
-    assert latent_paths.riemannian_length(metric, path) == pytest.approx(float(segments.sum()))
-    assert float(latent_paths.cumulative_length(metric, path)[-1]) == pytest.approx(float(segments.sum()))
-    assert latent_paths.euclidean_length(path) == pytest.approx(float((path[-1] - path[0]).norm()))
-    resampled = latent_paths.resample_equal(None, path, 5)
+    segments = interpolation.segment_lengths(metric, path)
+    assert interpolation.riemannian_length(metric, path) == pytest.approx(float(segments.sum()))
+    assert float(interpolation.cumulative_length(metric, path)[-1]) == pytest.approx(float(segments.sum()))
+    assert interpolation.euclidean_length(path) == pytest.approx(float((path[-1] - path[0]).norm()))
+    resampled = interpolation.resample_equal(None, path, 5)
     assert torch.equal(resampled[0], path[0]) and torch.equal(resampled[-1], path[-1])
     steps = (resampled[1:] - resampled[:-1]).norm(dim=-1)
     assert torch.allclose(steps, steps.mean().expand(4))
@@ -466,20 +466,20 @@ def test_path_lengths_at_d3(d3):
 def test_geodesic_path_and_measures_at_d3(d3, classifier):
     """geodesic_path: n points with the exact end points, no longer under G than the line; path_measures of it:
     finite numbers, confidences in [0, 1]."""
-    metric = latent_paths.as_double_metric(d3.rhvae.metric())
+    metric = interpolation.as_double_metric(d3.rhvae.metric())
     z0, z1 = d3.rhvae.centroids[0], d3.rhvae.centroids[-1]
-    path = latent_paths.geodesic_path(metric, z0, z1, 8, resolution=12, steps=30)
+    path = interpolation.geodesic_path(metric, z0, z1, 8, resolution=12, steps=30)
     assert path.shape == (8, D) and torch.equal(path[0], z0.double()) and torch.equal(path[-1], z1.double())
-    line = latent_paths.straight_line(z0, z1, 64)
-    assert latent_paths.riemannian_length(metric, path) <= latent_paths.riemannian_length(metric, line) * 1.01
-    measures = latent_paths.path_measures(d3.rhvae, path, classifier, d3.rhvae.centroids, metric)
+    line = interpolation.straight_line(z0, z1, 64)
+    assert interpolation.riemannian_length(metric, path) <= interpolation.riemannian_length(metric, line) * 1.01
+    measures = interpolation.path_measures(d3.rhvae, path, classifier, d3.rhvae.centroids, metric)
     assert 0 <= measures["confidence_min"] <= measures["confidence_mean"] <= 1
-    assert all(math.isfinite(measures[m]) for m in latent_paths.MEASURES)
+    assert all(math.isfinite(measures[m]) for m in interpolation.MEASURES)
 
 
 def test_decoded_paths_at_d3(d3):
     """Decoded frames of every d = 3 model's straight line and of the RHVAE's geodesic, in [0, 1]."""
-    strips = latent_paths.decoded_paths(d3.models, d3.data.test.x[0], d3.data.test.x[2], n_points=5, resolution=8)
+    strips = interpolation.decoded_paths(d3.models, d3.data.test.x[0], d3.data.test.x[2], n_points=5, resolution=8)
     assert set(strips) == {"VAE line", "HVAE line", "RHVAE line", "RHVAE geodesic"}
     assert all(frames.shape == (5, 784) and in_unit_interval(frames) for frames in strips.values())
 
@@ -489,18 +489,18 @@ def test_interpolation_table_at_d3(d3, classifier):
     a geodesic no longer than its line, every row finite, one check per claim."""
     data = d3.data
     codes = {name: model.encode(data.train.x)[0].detach() for name, model in d3.models.items()}
-    table = latent_paths.interpolation_table(
+    table = interpolation.interpolation_table(
         d3.models, None, data.test.x, data.test.y, codes, classifier, n_pairs=1, n_points=5, resolution=8
     )
     ratio = table["geodesic_vs_line"]["same_class"]["mean_ratio"]
     assert ratio is not None and ratio <= 1.01
-    rows = latent_paths.interpolation_rows(table, "d3")
+    rows = interpolation.interpolation_rows(table, "d3")
     assert rows and all(math.isfinite(v) for row in rows.values() for v in row.values())
-    tables, per_seed = latent_paths.interpolations_over_seeds(
+    tables, per_seed = interpolation.interpolations_over_seeds(
         {"d3": {0: d3.models}}, {"d3": data}, classifier, n_pairs=1, n_points=5, resolution=8
     )
     assert set(tables["d3"]) == {0} and per_seed[0] == rows
-    checks, notes = latent_paths.interpolation_checks(per_seed, {"d3": list(d3.models)})
+    checks, notes = interpolation.interpolation_checks(per_seed, {"d3": list(d3.models)})
     assert checks and all(isinstance(v, bool) for v in checks.values()) and isinstance(notes, list)
 
 
@@ -568,7 +568,7 @@ def test_image_pictures_at_d3(d3):
     ellipse_scale is a positive scale from 3-D eigenvalues."""
     generated = {name: rhvae.generate(model, 4, 1) for name, model in d3.models.items()}
     x = d3.data.test.x[:4]
-    strips = latent_paths.decoded_paths(d3.models, x[0], x[1], n_points=4, resolution=6)
+    strips = interpolation.decoded_paths(d3.models, x[0], x[1], n_points=4, resolution=6)
     mosaic = plotting.image_mosaic(generated["VAE"].images, n_cols=2)
     assert mosaic.shape == (2 * 29 - 1, 2 * 29 - 1) and 0 <= mosaic.min() and mosaic.max() <= 1
     figures = [
@@ -800,7 +800,7 @@ COVERAGE: dict[str, dict[str, str]] = {
         "generation_score": f"{NO_LATENT}: images",
         "held_out_digits": f"{NO_LATENT}: real digits",
     },
-    "rhvae.experiments.latent_paths": {
+    "rhvae.experiments.interpolation": {
         "as_double_metric": "test_path_lengths_at_d3",
         "straight_line": "test_path_lengths_at_d3",
         "segment_lengths": "test_path_lengths_at_d3",

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import rhvae
-from rhvae.experiments import augmentation, clustering, data, latent_paths, model_cache, quality, tables
+from rhvae.experiments import augmentation, clustering, data, interpolation, model_cache, quality, tables
 from rhvae.models.metric import LearnedMetric
 from rhvae.paths import ROOT
 from rhvae.training import train_group
@@ -48,7 +48,7 @@ def test_every_public_function_refuses_careless_arguments_in_one_line(tmp_path):
         "model_cache.train_experiment_model", "model_cache.train_experiment_models",
         "augmentation.classic_augmentation", "augmentation.generated_images", "augmentation.train_classifier",
         "data.draw_subset", "tables.evaluate_model",
-        "latent_paths.interpolations_over_seeds", "clustering.clustering_over_seeds",
+        "interpolation.interpolations_over_seeds", "clustering.clustering_over_seeds",
     ):  # fmt: skip
         assert name not in report["skipped"], name
 
@@ -70,7 +70,7 @@ def test_every_public_function_refuses_careless_arguments_in_one_line(tmp_path):
             "cache_dir must be a path",
         ),
         # issue 35's unclear cases, one line each (their own tests sit beside each module's)
-        (lambda: latent_paths.pair_indices(np.zeros(200_000, dtype=np.int64), 1, True), ValueError, "at most 10000"),
+        (lambda: interpolation.pair_indices(np.zeros(200_000, dtype=np.int64), 1, True), ValueError, "at most 10000"),
         (lambda: rhvae.riemannian_hmc(METRIC, n_samples=2, mcmc_steps=1, eps=1e300), ValueError, "eps must be > 0"),
         (lambda: train_group([], []), ValueError, "models must hold at least one model"),
         (lambda: rhvae.load_model("/dev/null"), ValueError, "not a regular file"),

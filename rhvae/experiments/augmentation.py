@@ -8,7 +8,7 @@ real images, generate more images of each class, and train a classifier on real 
 ``augmentation`` experiment (``rhvae.experiments.registry``): n digits per class drawn from the digits the quality
 classifier (``rhvae.experiments.quality``) was trained on, split 80 / 20 per class into the images the classifiers and
 the generative models are fitted on (``fit``) and a validation split of real images only (``val``: early stopping). The
-test set is every other bundled digit (``test_split``): disjoint from every training set and from the quality
+test set is every other bundled digit (``accuracy_split``): disjoint from every training set and from the quality
 classifier's training digits.
 
 **Arms** (``ARMS``), each with ``n_generated`` extra images per class, labelled with their class:
@@ -80,7 +80,7 @@ PATIENCE = 6
 
 
 # --------------------------------------------------------------------------------------------------------- data
-def test_split() -> Split:
+def accuracy_split() -> Split:
     """Every bundled digit the quality classifier was not trained on (the augmentation training sets are drawn
     from the digits it was trained on): a real test set disjoint from every training set of the experiment."""
 
@@ -323,7 +323,7 @@ def verdict_checks(per_seed: Mapping[int, Mapping[str, Mapping]], n_generated: i
 
 # ------------------------------------------------------------------------------------------------ the notebook
 @dataclass
-class Outcome:
+class ArmsOutcome:
     """What ``run_arms`` measured: ``accuracy[seed][row][arm]`` (row ``"CLF n/class"``), the per-class models
     ``models[size][seed][kind][class]``, the image sets of the first seed at each size
     (``images[size][title] = (images, labels)``) and the test split."""
@@ -353,7 +353,7 @@ def arms_available(extra: Mapping) -> list[str]:
     return [arm for arm in ARMS if arm == "real" or (arm if arm != "rhvae_only" else "rhvae") in extra]
 
 
-def run_arms(run, configs: Mapping[str, Mapping]) -> Outcome:
+def run_arms(run, configs: Mapping[str, Mapping]) -> ArmsOutcome:
     """The whole experiment for a notebook ``run`` (``rhvae.experiments.runs.Run`` of ``augmentation``): for every
     training size and seed, the per-class VAE and RHVAE (trained, or reused when cached or shipped), the extra images of
     every arm, and both classifiers trained on every arm and scored on the test split. Records into the run the
@@ -361,7 +361,7 @@ def run_arms(run, configs: Mapping[str, Mapping]) -> Outcome:
     were generated. An arm whose generative model diverged for some class is left out of that seed."""
 
     p = run.params
-    test = test_split()
+    test = accuracy_split()
     scores: dict = {seed: {} for seed in p["seeds"]}
     quality: dict = {seed: {} for seed in p["seeds"]}  # the real and added images of every arm, scored
     models: dict = {}
@@ -429,4 +429,4 @@ def run_arms(run, configs: Mapping[str, Mapping]) -> Outcome:
         added_images_over_seeds=over_seeds(quality, ADDED_IMAGE_SCORES),
         generation_metrics_note=GENERATION_METRICS_NOTE,
     )
-    return Outcome(scores, models, images, test)
+    return ArmsOutcome(scores, models, images, test)

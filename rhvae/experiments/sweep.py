@@ -6,7 +6,7 @@ A job (``Job``) is what ``run_all.sh`` runs for one notebook: the notebook's byt
 not split). ``execute_job`` runs on a worker, which needs this package installed but not the client's disk: in a
 temporary folder it writes the notebook and the client's cached models of the experiment (those the notebook may
 reuse), runs ``python -m papermill`` there exactly as ``run_all.sh`` does (run folder and model cache are
-sub-folders), and returns what the run wrote, as bytes (``Outcome``). ``deliver`` writes an outcome on the client
+sub-folders), and returns what the run wrote, as bytes (``JobOutcome``). ``deliver`` writes an outcome on the client
 into the ``run_all.sh`` output folder as a local run would leave it, every file atomically:
 
 * ``executed/NAME.ipynb``, ``logs/NAME.log`` and ``logs/NAME.rc`` ("EXIT_STATUS SECONDS", the papermill exit status
@@ -91,7 +91,7 @@ class Job:
 
 
 @dataclass
-class Outcome:
+class JobOutcome:
     """What a job left: papermill's ``exit_status``, its ``seconds``, the worker's ``host`` and temporary
     ``folder``, and the files as bytes: the ``executed`` notebook (None if papermill wrote none), the ``log``,
     the run folder's files (``run_files``, by path relative to it) and the models trained into the model cache
@@ -213,12 +213,13 @@ def _quiet_worker_shutdown() -> None:
 
 
 # ------------------------------------------------------------------------------------------------- on a worker
-def execute_job(job: Job, cached_models: Mapping[str, bytes]) -> Outcome:
+def execute_job(job: Job, cached_models: Mapping[str, bytes]) -> JobOutcome:
     """Run ``job`` with papermill in a temporary folder of this machine, its model cache holding
     ``cached_models`` (path relative to the cache: bytes), and return everything it wrote. A job of a sweep that was
     stopped (``_stop_jobs``) before it started ends at once."""
     if job.tag in _stopped:
-        return Outcome(job.name, 128 + _stopped[job.tag], 0.0, log=b"the sweep was stopped before this job started\n")
+        stopped = b"the sweep was stopped before this job started\n"
+        return JobOutcome(job.name, 128 + _stopped[job.tag], 0.0, log=stopped)
     folder = job_folder(job)
     folder.mkdir(parents=True)
     try:
@@ -232,7 +233,7 @@ def job_folder(job: Job) -> Path:
     return Path(tempfile.gettempdir()) / f"rhvae-{job.name}-{job.tag}"
 
 
-def _execute_in(job: Job, folder: Path, cached_models: Mapping[str, bytes]) -> Outcome:
+def _execute_in(job: Job, folder: Path, cached_models: Mapping[str, bytes]) -> JobOutcome:
     """``execute_job`` in ``folder``."""
     run_dir, cache_dir = folder / "run", folder / "cache"
     for relative, data in cached_models.items():
@@ -249,7 +250,7 @@ def _execute_in(job: Job, folder: Path, cached_models: Mapping[str, bytes]) -> O
     environment = {**os.environ, GIVEN_ENV: ",".join(job.given)}
     exit_status = execute(command, log, cwd=folder, env=environment, key=job.tag)
     stamps = _stamps(cache_dir)
-    return Outcome(
+    return JobOutcome(
         name=job.name,
         exit_status=exit_status,
         seconds=time.perf_counter() - start,
@@ -315,7 +316,7 @@ def run_sweep(jobs: Sequence[Job], out: str | os.PathLike, address: str, heartbe
                         writable_folder(cache / folder, "cache_dir")
                 except ValueError as err:
                     print(f"{announce}: not run")
-                    statuses[job.name] = deliver(Outcome(job.name, 1, 0.0, log=f"{err}\n".encode()), out, cache)
+                    statuses[job.name] = deliver(JobOutcome(job.name, 1, 0.0, log=f"{err}\n".encode()), out, cache)
                     continue
             models = {f"{f}/{k}": v for f in folders for k, v in _files(cache / f).items()} if reuse else {}
             (models_future,) = client.scatter([models], hash=False)
@@ -379,7 +380,7 @@ def _executing_keys(dask_worker) -> list:
     return [key for key, task in dask_worker.state.tasks.items() if task.state == "executing"]
 
 
-def _outcome(future, job: Job, seconds: float) -> Outcome:
+def _outcome(future, job: Job, seconds: float) -> JobOutcome:
     """The outcome of a finished future; a failed job (an exception, its worker lost) as exit status 1 with the
     reason as its log."""
     from distributed import CancelledError
@@ -395,10 +396,10 @@ def _outcome(future, job: Job, seconds: float) -> Outcome:
     except Exception as err:  # noqa: BLE001 - whatever the job raised is its failure
         reason = f"the Dask job of {job.name} failed: {type(err).__name__}: {err}"
     print(reason, file=sys.stderr)
-    return Outcome(job.name, 1, seconds, log=f"{reason}\n".encode())
+    return JobOutcome(job.name, 1, seconds, log=f"{reason}\n".encode())
 
 
-def deliver(outcome: Outcome, out: Path, cache: Path) -> int:
+def deliver(outcome: JobOutcome, out: Path, cache: Path) -> int:
     """Write ``outcome`` into the output folder ``out`` (run folder ``out/NAME``, ``executed/NAME.ipynb``,
     ``logs/NAME.log``, ``logs/NAME.rc`` last) and its trained models into ``cache``, each file atomically.
     Returns the exit status written (1 if a file could not be written: the reason ends the log)."""
@@ -432,7 +433,7 @@ def _write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, write)
 
 
-def _relocated_results(data: bytes, moves: Mapping[str, str], outcome: Outcome) -> bytes:
+def _relocated_results(data: bytes, moves: Mapping[str, str], outcome: JobOutcome) -> bytes:
     """A results.json with the worker's temporary paths (keys of ``moves``) replaced by the client's, and
     ``provenance.executed_on`` (host and folder of the worker)."""
 

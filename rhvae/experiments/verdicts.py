@@ -5,7 +5,7 @@ generation_7_classes), from the numbers their notebooks compute: {check in words
 A check over seeds holds only when there is at least one seed to judge (a run whose every model diverged judges
 nothing), and its wording carries the count, so that the report shows how close each verdict is. The augmentation,
 interpolation, clustering and latent_dimension experiments keep theirs beside their own protocol
-(``augmentation.verdict_checks``, ``latent_paths.interpolation_checks``, ``clustering.clustering_checks``,
+(``augmentation.verdict_checks``, ``interpolation.interpolation_checks``, ``clustering.clustering_checks``,
 ``latent_dimension.checks``).
 """
 

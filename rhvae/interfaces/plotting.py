@@ -478,7 +478,7 @@ def plot_images_per_class(sets: Mapping[str, tuple], per_class: int = 6):
 
 def plot_interpolations(strips: Mapping[str, object], title: str | None = None, image_shape=IMAGE_SHAPE) -> Figure:
     """One row of decoded frames per path (``strips``: label → (n, 784) frames, e.g.
-    ``rhvae.experiments.latent_paths.decoded_paths``), labelled on the left: interpolations side by side."""
+    ``rhvae.experiments.interpolation.decoded_paths``), labelled on the left: interpolations side by side."""
     rows = [(label, _numpy(frames)) for label, frames in strips.items()]
     if not rows:
         raise ValueError("strips must hold at least one path")

@@ -37,7 +37,7 @@ import torch
 from matplotlib import pyplot as plt
 
 from rhvae.experiments.augmentation import generated_images, train_classifier
-from rhvae.experiments.latent_paths import decoded_paths
+from rhvae.experiments.interpolation import decoded_paths
 from rhvae.experiments.parameters import check_parameter
 from rhvae.experiments.quality import accuracy
 from rhvae.experiments.registry import PARAMETERS
@@ -298,7 +298,7 @@ class AugmentationExplorer(_Explorer):
 class InterpolationExplorer(_Explorer):
     """Two test digits, picked by their index in the test split, and the decoded paths between their codes: the
     RHVAE's geodesic and straight line, every other model's straight line
-    (``rhvae.experiments.latent_paths.decoded_paths``). Redraws when a value changes; an index outside the test
+    (``rhvae.experiments.interpolation.decoded_paths``). Redraws when a value changes; an index outside the test
     split is refused in the red error line (never clamped)."""
 
     def __init__(self, models: Mapping[str, object], test, n_points: int = 12, first: int = 0, second: int = -1):

@@ -18,7 +18,7 @@ from rhvae.training import train
 
 @pytest.fixture(scope="module")
 def test_set():
-    return aug.test_split()
+    return aug.accuracy_split()
 
 
 @pytest.fixture(scope="module")

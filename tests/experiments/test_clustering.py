@@ -40,7 +40,7 @@ from rhvae.experiments.clustering import (
     seed_agreement,
     square_grid,
 )
-from rhvae.experiments.latent_paths import as_double_metric, pair_indices, riemannian_length
+from rhvae.experiments.interpolation import as_double_metric, pair_indices, riemannian_length
 from rhvae.models.metric import LearnedMetric
 
 BOUND = {1: math.sqrt(4 - 2 * math.sqrt(2)), 2: 1 / math.cos(math.atan(0.5) / 2)}

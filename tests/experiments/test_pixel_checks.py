@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import rhvae
-from rhvae.experiments import augmentation, clustering, data, latent_paths, quality
+from rhvae.experiments import augmentation, clustering, data, interpolation, quality
 from rhvae.validation import check_pixels
 
 DATA = rhvae.experiment_data("metric", n_per_class=10)  # 3 classes: 24 training and 6 test digits
@@ -42,11 +42,11 @@ def call(function, argument):
         "train_classifier(x_val)": (lambda x: augmentation.train_classifier("cnn", *KNOWN, x, Y, steps=1), "x_val"),
         "arm_classifier": (lambda x: augmentation.arm_classifier({}, x, Y, DATA.test, "unused", False), "x"),
         "interpolation_table": (
-            lambda x: latent_paths.interpolation_table({"VAE": VAE}, None, x, Y, CODES, CLF, n_pairs=1, n_points=3),
+            lambda x: interpolation.interpolation_table({"VAE": VAE}, None, x, Y, CODES, CLF, n_pairs=1, n_points=3),
             "x_test",
         ),
         "decoded_paths": (
-            lambda x: latent_paths.decoded_paths({"VAE": VAE}, first(x), X[1], n_points=3),
+            lambda x: interpolation.decoded_paths({"VAE": VAE}, first(x), X[1], n_points=3),
             "x_a",
         ),
         "clustering_table": (lambda x: clustering.clustering_table({"VAE": VAE}, x, Y, n_init=1), "x"),

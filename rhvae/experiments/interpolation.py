@@ -393,7 +393,7 @@ def interpolation_table(
     }
     return {
         "protocol": {
-            "name": "latent interpolations (own protocol, rhvae.experiments.latent_paths)",
+            "name": "latent interpolations (own protocol, rhvae.experiments.interpolation)",
             "n_pairs": n_pairs,
             "n_points": n_points,
             "seed": seed,

@@ -1,4 +1,4 @@
-"""rhvae.experiments.latent_paths on the shipped reconstruction models (seed 0, digits 1, 2, 3) and real test digits.
+"""rhvae.experiments.interpolation on the shipped reconstruction models (seed 0, digits 1, 2, 3) and real test digits.
 
 Measured tolerances (recorded when the tests were written):
 
@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import rhvae
-from rhvae.experiments.latent_paths import (
+from rhvae.experiments.interpolation import (
     MEASURES,
     as_double_metric,
     cumulative_length,
