@@ -163,6 +163,33 @@ std::vector<at::Tensor> position_forward(const at::Tensor& z_start, const at::Te
 // w̄ᵢ = Σ_jk Ū_jk (Mᵢ)_jk, ēᵢ = w̄ᵢ wᵢ, and
 //   z̄_half += ḡ,  ū += G⁻¹(z_k)ᵀ ḡ,  M̄ᵢ += Σ_b w_bi Ū_b,  z̄_k = s Σᵢ ēᵢ (cᵢ − z_k),  c̄ᵢ += s Σ_b ē_bi (z_b − cᵢ).
 // M̄ and c̄ are accumulated transposed, MT_bar (G, 4, N) and cT_bar (G, 2, N), when ``metric_grads``.
+// One row's sum over the centroids in the backward of a position step: (acc0, acc1) = Σᵢ ēᵢ (cᵢ − z), with
+// ēᵢ = wᵢ ⟨U, Mᵢ⟩ and U = ḡ uᵀ; with MetricGrads, also the row's part of the gradients of the centroids (scaled by
+// s_scale) and of the matrices. One template for both, so that the sums are written once.
+template <bool MetricGrads, typename T>
+inline void position_row_backward(const Table<const T*>& t, const Table<T*>& bar, const T* wb, int64_t N, T U00,
+                                  T U01, T U10, T U11, T z0, T z1, T s_scale, T& acc0, T& acc1) {
+  const T *c0 = t.c0, *c1 = t.c1, *m00 = t.m00, *m01 = t.m01, *m10 = t.m10, *m11 = t.m11;
+  T *cb0 = bar.c0, *cb1 = bar.c1, *mb00 = bar.m00, *mb01 = bar.m01, *mb10 = bar.m10, *mb11 = bar.m11;
+  T a0 = 0, a1 = 0;
+#pragma omp simd reduction(+ : a0, a1)
+  for (int64_t i = 0; i < N; ++i) {
+    const T e_bar = (U00 * m00[i] + U01 * m01[i] + U10 * m10[i] + U11 * m11[i]) * wb[i];
+    const T d0 = c0[i] - z0, d1 = c1[i] - z1;
+    a0 += e_bar * d0;
+    a1 += e_bar * d1;
+    if constexpr (MetricGrads) {
+      cb0[i] -= s_scale * e_bar * d0;
+      cb1[i] -= s_scale * e_bar * d1;
+      mb00[i] += wb[i] * U00;
+      mb01[i] += wb[i] * U01;
+      mb10[i] += wb[i] * U10;
+      mb11[i] += wb[i] * U11;
+    }
+  }
+  acc0 = a0, acc1 = a1;
+}
+
 template <typename T>
 void position_backward_impl(const at::Tensor& z_bar_out, const at::Tensor& u, const at::Tensor& cT,
                             const at::Tensor& MT, const at::Tensor& states, const at::Tensor& weights,
@@ -188,8 +215,6 @@ void position_backward_impl(const at::Tensor& z_bar_out, const at::Tensor& u, co
     for (int64_t g = 0; g < s.G; ++g) {
       const Table<const T*> t(c, m, g, s.N);
       const Table<T*> bar(cb, mb, g, s.N);
-      const T *c0 = t.c0, *c1 = t.c1, *m00 = t.m00, *m01 = t.m01, *m10 = t.m10, *m11 = t.m11;
-      T *cb0 = bar.c0, *cb1 = bar.c1, *mb00 = bar.m00, *mb01 = bar.m01, *mb10 = bar.m10, *mb11 = bar.m11;
       for (int64_t b = g * s.Bg; b < (g + 1) * s.Bg; ++b) {
         const T g0 = gbar[2 * b], g1 = gbar[2 * b + 1];
         const T u0 = uu[2 * b], u1 = uu[2 * b + 1];
@@ -201,28 +226,11 @@ void position_backward_impl(const at::Tensor& z_bar_out, const at::Tensor& u, co
         const T U00 = g0 * u0, U01 = g0 * u1, U10 = g1 * u0, U11 = g1 * u1;
         const T z0 = z[2 * b], z1 = z[2 * b + 1];
         const T* wb = w + b * s.N;
-        T acc0 = 0, acc1 = 0;
+        T acc0, acc1;
         if (metric_grads) {
-#pragma omp simd reduction(+ : acc0, acc1)
-          for (int64_t i = 0; i < s.N; ++i) {
-            const T e_bar = (U00 * m00[i] + U01 * m01[i] + U10 * m10[i] + U11 * m11[i]) * wb[i];
-            const T d0 = c0[i] - z0, d1 = c1[i] - z1;
-            acc0 += e_bar * d0;
-            acc1 += e_bar * d1;
-            cb0[i] -= s_scale * e_bar * d0;
-            cb1[i] -= s_scale * e_bar * d1;
-            mb00[i] += wb[i] * U00;
-            mb01[i] += wb[i] * U01;
-            mb10[i] += wb[i] * U10;
-            mb11[i] += wb[i] * U11;
-          }
+          position_row_backward<true>(t, bar, wb, s.N, U00, U01, U10, U11, z0, z1, s_scale, acc0, acc1);
         } else {
-#pragma omp simd reduction(+ : acc0, acc1)
-          for (int64_t i = 0; i < s.N; ++i) {
-            const T e_bar = (U00 * m00[i] + U01 * m01[i] + U10 * m10[i] + U11 * m11[i]) * wb[i];
-            acc0 += e_bar * (c0[i] - z0);
-            acc1 += e_bar * (c1[i] - z1);
-          }
+          position_row_backward<false>(t, bar, wb, s.N, U00, U01, U10, U11, z0, z1, s_scale, acc0, acc1);
         }
         // z̄_k replaces ḡ only after every row of this iteration has used ḡ: rows are independent, so in place is safe
         gbar[2 * b] = s_scale * acc0;
@@ -452,6 +460,34 @@ std::vector<at::Tensor> metric_forward(const at::Tensor& z, const at::Tensor& cT
 //   z̄ = −s Σ_q S_q J̄_q + s Σᵢ ēᵢ (cᵢ − z),
 //   M̄ᵢ_q = Σ_b w_bi (S̄_bq + s Σ_l J̄_bql cᵢ_l),   c̄ᵢ_l = s Σ_b [w_bi Σ_q (Mᵢ)_q J̄_bql + ē_bi (z_bl − cᵢ_l)]
 // (G is symmetric here: it is computed from the symmetric part of G⁻¹).
+// One row's sum over the centroids in the backward of the metric evaluation: (acc0, acc1) = Σᵢ ēᵢ (cᵢ − z), with
+// ēᵢ = wᵢ ⟨Mᵢ, q⟩ and q = S + (s J̄) cᵢ (``sJ`` row-major (4, 2)); with MetricGrads, also the row's part of the
+// gradients of the matrices and the centroids. One template for both, so that the sums are written once.
+template <bool MetricGrads, typename T>
+inline void metric_row_backward(const Table<const T*>& t, const Table<T*>& bar, const T* wb, int64_t N, T S0, T S1,
+                                T S2, T S3, const T* sJ, T z0, T z1, T s_scale, T& acc0, T& acc1) {
+  const T *c0 = t.c0, *c1 = t.c1, *m00 = t.m00, *m01 = t.m01, *m10 = t.m10, *m11 = t.m11;
+  T *cb0 = bar.c0, *cb1 = bar.c1, *mb00 = bar.m00, *mb01 = bar.m01, *mb10 = bar.m10, *mb11 = bar.m11;
+  const T sJ00 = sJ[0], sJ01 = sJ[1], sJ10 = sJ[2], sJ11 = sJ[3], sJ20 = sJ[4], sJ21 = sJ[5], sJ30 = sJ[6],
+          sJ31 = sJ[7];
+  T a0 = 0, a1 = 0;
+#pragma omp simd reduction(+ : a0, a1)
+  for (int64_t i = 0; i < N; ++i) {
+    const T q0 = S0 + sJ00 * c0[i] + sJ01 * c1[i], q1 = S1 + sJ10 * c0[i] + sJ11 * c1[i];
+    const T q2 = S2 + sJ20 * c0[i] + sJ21 * c1[i], q3 = S3 + sJ30 * c0[i] + sJ31 * c1[i];
+    const T e_bar = wb[i] * (m00[i] * q0 + m01[i] * q1 + m10[i] * q2 + m11[i] * q3);
+    const T d0 = c0[i] - z0, d1 = c1[i] - z1;
+    a0 += e_bar * d0;
+    a1 += e_bar * d1;
+    if constexpr (MetricGrads) {
+      mb00[i] += wb[i] * q0, mb01[i] += wb[i] * q1, mb10[i] += wb[i] * q2, mb11[i] += wb[i] * q3;
+      cb0[i] += wb[i] * (m00[i] * sJ00 + m01[i] * sJ10 + m10[i] * sJ20 + m11[i] * sJ30) - s_scale * e_bar * d0;
+      cb1[i] += wb[i] * (m00[i] * sJ01 + m01[i] * sJ11 + m10[i] * sJ21 + m11[i] * sJ31) - s_scale * e_bar * d1;
+    }
+  }
+  acc0 = a0, acc1 = a1;
+}
+
 template <typename T>
 void metric_backward_impl(const at::Tensor& A_bar_t, const at::Tensor& G_bar_t, const at::Tensor& l_bar_t,
                           const at::Tensor& J_bar_t, const at::Tensor& z_t, const at::Tensor& cT,
@@ -475,8 +511,6 @@ void metric_backward_impl(const at::Tensor& A_bar_t, const at::Tensor& G_bar_t, 
   for (int64_t g = 0; g < s.G; ++g) {
     const Table<const T*> t(c, m, g, s.N);
     const Table<T*> bar(cb, mb, g, s.N);
-    const T *c0 = t.c0, *c1 = t.c1, *m00 = t.m00, *m01 = t.m01, *m10 = t.m10, *m11 = t.m11;
-    T *cb0 = bar.c0, *cb1 = bar.c1, *mb00 = bar.m00, *mb01 = bar.m01, *mb10 = bar.m10, *mb11 = bar.m11;
     for (int64_t b = g * s.Bg; b < (g + 1) * s.Bg; ++b) {
       const T* Gb = Gp + 4 * b;
       const T* Gr = Gbar + 4 * b;
@@ -499,29 +533,12 @@ void metric_backward_impl(const at::Tensor& A_bar_t, const at::Tensor& G_bar_t, 
       const T sJ00 = s_scale * Jr[0], sJ01 = s_scale * Jr[1], sJ10 = s_scale * Jr[2], sJ11 = s_scale * Jr[3];
       const T sJ20 = s_scale * Jr[4], sJ21 = s_scale * Jr[5], sJ30 = s_scale * Jr[6], sJ31 = s_scale * Jr[7];
       const T* wb = w + b * s.N;
-      T acc0 = 0, acc1 = 0;
+      const T sJ[8] = {sJ00, sJ01, sJ10, sJ11, sJ20, sJ21, sJ30, sJ31};
+      T acc0, acc1;
       if (metric_grads) {
-#pragma omp simd reduction(+ : acc0, acc1)
-        for (int64_t i = 0; i < s.N; ++i) {
-          const T q0 = S0 + sJ00 * c0[i] + sJ01 * c1[i], q1 = S1 + sJ10 * c0[i] + sJ11 * c1[i];
-          const T q2 = S2 + sJ20 * c0[i] + sJ21 * c1[i], q3 = S3 + sJ30 * c0[i] + sJ31 * c1[i];
-          const T e_bar = wb[i] * (m00[i] * q0 + m01[i] * q1 + m10[i] * q2 + m11[i] * q3);
-          const T d0 = c0[i] - z0, d1 = c1[i] - z1;
-          acc0 += e_bar * d0;
-          acc1 += e_bar * d1;
-          mb00[i] += wb[i] * q0, mb01[i] += wb[i] * q1, mb10[i] += wb[i] * q2, mb11[i] += wb[i] * q3;
-          cb0[i] += wb[i] * (m00[i] * sJ00 + m01[i] * sJ10 + m10[i] * sJ20 + m11[i] * sJ30) - s_scale * e_bar * d0;
-          cb1[i] += wb[i] * (m00[i] * sJ01 + m01[i] * sJ11 + m10[i] * sJ21 + m11[i] * sJ31) - s_scale * e_bar * d1;
-        }
+        metric_row_backward<true>(t, bar, wb, s.N, S0, S1, S2, S3, sJ, z0, z1, s_scale, acc0, acc1);
       } else {
-#pragma omp simd reduction(+ : acc0, acc1)
-        for (int64_t i = 0; i < s.N; ++i) {
-          const T q0 = S0 + sJ00 * c0[i] + sJ01 * c1[i], q1 = S1 + sJ10 * c0[i] + sJ11 * c1[i];
-          const T q2 = S2 + sJ20 * c0[i] + sJ21 * c1[i], q3 = S3 + sJ30 * c0[i] + sJ31 * c1[i];
-          const T e_bar = wb[i] * (m00[i] * q0 + m01[i] * q1 + m10[i] * q2 + m11[i] * q3);
-          acc0 += e_bar * (c0[i] - z0);
-          acc1 += e_bar * (c1[i] - z1);
-        }
+        metric_row_backward<false>(t, bar, wb, s.N, S0, S1, S2, S3, sJ, z0, z1, s_scale, acc0, acc1);
       }
       zb[2 * b] = zbar0 + s_scale * acc0;
       zb[2 * b + 1] = zbar1 + s_scale * acc1;
