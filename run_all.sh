@@ -94,7 +94,13 @@ while [[ $# -gt 0 ]]; do
 done
 # The experiments in report order, from the one registry (rhvae/experiments/registry.py): read after the options,
 # so that a bad option is refused before Python starts (which takes seconds on a loaded machine).
-mapfile -t ALL_NOTEBOOKS < <("$PYTHON" -c 'from rhvae.experiments.registry import REGISTRY; print("\n".join(REGISTRY))')
+# One Python start for every registry fact of the options' checks: each experiment and whether its models are shipped.
+mapfile -t registry_lines < <("$PYTHON" -c 'from rhvae.experiments.registry import REGISTRY
+for name, e in REGISTRY.items(): print(name, int(e.shipped))')
+ALL_NOTEBOOKS=() SHIPPED=()
+for line in "${registry_lines[@]+"${registry_lines[@]}"}"; do
+    ALL_NOTEBOOKS+=("${line% *}"); [[ "${line#* }" != 1 ]] || SHIPPED+=("${line% *}")
+done
 [[ ${#ALL_NOTEBOOKS[@]} -gt 0 ]] || { echo "run_all.sh: cannot read the experiments from rhvae.experiments.registry" >&2; exit 1; }
 # two notebooks at a time by default where there are two cores: each runs on one thread, so the numbers are the same
 if [[ -z "$jobs" ]]; then
@@ -122,8 +128,7 @@ elif [[ $train -eq 1 || $quick -eq 1 ]]; then
 else
     # default mode reproduces from shipped models: an experiment whose models are not shipped yet would train
     # them for half an hour, so it runs only when named with --only (rhvae/experiments/registry.py, ``shipped``)
-    mapfile -t notebooks < <("$PYTHON" -c 'from rhvae.experiments.registry import REGISTRY
-print("\n".join(n for n, e in REGISTRY.items() if e.shipped))')
+    notebooks=("${SHIPPED[@]+"${SHIPPED[@]}"}")
     for name in "${ALL_NOTEBOOKS[@]}"; do
         [[ " ${notebooks[*]} " == *" $name "* ]] || echo "run_all.sh: skipping '$name': its models are not shipped" \
             "yet (train them with ./run_all.sh --only $name, or everything with --train)"
@@ -135,21 +140,33 @@ fi
 # training the same ones beside them), and with --train it retrains only the models of experiments that are not part
 # of this run. Where this run trains nothing (no --train, --quick or -p, and every model it uses is shipped: the
 # default run), there is nothing to wait for: the analyses load the same shipped files, and start with the others.
-mapfile -t analysis_lines < <("$PYTHON" -c 'import sys
-from rhvae.experiments.registry import REGISTRY
-chosen = set(sys.argv[1:])
-for name, e in REGISTRY.items():
-    if e.analyses and name in chosen:
-        print(name, "fed" if set(e.analyses) <= chosen else "alone")
-if all(REGISTRY[n].shipped for c in chosen for n in (c, *REGISTRY[c].analyses)):
-    print("@shipped")' "${notebooks[@]}")
-analyses=() fed=() all_shipped=0
-for line in "${analysis_lines[@]+"${analysis_lines[@]}"}"; do
-    if [[ "$line" == "@shipped" ]]; then all_shipped=1; continue; fi
-    analyses+=("${line% *}"); [[ "${line#* }" != fed ]] || fed+=("${line% *}")
+# One Python start prints the analyses (NAME fed|alone), whether they wait, and the start order of notebooks run at
+# once: longest first (rhvae/experiments/registry.py, ``minutes``), so that the run does not end with a long notebook
+# that started when the short ones were done; the analyses after the others when they wait. Notebooks are collected
+# and reported in report order.
+may_train=0; [[ $train -eq 0 && $quick -eq 0 && ${#params[@]} -eq 0 ]] || may_train=1
+cost_mode=default; [[ $train -eq 0 ]] || cost_mode=train
+mapfile -t order_lines < <("$PYTHON" -c 'import sys
+from rhvae.experiments.registry import REGISTRY, longest_first
+mode, may_train, chosen = sys.argv[1], sys.argv[2] == "1", sys.argv[3:]
+analyses = [n for n in REGISTRY if REGISTRY[n].analyses and n in chosen]
+for name in analyses:
+    print("analysis", name, "fed" if set(REGISTRY[name].analyses) <= set(chosen) else "alone")
+together = not may_train and all(REGISTRY[n].shipped for c in chosen for n in (c, *REGISTRY[c].analyses))
+first = chosen if together else [n for n in chosen if n not in analyses]
+for name in longest_first(first, mode) + ([] if together else analyses):
+    print("start", name)
+print("wait", int(not together))' "$cost_mode" "$may_train" "${notebooks[@]}")
+analyses=() fed=() sorted_order=() analyses_wait=""
+for line in "${order_lines[@]+"${order_lines[@]}"}"; do
+    read -r kind name how <<< "$line"
+    case "$kind" in
+        analysis) analyses+=("$name"); [[ "$how" != fed ]] || fed+=("$name") ;;
+        start) sorted_order+=("$name") ;;
+        wait) analyses_wait="$name" ;;
+    esac
 done
-analyses_wait=1
-[[ $all_shipped -eq 0 || $train -eq 1 || $quick -eq 1 || ${#params[@]} -gt 0 ]] || analyses_wait=0
+[[ -n "$analyses_wait" ]] || { echo "run_all.sh: cannot order the notebooks" >&2; exit 1; }
 is_in() { local x="$1"; shift; [[ " $* " == *" $x "* ]]; }
 primaries=()
 for nb in "${notebooks[@]}"; do is_in "$nb" "${analyses[@]+"${analyses[@]}"}" || primaries+=("$nb"); done
@@ -161,18 +178,9 @@ pflags=()
 for ((i = 0; i < ${#params[@]}; i += 2)); do pflags+=(-p "${params[i]}" "${params[i+1]}"); done
 plan="$("$PYTHON" -m rhvae.experiments.notebook_command plan "${notebooks[@]}" "${pflags[@]+"${pflags[@]}"}")" || { echo "run_all.sh: bad -p parameter (nothing was run)" >&2; exit 2; }
 
-# Notebooks run at once start longest first (rhvae/experiments/registry.py, ``minutes``), so that the run does not end with
-# a long notebook that started when the short ones were done; they are collected and reported in report order.
-# (no experiment notebook in the run, only analyses: nothing to sort, not one empty line)
 start_order=("${notebooks[@]}")
 if [[ $jobs -gt 1 || -n "$dask" ]]; then
-    cost_mode=default; [[ $train -eq 0 ]] || cost_mode=train
-    sorted_first=("${primaries[@]+"${primaries[@]}"}")  # the analyses after the others (see above), or among them
-    [[ $analyses_wait -eq 1 ]] || sorted_first=("${notebooks[@]}")
-    mapfile -t start_order < <("$PYTHON" -c 'import sys
-from rhvae.experiments.registry import longest_first
-for name in longest_first(sys.argv[2:], sys.argv[1]): print(name)' "$cost_mode" "${sorted_first[@]+"${sorted_first[@]}"}")
-    [[ $analyses_wait -eq 0 ]] || start_order+=("${analyses[@]+"${analyses[@]}"}")
+    start_order=("${sorted_order[@]+"${sorted_order[@]}"}")
     [[ ${#start_order[@]} -eq ${#notebooks[@]} ]] || { echo "run_all.sh: cannot order the notebooks" >&2; exit 1; }
     plan="$(for nb in "${start_order[@]}"; do grep -P "^$nb\t" <<< "$plan"; done)"
 fi
