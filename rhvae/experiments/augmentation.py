@@ -353,6 +353,15 @@ def arms_available(extra: Mapping) -> list[str]:
     return [arm for arm in ARMS if arm == "real" or (arm if arm != "rhvae_only" else "rhvae") in extra]
 
 
+def _scores_by_seed(images: Mapping[str, torch.Tensor], seeds) -> dict:
+    """``generation_score`` of every image set of ``images`` ({"seed/label": images}), as {seed: {label: score}}."""
+    quality: dict = {seed: {} for seed in seeds}
+    for key, x in images.items():
+        seed, label = key.split("/", 1)
+        quality[int(seed)][label] = generation_score(x)
+    return quality
+
+
 def run_arms(run, configs: Mapping[str, Mapping]) -> ArmsOutcome:
     """The whole experiment for a notebook ``run`` (``rhvae.experiments.runs.Run`` of ``augmentation``): for every
     training size and seed, the per-class VAE and RHVAE (trained, or reused when cached or shipped), the extra images of
@@ -363,7 +372,7 @@ def run_arms(run, configs: Mapping[str, Mapping]) -> ArmsOutcome:
     p = run.params
     test = accuracy_split()
     scores: dict = {seed: {} for seed in p["seeds"]}
-    quality: dict = {seed: {} for seed in p["seeds"]}  # the real and added images of every arm, scored
+    scored: dict = {}  # the real and added images of every arm, scored after the loop: {"seed/label": images}
     models: dict = {}
     images: dict = {}
     training: dict = {}
@@ -394,10 +403,9 @@ def run_arms(run, configs: Mapping[str, Mapping]) -> ArmsOutcome:
                         x, y, info = generated_images(by_kind[kind], sampler, p["n_generated"], p["mcmc_steps"], seed)
                         extra[arm] = (x, y)
                         generation.setdefault(seed, {})[f"{ARMS[arm]}, {size}/class"] = info
-            with run.timer("generation_scores"):  # the added images against held-out real digits
-                for arm, (x, _) in {"real": (fit.x, fit.y), **extra}.items():
-                    name = "real digits (fit part)" if arm == "real" else ADDED[arm]
-                    quality[seed][f"{name}, {size}/class"] = generation_score(x)
+            for arm, (x, _) in {"real": (fit.x, fit.y), **extra}.items():
+                name = "real digits (fit part)" if arm == "real" else ADDED[arm]
+                scored[f"{seed}/{name}, {size}/class"] = x
             if seed == p["seeds"][0]:
                 images[size] = {"real": (fit.x, fit.y), **{ADDED[a]: extra[a] for a in extra}}
             for clf in CLASSIFIERS:
@@ -411,6 +419,10 @@ def run_arms(run, configs: Mapping[str, Mapping]) -> ArmsOutcome:
                         scores[seed][row][arm] = accuracy(net, test.x, test.y)
                     training.setdefault(seed, {}).setdefault(row, {})[arm] = {**record, "file": str(path)}
                 print(f"seed {seed}, {row}: " + ", ".join(f"{a} {v:.3f}" for a, v in scores[seed][row].items()))
+    with run.timer("generation_scores"):  # the added images against held-out real digits (stored: keyed by the images)
+        quality = run.stored_evaluation(
+            "added_images_quality", lambda: _scores_by_seed(scored, p["seeds"]), inputs=scored
+        )
     table = {
         seed: {
             f"{row} · {ARMS[arm]}": {"accuracy": acc, "gain": acc - by_arm["real"]}

@@ -27,7 +27,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -39,9 +39,11 @@ from rhvae.experiments.parameters import check_parameter
 from rhvae.experiments.quality import GENERATION_METRICS_NOTE, generation_score
 from rhvae.experiments.registry import PAPER_SETTINGS
 from rhvae.experiments.registry import experiment as experiment_entry
+from rhvae.experiments.stored_evaluations import evaluation_key, stored_evaluation
 from rhvae.files import atomic_write, atomic_write_text, writable_folder
 from rhvae.models import HVAE, RHVAE, VAE, native
 from rhvae.paths import CACHE_DIR, FIGURES_DIR, ROOT, SHIPPED_DIR
+from rhvae.persistence import state_digest
 from rhvae.provenance import environment, set_threads
 from rhvae.sampling.hmc import generate
 from rhvae.training import TrainingDiverged
@@ -431,6 +433,38 @@ class Run:
 
     def record(self, **numbers) -> None:
         self.results.update(numbers)
+
+    def stored_evaluation(
+        self,
+        name: str,
+        compute: Callable[[], Mapping],
+        *,
+        models: Mapping | None = None,
+        inputs: Mapping[str, torch.Tensor] | None = None,
+        settings: Mapping | None = None,
+    ) -> dict:
+        """``compute()`` (JSON-ready numbers from fixed models or images), or the stored result of exactly the same
+        evaluation (``rhvae.experiments.stored_evaluations``: shipped with this experiment's models in
+        ``data/models/EXPERIMENT/``, else cached, else computed now and cached). Identified by ``name``, the weights of
+        ``models`` ({label: model}, or {seed: {label: model}}), the tensors ``inputs`` ({label: tensor}) and
+        ``settings`` (JSON-ready). Records its source and file (results ``evaluation_sources`` and
+        ``evaluation_files``, which tools/publish_run.py ships). Returns the numbers as JSON gives them back, but for
+        top-level whole-number keys (seeds), which are ints again; the same numbers whichever source they came
+        from."""
+        flat = {}
+        for label, value in (models or {}).items():
+            members = value.items() if isinstance(value, Mapping) else [("", value)]
+            flat.update({f"{label}/{member}".rstrip("/"): model for member, model in members})
+        identity = {
+            "evaluation": name,
+            "inputs": state_digest(dict(inputs or {})),
+            "settings": _jsonable(dict(settings or {})),
+        }
+        key = evaluation_key(flat, identity)
+        evaluation, source, path = stored_evaluation(self.experiment, key, self.cache_dir, compute)
+        self.results.setdefault("evaluation_sources", {})[name] = source
+        self.results.setdefault("evaluation_files", []).append(str(path))
+        return {int(k) if k.isdigit() else k: v for k, v in evaluation.items()}
 
     def summary(self) -> dict:
         params = {k: v for k, v in self.params.items() if k != "given"}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 
@@ -15,12 +14,10 @@ from rhvae.evaluation.geometry import latent_grid, metric_magnitude
 from rhvae.evaluation.likelihood import elbo, log_likelihood_table, reconstruction_error
 from rhvae.experiments.data import ExperimentData, check_data
 from rhvae.experiments.quality import coverage_threshold, generation_score, quality_score
-from rhvae.experiments.stored_evaluations import evaluation_key, stored_evaluation
 from rhvae.models import HVAE, RHVAE, VAE, check_model, check_models, check_models_by_seed
 from rhvae.models.metric import LearnedMetric
-from rhvae.persistence import state_digest
 from rhvae.sampling.hmc import DEFAULT_MCMC_STEPS, DEFAULT_N_SAMPLES, check_work, generate
-from rhvae.validation import as_array_tensor, check, check_pixels
+from rhvae.validation import as_array_tensor, check
 
 
 # ------------------------------------------------------------------------------------ numbers and figures
@@ -73,26 +70,6 @@ def evaluation_table(models: Mapping[str, VAE], x_test: torch.Tensor, ll_samples
             "seconds": time.perf_counter() - start,
         }
     return table
-
-
-def evaluation_tables(
-    models: Mapping[int, Mapping[str, VAE]], x_test: torch.Tensor, ll_samples: int, *, experiment: str, cache_dir: Path
-) -> tuple[dict[int, dict], str, Path]:
-    """``evaluation_table`` of every seed's models (``models``: {seed: {name: model}}, each with its own seed), as a
-    stored evaluation of ``experiment`` (``rhvae.experiments.stored_evaluations``: the shipped one, else the cached
-    one, else computed and cached), keyed by the models' weights, the test images and ``ll_samples``. Returns
-    ({seed: table}, "shipped", "cache" or "computed", its file). The numbers are the same whichever it came from."""
-    ll_samples = check("ll_samples", ll_samples)
-    x_test = check_pixels(x_test, "x_test")
-    group = {f"{seed}/{name}": model for seed, by_name in models.items() for name, model in by_name.items()}
-    check_models(group, allow_empty=True)
-    identity = {"table": "evaluation_table", "ll_samples": ll_samples, "test_images": state_digest({"x": x_test})}
-
-    def compute():
-        return {str(seed): evaluation_table(by_name, x_test, ll_samples, seed=seed) for seed, by_name in models.items()}
-
-    stored, source, path = stored_evaluation(experiment, evaluation_key(group, identity), cache_dir, compute)
-    return {int(seed): table for seed, table in stored.items()}, source, path
 
 
 def format_table(rows: Mapping[str, Mapping], columns: Mapping[str, str]) -> str:

@@ -1,15 +1,18 @@
 """Stored evaluations (rhvae.experiments.stored_evaluations): found by their key only, a shipped one only through its
-checksum, and an evaluation read back equal to the one computed (tables.evaluation_tables on real digits)."""
+checksum, and an evaluation read back equal to the one computed (Run.stored_evaluation on real digits)."""
 
 import json
+from pathlib import Path
 
+import nbformat
 import pytest
 import torch
 
 import rhvae
 from rhvae import persistence
+from rhvae.experiments import runs, tables
 from rhvae.experiments import stored_evaluations as se
-from rhvae.experiments import tables
+from rhvae.paths import ROOT
 from rhvae.persistence import ModelFileError
 
 
@@ -48,28 +51,54 @@ def test_a_shipped_evaluation_that_fails_its_checksum_is_refused(tmp_path, monke
         se.load_evaluation("latent_dimension", key, tmp_path / "cache")
 
 
-def test_evaluation_tables_computes_once_then_reads_the_same_numbers_back(tmp_path):
-    """On real digits: the first call computes every seed's evaluation_table and caches it, the second reads exactly
-    those numbers (seeds as ints again); other test images or another S are another evaluation."""
+def _run(tmp_path, experiment="reconstruction"):
+    params = runs.validate_parameters(experiment, parameter_defaults(experiment, tmp_path))
+    return runs.Run(experiment, params)
+
+
+def parameter_defaults(experiment, tmp_path):
+    """A notebook's namespace after its parameters cell, batch mode, with this test's folders."""
+    cell = nbformat.read(ROOT / "notebooks" / f"{experiment}.ipynb", as_version=4).cells[1].source
+    namespace: dict = {}
+    exec(cell, namespace)
+    del namespace["__builtins__"], namespace["Optional"]
+    return {**namespace, "interactive": False, "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "c")}
+
+
+def test_a_run_computes_an_evaluation_once_then_reads_the_same_numbers_back(tmp_path):
+    """On real digits: the first run computes every seed's evaluation_table and caches it (its source and file are
+    recorded for tools/publish_run.py), a second run reads exactly those numbers (seeds as ints again); other test
+    images, another setting or other weights are another evaluation."""
     data = rhvae.experiment_data("reconstruction", n_per_class=4)
     models = {}
     for seed in (0, 1):
         torch.manual_seed(seed)
         models[seed] = {"VAE": rhvae.VAE(hidden_dim=16), "HVAE": rhvae.HVAE(hidden_dim=16, n_lf=2)}
-    x = data.test.x
-    computed, source, path = tables.evaluation_tables(models, x, 20, experiment="reconstruction", cache_dir=tmp_path)
-    assert source == "computed" and path.is_file() and path.parent == tmp_path / "reconstruction"
-    assert sorted(computed) == [0, 1] and sorted(computed[0]) == ["HVAE", "VAE"]
-    direct = tables.evaluation_table(models[1], x, 20, seed=1)
+    calls = []
+
+    def evaluate(x, samples):
+        def compute():
+            calls.append(1)
+            return {s: tables.evaluation_table(m, x, samples, seed=s) for s, m in models.items()}
+
+        run = _run(tmp_path)
+        numbers = run.stored_evaluation(
+            "evaluation_table", compute, models=models, inputs={"x": x}, settings={"ll_samples": samples}
+        )
+        return numbers, run.results["evaluation_sources"]["evaluation_table"], run.results["evaluation_files"]
+
+    first, source, files = evaluate(data.test.x, 20)
+    assert source == "computed" and len(calls) == 1 and len(files) == 1
+    assert Path(files[0]).parent == tmp_path / "c" / "reconstruction"
+    assert sorted(first) == [0, 1] and sorted(first[0]) == ["HVAE", "VAE"]
+    direct = tables.evaluation_table(models[1], data.test.x, 20, seed=1)
     for key in ("bce", "log_likelihood", "log_likelihood_is"):
-        assert computed[1]["HVAE"][key] == direct["HVAE"][key]
-    again, source, same = tables.evaluation_tables(models, x, 20, experiment="reconstruction", cache_dir=tmp_path)
-    assert (again, source, same) == (computed, "cache", path)
-    _, source, other = tables.evaluation_tables(models, x[:-1], 20, experiment="reconstruction", cache_dir=tmp_path)
-    assert source == "computed" and other != path
-    _, source, _ = tables.evaluation_tables(models, x, 21, experiment="reconstruction", cache_dir=tmp_path)
-    assert source == "computed"
-    with pytest.raises(ValueError, match="ll_samples"):
-        tables.evaluation_tables(models, x, 0, experiment="reconstruction", cache_dir=tmp_path)
-    with pytest.raises(ValueError, match="x_test"):
-        tables.evaluation_tables(models, x * 255, 20, experiment="reconstruction", cache_dir=tmp_path)
+        assert first[1]["HVAE"][key] == direct["HVAE"][key]
+    again, source, files_again = evaluate(data.test.x, 20)
+    assert (again, source, files_again) == (first, "cache", files) and len(calls) == 1
+    assert evaluate(data.test.x[:-1], 20)[1] == "computed"  # other images
+    assert evaluate(data.test.x, 21)[1] == "computed"  # another setting
+    with torch.no_grad():
+        models[0]["VAE"].dec_out.bias.add_(1.0)
+    assert evaluate(data.test.x, 20)[1] == "computed"  # other weights
+    assert len(calls) == 4
