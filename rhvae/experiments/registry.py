@@ -122,7 +122,7 @@ _EXPERIMENTS = (
         Subset((1, 2, 3), 50),
         {"models": ("rhvae",), "epochs": 500, "temperatures": (0.6, 0.8, 1.0)},
         {**_COMMON, **_RHVAE, "temperatures": ranged("temperature", "floats"), "grid_n": ranged("grid_n", low=10)},
-        minutes={"default": 0.35, "train": 20.7},
+        minutes={"default": 0.55, "train": 20.7},
     ),
     Experiment(
         "reconstruction",
@@ -138,7 +138,7 @@ _EXPERIMENTS = (
             "ll_samples": ranged("ll_samples"),
             "n_show": Param("int", 1, 100),
         },
-        minutes={"default": 0.8, "train": 12.2},
+        minutes={"default": 0.2, "train": 12.2},
     ),
     Experiment(
         "generation_5",
@@ -146,7 +146,7 @@ _EXPERIMENTS = (
         Subset((5,), 200),
         {"models": ("vae", "hvae", "rhvae"), "epochs": 1000, **_PAPER_SAMPLER},
         {**_COMMON, **_RHVAE, **_TEMPERATURE, **_HVAE, **_SAMPLING},
-        minutes={"default": 0.15, "train": 28.7},
+        minutes={"default": 0.2, "train": 28.7},
     ),
     Experiment(
         "generation_7_classes",
@@ -162,7 +162,7 @@ _EXPERIMENTS = (
             "coverage_samples": ranged("n_samples"),
         },
         quick={**QUICK, "coverage_samples": 50},
-        minutes={"default": 0.55, "train": 28.7},
+        minutes={"default": 0.35, "train": 28.7},
     ),
     Experiment(
         "augmentation",
@@ -190,7 +190,7 @@ _EXPERIMENTS = (
         },
         quick={"epochs": 5, "mcmc_steps": 5, "n_generated": 20, "classifier_steps": 30},
         half_precision=("vae", "rhvae"),
-        minutes={"default": 0.65, "train": 13.8},
+        minutes={"default": 0.85, "train": 13.8},
     ),
     Experiment(
         "interpolation",
@@ -246,7 +246,7 @@ _EXPERIMENTS = (
             "latent_dims": (2, 3),
         },
         half_precision=("vae", "hvae", "rhvae"),
-        minutes={"default": 0.4, "train": 60.0},
+        minutes={"default": 0.25, "train": 60.0},
         # its d = 2 models are those of these experiments; its other models are trained on their subsets
         analyses=("reconstruction", "generation_5"),
     ),
