@@ -125,6 +125,23 @@ class SchedulerUnreachable(OSError):
     """The scheduler of a --dask address did not answer: nothing was run."""
 
 
+def probe(address: str) -> None:
+    """``SchedulerUnreachable`` at once when nothing accepts a TCP connection at a ``tcp://host:port`` address:
+    distributed itself retries a refused connection for its whole timeout (a closed port took 46 s to refuse).
+    A server that accepts the connection is left to the Dask handshake (``_connect``); other schemes too."""
+    match = re.fullmatch(r"tcp://\[?([^\]/]+?)\]?:(\d+)/?", address)
+    if match is None:
+        return
+    try:
+        with socket.create_connection((match.group(1), int(match.group(2))), timeout=CONNECT_TIMEOUT):
+            pass
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise SchedulerUnreachable(
+            f"cannot reach the Dask scheduler at {address}: nothing accepts a connection there ({why})"
+        ) from None
+
+
 @contextlib.contextmanager
 def dask_client(address: str) -> Iterator:
     """A ``distributed.Client`` of a new LocalCluster (``local``, ``local:N``: processes of one thread each) or
@@ -174,6 +191,7 @@ def _connect(client_class, address: str):
     """A client of the scheduler at ``address``, or ``SchedulerUnreachable`` within ``CONNECT_TIMEOUT`` (plus a few
     seconds): distributed's own timeout does not cover a server that accepts the connection but is not a Dask
     scheduler (its dashboard port, any HTTP server), where the handshake would wait forever."""
+    probe(address)
     outcome: dict = {}
 
     def connect():
@@ -499,7 +517,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(err, file=sys.stderr)
         return 2
-    if args.check:
+    if args.check:  # the address's form, and, for a scheduler address, that something listens there
+        try:
+            probe(args.dask)
+        except SchedulerUnreachable as err:
+            print(err, file=sys.stderr)
+            return 2
         return 0
     common = args.common[1:] if args.common[:1] == ["--"] else args.common
     given = [name for name in os.environ.get(GIVEN_ENV, "").split(",") if name]

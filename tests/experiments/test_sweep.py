@@ -351,6 +351,30 @@ def test_run_all_dask_at_a_server_that_is_not_a_scheduler_exits_2(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_run_all_dask_at_a_closed_port_is_refused_with_the_options(tmp_path):
+    """Nothing listens at the address: run_all.sh refuses it in one line while it checks its options (distributed
+    retried the refused connection for its whole 20 s timeout, 46 s in all), before any folder is made."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again when the block ends: nothing listens there
+    start = time.perf_counter()
+    proc = subprocess.run(
+        ["bash", str(ROOT / "run_all.sh"), "--out", str(tmp_path / "out"), "--dask", f"tcp://127.0.0.1:{port}"],
+        capture_output=True, text=True, env={**os.environ, "CI": "true"}, timeout=120,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    first = proc.stderr.splitlines()[0]
+    assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}: nothing accepts a connection" in first
+    assert seconds < sweep.CONNECT_TIMEOUT, f"{seconds:.1f} s: the refusal waited for distributed's timeout"
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(sweep.SchedulerUnreachable, match="nothing accepts a connection"):
+        sweep.probe(f"tcp://127.0.0.1:{port}")
+    sweep.probe("local:2")  # no address to probe
+
+
 def _terminal_sigint():
     import signal
 
