@@ -698,6 +698,7 @@ COVERAGE: dict[str, dict[str, str]] = {
         "load_mnist": f"{NO_LATENT}: the digits",
     },
     "rhvae.evaluation.geometry": {
+        "encoder_means": "test_interpolation_table_at_d3",
         "GeodesicResult": "test_geodesic_at_d3",
         "geodesic": "test_geodesic_at_d3",
         "path_length": "test_geodesic_at_d3",

@@ -66,6 +66,14 @@ class LatentGrid:
         return values.reshape(*self.shape, *values.shape[1:])
 
 
+@torch.no_grad()
+def encoder_means(model, x: torch.Tensor) -> torch.Tensor:
+    """The encoder means μ(x) of ``model`` for images ``x`` (cast to the model's dtype), in float64: the latent codes
+    that the interpolation and clustering analyses measure."""
+    dtype = next(model.parameters()).dtype
+    return model.encode(x.to(dtype))[0].double()
+
+
 def latent_bounds(points: torch.Tensor, margin: float = 0.2, min_span: float = 1.0) -> torch.Tensor:
     """Box (2, d) = [lower; upper] around ``points`` (N, d), widened by ``margin`` × its span on every side.
     A span smaller than ``min_span`` (e.g. a single code) is widened to ``min_span`` first."""
@@ -327,6 +335,7 @@ def straight_line(z_start: torch.Tensor, z_end: torch.Tensor, n_points: int = 32
 __all__ = [
     "GeodesicResult",
     "LatentGrid",
+    "encoder_means",
     "ellipse_parameters",
     "geodesic",
     "latent_bounds",

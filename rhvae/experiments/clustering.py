@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from rhvae.evaluation.geometry import latent_bounds, require_2d_latent
+from rhvae.evaluation.geometry import encoder_means, latent_bounds, require_2d_latent
 from rhvae.experiments.tables import check_models_over_subsets, compare_over_seeds, over_seeds
 from rhvae.models import check_models
 from rhvae.models.metric import LearnedMetric, quadratic_form
@@ -484,12 +484,6 @@ def scores(result: KMedoidsResult, truth) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ table
-@torch.no_grad()
-def _encode(model, x: torch.Tensor) -> torch.Tensor:
-    dtype = next(model.parameters()).dtype
-    return model.encode(x.to(dtype))[0].double()
-
-
 def clustering_table(
     models: Mapping,
     x,
@@ -524,7 +518,7 @@ def clustering_table(
     k = len(np.unique(y)) if k is None else check_int("k", k, 1, len(y))
     results, skipped = {}, {}
     for name, model in models.items():
-        codes = _encode(model, x)
+        codes = encoder_means(model, x)
         runs = {"euclidean": euclidean_distance_matrix(codes)}
         if isinstance(model, RHVAE) and model.latent_dim != 2:
             skipped[name] = f"latent_dim {model.latent_dim}: the geodesic distances are a 2-D grid graph"

@@ -55,7 +55,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from rhvae.evaluation.geometry import geodesic
+from rhvae.evaluation.geometry import encoder_means, geodesic
 from rhvae.experiments.tables import check_models_over_subsets, compare_over_seeds
 from rhvae.models import check_model, check_models
 from rhvae.models.metric import LearnedMetric, quadratic_form
@@ -307,12 +307,6 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-@torch.no_grad()
-def _codes(model, x: torch.Tensor) -> torch.Tensor:
-    dtype = next(model.parameters()).dtype
-    return model.encode(x.to(dtype))[0].double()
-
-
 def interpolation_table(
     models: Mapping,
     rhvae_metric,
@@ -367,7 +361,7 @@ def interpolation_table(
     per_kind: dict[str, dict[str, list[dict]]] = {}
     ratios: dict[str, list[float]] = {relation: [] for relation in pairs}
     for name, model in models.items():
-        codes = _codes(model, x_test)
+        codes = encoder_means(model, x_test)
         train_codes = as_array_tensor(train_codes_by_name[name], f"train_codes_by_name[{name!r}]").double()
         metric = None
         if name in rhvaes:
@@ -434,7 +428,7 @@ def decoded_paths(models: Mapping, x_a, x_b, n_points: int = 16, resolution: int
     x = torch.stack([x_a, x_b])
     decoded = {}
     for name, model in models.items():
-        z_a, z_b = _codes(model, x)
+        z_a, z_b = encoder_means(model, x)
         metric = as_double_metric(model.metric()) if isinstance(model, RHVAE) else None
         paths = {"line": straight_line(z_a, z_b, n_points)}
         if metric is not None:
@@ -477,7 +471,7 @@ def interpolations_over_seeds(models: Mapping, data: Mapping, classifier, **opti
         for seed, by_name in by_seed.items():
             if not by_name:  # every model of this seed diverged
                 continue
-            codes = {name: _codes(model, train.x) for name, model in by_name.items()}
+            codes = {name: encoder_means(model, train.x) for name, model in by_name.items()}
             table = interpolation_table(by_name, None, test.x, test.y, codes, classifier, seed=seed, **options)
             tables[subset][seed] = table
             rows.setdefault(seed, {}).update(interpolation_rows(table, subset))
